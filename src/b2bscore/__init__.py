@@ -1,0 +1,1 @@
+"""Instant, explainable B2B credit scoring."""
