@@ -1,0 +1,183 @@
+"""Normalized provider data: what adapters produce and feature builders consume.
+
+Adapters turn each provider's wire format into these types; nothing downstream ever
+sees a wire payload. Money is Decimal, dates are calendar dates (UTC).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+
+class SourceName(enum.StrEnum):
+    """The three kinds of provider consulted for every decision."""
+
+    OPEN_BANKING = "open_banking"
+    ACCOUNTING = "accounting"
+    REGISTRY = "registry"
+
+
+class SourceStatus(enum.StrEnum):
+    """Outcome of one source for one request."""
+
+    OK = "ok"
+    CACHED = "cached"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    UNAVAILABLE = "unavailable"  # no consent, unknown company, or no provider configured
+
+
+# --- open banking (STET PSD2 AISP) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BankTransaction:
+    """One booked or pending transaction; amount is signed (credit > 0, debit < 0)."""
+
+    booking_date: date
+    amount: Decimal
+    status: str  # BOOK or PDNG
+    remittance: str
+
+
+@dataclass(frozen=True, slots=True)
+class BankAccount:
+    """One payment account of the company, with its closing booked balance."""
+
+    account_token: str  # keyed hash of the resourceId; never the raw id
+    iban_token: str | None
+    cash_account_type: str
+    balance: Decimal | None
+    currency: str
+    transactions: tuple[BankTransaction, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BankData:
+    """Every consented account of the company."""
+
+    as_of: date
+    accounts: tuple[BankAccount, ...]
+    consent_granted_on: date | None = None
+
+
+# --- accounting (trial balance on the PCG) ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FinancialStatement:
+    """Aggregates of one fiscal year's trial balance, mapped from PCG account prefixes."""
+
+    fiscal_year: int
+    closing_date: date
+    revenue: Decimal
+    ebitda: Decimal
+    ebit: Decimal
+    net_income: Decimal
+    total_assets: Decimal
+    current_assets: Decimal
+    current_liabilities: Decimal
+    total_liabilities: Decimal
+    equity: Decimal
+    retained_earnings: Decimal
+    cash: Decimal
+    financial_debt: Decimal
+    inventory: Decimal
+    receivables: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AccountingData:
+    """Fiscal years available, newest first."""
+
+    as_of: date
+    statements: tuple[FinancialStatement, ...]
+
+
+# --- registry (INSEE Sirene + BODACC) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """One BODACC legal announcement."""
+
+    family: str  # familleavis: collective, vente, immatriculation, modification, radiation ...
+    nature: str | None  # jugement.nature for collective proceedings
+    published_on: date
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryData:
+    """The company's legal record and announcements."""
+
+    as_of: date
+    siren: str
+    created_on: date | None
+    legal_form: str | None  # categorieJuridiqueUniteLegale, e.g. 5710 (SAS)
+    naf: str | None  # activitePrincipaleUniteLegale, e.g. 62.01Z
+    headcount_band: str | None  # trancheEffectifsUniteLegale, e.g. 11
+    category: str | None  # PME, ETI, GE
+    active: bool
+    announcements: tuple[Announcement, ...] = ()
+
+
+# --- fan-out result ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SourceResult:
+    """What one source gave for one request: status, timing, data and raw payloads."""
+
+    name: SourceName
+    status: SourceStatus
+    latency_ms: float
+    as_of: date | None = None
+    detail: str | None = None
+    data: BankData | AccountingData | RegistryData | None = None
+    # Raw wire payloads as received, kept for the encrypted audit record.
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        """True when the source delivered data the features can use."""
+        return self.status in (SourceStatus.OK, SourceStatus.CACHED) and self.data is not None
+
+
+@dataclass(slots=True)
+class SourceBundle:
+    """All three sources of one request."""
+
+    open_banking: SourceResult
+    accounting: SourceResult
+    registry: SourceResult
+
+    def all(self) -> tuple[SourceResult, SourceResult, SourceResult]:
+        """The three results in a stable order."""
+        return (self.open_banking, self.accounting, self.registry)
+
+    @property
+    def bank(self) -> BankData | None:
+        """Bank data when the source is usable."""
+        d = self.open_banking.data
+        return d if self.open_banking.usable and isinstance(d, BankData) else None
+
+    @property
+    def books(self) -> AccountingData | None:
+        """Accounting data when the source is usable."""
+        d = self.accounting.data
+        return d if self.accounting.usable and isinstance(d, AccountingData) else None
+
+    @property
+    def record(self) -> RegistryData | None:
+        """Registry data when the source is usable."""
+        d = self.registry.data
+        return d if self.registry.usable and isinstance(d, RegistryData) else None
+
+    @property
+    def degraded(self) -> bool:
+        """True when any source is missing."""
+        return not all(r.usable for r in self.all())
