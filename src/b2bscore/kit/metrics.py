@@ -1,0 +1,63 @@
+"""Prometheus metrics of the service (multiprocess-aware)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5)
+
+REQUEST_LATENCY = Histogram(
+    "b2bscore_http_request_duration_seconds",
+    "Server-side latency of HTTP requests.",
+    ["route", "method", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+SOURCE_LATENCY = Histogram(
+    "b2bscore_source_duration_seconds",
+    "Latency of each provider call within a score request, by outcome.",
+    ["source", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+SOURCE_STATUS = Counter(
+    "b2bscore_source_status_total", "Provider outcomes per score request.", ["source", "status"]
+)
+DECISIONS = Counter(
+    "b2bscore_decisions_total", "Decisions answered, by outcome and mode.", ["decision", "mode"]
+)
+SCORES = Histogram(
+    "b2bscore_score",
+    "Distribution of scores answered (0-1000, higher is safer).",
+    buckets=tuple(range(100, 1001, 100)),
+)
+PROBABILITY_OF_DEFAULT = Histogram(
+    "b2bscore_probability_of_default",
+    "Distribution of calibrated probabilities of default answered.",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.35, 0.5, 1.0),
+)
+STAGE_LATENCY = Histogram(
+    "b2bscore_score_stage_duration_seconds",
+    "Time spent in each stage of a score request.",
+    ["stage"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+)
+AUDIT_FAILURES = Counter(
+    "b2bscore_audit_failures_total", "Score requests refused because the audit row failed."
+)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """The exposition text for /metrics, aggregated across workers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
