@@ -1,0 +1,206 @@
+"""create_app(settings): the FastAPI application and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from b2bscore.decisions.crypto import DataKeyring
+from b2bscore.decisions.endpoints import router as decisions_router
+from b2bscore.kit.cache import FallbackCache, create_cache
+from b2bscore.kit.db import create_engine, create_sessionmaker
+from b2bscore.kit.deps import State
+from b2bscore.kit.metrics import REQUEST_LATENCY, render_metrics
+from b2bscore.kit.problems import Problem, install_problem_handlers, problem_response
+from b2bscore.kit.settings import Settings, get_settings
+from b2bscore.kit.state import AppState
+from b2bscore.model.bundle import latest_bundle_path, load_bundle
+from b2bscore.scoring.endpoints import router as scoring_router
+from b2bscore.sources.clients import ProviderClients
+from b2bscore.sources.tokens import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class GuardMiddleware:
+    """Times requests, caps body size and insists on JSON for writes, before any parsing.
+
+    Pure ASGI (no BaseHTTPMiddleware) so that it costs microseconds on the hot path.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        scope["b2b.started"] = started
+        status_holder = {"status": 500}
+        path = scope.get("path", "")
+
+        async def send_with_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+            await send(message)
+
+        try:
+            problem = self._reject(scope)
+            if problem is not None:
+                await problem_response(problem, path)(scope, receive, send_with_status)
+                return
+            await self.app(scope, self._limited(receive, path, send_with_status), send_with_status)
+        finally:
+            route = scope.get("route")
+            route_path = getattr(route, "path", "unmatched")
+            REQUEST_LATENCY.labels(
+                route_path, scope.get("method", ""), str(status_holder["status"])
+            ).observe(time.monotonic() - started)
+
+    def _reject(self, scope: Scope) -> Problem | None:
+        if scope.get("method") not in {"POST", "PUT", "PATCH"}:
+            return None
+        headers = dict(scope.get("headers", ()))
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_large = int(length) > self.max_body_bytes
+            except ValueError:
+                return Problem(400, "bad_request", "Invalid Content-Length")
+            if too_large:
+                return Problem(413, "payload_too_large", "Request body too large",
+                               f"The body may not exceed {self.max_body_bytes} bytes.")
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type != b"application/json":
+            return Problem(415, "unsupported_media_type", "Unsupported media type",
+                           "Send the body as application/json.",
+                           errors=[{"field": "Content-Type", "message": "must be application/json"}])
+        return None
+
+    def _limited(self, receive: Receive, path: str, send: Send) -> Receive:
+        # Chunked bodies carry no Content-Length: count what actually arrives.
+        received = 0
+        limit = self.max_body_bytes
+
+        async def wrapped() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge()
+            return message
+
+        return wrapped
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    # An HTTPException so that FastAPI's body parsing passes it through untouched.
+    def __init__(self) -> None:
+        super().__init__(413, "Request body too large")
+
+
+async def build_state(settings: Settings) -> AppState:
+    """Open pools, clients and the model bundle for the lifetime of the app."""
+    engine = create_engine(settings.resolved_database_url)
+    models_dir = settings.models_dir
+    bundle_path = models_dir / settings.model_id if settings.model_id else latest_bundle_path(models_dir)
+    bundle = load_bundle(bundle_path)
+    log.info("model %s %s loaded from %s", bundle.model_id, bundle.version, bundle_path)
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        cache=create_cache(settings.redis_url),
+        bundle=bundle,
+        keyring=DataKeyring.from_settings(settings),
+        tokenizer=Tokenizer.from_settings(settings),
+        sandbox_clients=ProviderClients.sandbox(settings.sandbox_url, settings)
+        if settings.sandbox_url
+        else None,
+        live_clients=ProviderClients.live(settings),
+        bundles={bundle.model_id: bundle},
+    )
+
+
+async def close_state(state: AppState) -> None:
+    """Release what build_state opened."""
+    for clients in (state.sandbox_clients, state.live_clients):
+        if clients is not None:
+            await clients.aclose()
+    await state.cache.close()
+    await state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The b2bscore API."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.b2b = await build_state(settings)
+        try:
+            yield
+        finally:
+            await close_state(app.state.b2b)
+
+    app = FastAPI(
+        title="b2bscore",
+        version="0.1.0",
+        summary="Instant, explainable credit decisions on French companies.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(scoring_router)
+    app.include_router(decisions_router)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: model, database, cache")
+    async def readyz(state: State) -> Response:
+        checks: dict[str, Any] = {"model": f"{state.bundle.model_id} {state.bundle.version}"}
+        ready = True
+        try:
+            async with state.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:  # any failure means not ready; say which
+            checks["database"] = f"unavailable: {type(error).__name__}"
+            ready = False
+        if isinstance(state.cache, FallbackCache):
+            checks["cache"] = "ok" if await state.cache.ping() else "degraded: in-process fallback"
+        else:
+            checks["cache"] = "in-process"
+        body = {"status": "ready" if ready else "not_ready", "checks": checks}
+        return ORJSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        payload, content_type = render_metrics()
+        return Response(payload, media_type=content_type)
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn workers: settings from the environment."""
+    from b2bscore.kit.logging import configure_logging
+
+    configure_logging()
+    return create_app(get_settings())

@@ -1,0 +1,249 @@
+"""The b2bscore command line: serve, sandbox, train, evaluate, db, keys, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="b2bscore: instant, explainable B2B credit decisions.", no_args_is_help=True)
+db_app = typer.Typer(help="Audit store schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="Audit trail: verify, rotate keys, retention.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+
+SANDBOX_TENANT = "sandbox"
+SANDBOX_SCOPES = ("score:write", "decisions:read")
+
+
+def _settings() -> Any:
+    from b2bscore.kit.settings import Settings
+
+    return Settings()
+
+
+def _wait_until_up(url: str, timeout: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _ensure_sandbox_key(settings: Any) -> str:
+    """The embedded default's sandbox key, created once and kept under var/ (0600)."""
+    from b2bscore.kit.db import create_engine, create_sessionmaker
+    from b2bscore.tenants import service as tenants
+
+    key_file: Path = settings.var_dir / "sandbox_key"
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            if key_file.exists():
+                key = key_file.read_text().strip()
+                if await tenants.authenticate(session, key) is not None:
+                    return key
+            tenant = await tenants.create_tenant(session, SANDBOX_TENANT)
+            _, key = await tenants.create_api_key(
+                session, tenant, "test", list(SANDBOX_SCOPES), name="embedded sandbox key"
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.touch(mode=0o600)
+    key_file.write_text(key + "\n")
+    return key
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (2 fit 2 cores).")] = 1,
+    sandbox_profile: Annotated[
+        str, typer.Option(help="Sandbox latency/fault profile when the sandbox is embedded.")
+    ] = "zero",
+) -> None:
+    """Start the API; on the embedded default, with SQLite, in-process cache and sandbox."""
+    import uvicorn
+
+    from b2bscore.kit.db import upgrade_database
+
+    settings = _settings()
+    sandbox_process: subprocess.Popen[bytes] | None = None
+    if settings.is_embedded:
+        upgrade_database(settings.resolved_database_url)
+    if not settings.sandbox_url:
+        sandbox_port = _free_port()
+        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+        env = {**os.environ, "B2BSCORE_SANDBOX_PROFILE": sandbox_profile}
+        sandbox_process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
+            [sys.executable, "-m", "b2bscore", "sandbox", "--port", str(sandbox_port)], env=env
+        )
+        _wait_until_up(sandbox_url)
+        os.environ["B2BSCORE_SANDBOX_URL"] = sandbox_url
+        settings = _settings()
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="b2bscore-metrics-")
+    key = asyncio.run(_ensure_sandbox_key(settings)) if settings.is_embedded else None
+
+    url = f"http://{host}:{port}"
+    typer.echo(f"b2bscore listening on {url}  (docs: {url}/docs)")
+    typer.echo(f"sandbox providers: {settings.sandbox_url}")
+    if key:
+        typer.echo(f"sandbox API key: {key}")
+        typer.echo(
+            f"try: curl -s {url}/v1/score -H 'Authorization: Bearer {key}' "
+            "-H 'Content-Type: application/json' "
+            "-d '{\"siren\": \"111111118\", \"requested_amount\": \"25000.00\", "
+            "\"product\": \"term_loan\"}'"
+        )
+    try:
+        uvicorn.run(
+            "b2bscore.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+        )
+    finally:
+        if sandbox_process is not None:
+            sandbox_process.terminate()
+            sandbox_process.wait(timeout=10)
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Serve the sandbox providers (STET PSD2, Sirene, BODACC, accounting) on the world."""
+    import uvicorn
+
+    uvicorn.run(
+        "b2bscore.sandbox.app:create_sandbox_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+@app.command()
+def train(
+    seed: Annotated[int, typer.Option(help="Seed of the companies drawn and of LightGBM.")] = 7,
+    companies: Annotated[int, typer.Option(help="Companies drawn from the world.")] = 30_000,
+    out: Annotated[Path, typer.Option(help="Directory of model bundles.")] = Path("models"),
+) -> None:
+    """Train a LightGBM bundle on the synthetic world and write it under models/."""
+    from b2bscore.training.train import train as run_training
+
+    path = run_training(n=companies, seed=seed, out_dir=out)
+    typer.echo(str(path))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path | None, typer.Option(help="Bundle directory (default: newest).")] = None,
+    companies: Annotated[int, typer.Option(help="Fresh companies to evaluate on.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the evaluation draw.")] = 1_000_003,
+) -> None:
+    """Model AUC, KS, Brier and calibration next to the oracle's, on unseen companies."""
+    from b2bscore.model.bundle import latest_bundle_path
+    from b2bscore.training.evaluate import evaluate as run_evaluation
+
+    path = model or latest_bundle_path(_settings().models_dir)
+    typer.echo(json.dumps(run_evaluation(path, companies, seed), indent=2, default=str))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the Alembic migrations to B2BSCORE_DATABASE_URL (or the embedded SQLite)."""
+    from b2bscore.kit.db import upgrade_database
+
+    settings = _settings()
+    upgrade_database(settings.resolved_database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+async def _create_key(
+    tenant_name: str, mode: str, scopes: list[str], expires_in_days: int | None
+) -> tuple[str, str]:
+    from b2bscore.kit.db import create_engine, create_sessionmaker
+    from b2bscore.tenants import service as tenants
+
+    settings = _settings()
+    engine = create_engine(settings.resolved_database_url)
+    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    try:
+        async with create_sessionmaker(engine)() as session:
+            tenant = await tenants.create_tenant(session, tenant_name)
+            api_key, key = await tenants.create_api_key(
+                session, tenant, mode, scopes, expires_at=expires_at
+            )
+            await session.commit()
+            return str(api_key.id), key
+    finally:
+        await engine.dispose()
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name (created if new).")],
+    mode: Annotated[str, typer.Option(help="test (sandbox world) or live.")] = "test",
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: score:write, decisions:read, admin.")
+    ] = "score:write,decisions:read",
+    expires_in_days: Annotated[int | None, typer.Option(help="Expiry, in days.")] = None,
+) -> None:
+    """Create an API key; the key itself is printed once, as the last line."""
+    if mode not in {"test", "live"}:
+        raise typer.BadParameter("mode must be test or live", param_hint="--mode")
+    scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
+    unknown = set(scope_list) - {"score:write", "decisions:read", "admin"}
+    if unknown:
+        raise typer.BadParameter(f"unknown scopes: {', '.join(sorted(unknown))}", param_hint="--scopes")
+    key_id, key = asyncio.run(_create_key(tenant, mode, scope_list, expires_in_days))
+    typer.echo(f"created key {key_id} for tenant {tenant} ({mode}; {', '.join(scope_list)})")
+    typer.echo("store it now: it is shown only once")
+    typer.echo(key)
+
+
+def main() -> None:
+    """Entry point of `python -m b2bscore`."""
+    app()

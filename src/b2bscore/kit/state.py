@@ -1,0 +1,34 @@
+"""What the application holds for its lifetime: pools, clients, the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from b2bscore.kit.cache import Cache
+from b2bscore.kit.settings import Settings
+
+if TYPE_CHECKING:
+    from b2bscore.decisions.crypto import DataKeyring
+    from b2bscore.model.bundle import ModelBundle
+    from b2bscore.sources.clients import ProviderClients
+    from b2bscore.sources.tokens import Tokenizer
+
+
+@dataclass(slots=True)
+class AppState:
+    """Long-lived resources created by the lifespan and shared by every request."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    cache: Cache
+    bundle: ModelBundle
+    keyring: DataKeyring
+    tokenizer: Tokenizer
+    sandbox_clients: ProviderClients | None
+    live_clients: ProviderClients | None
+    # Past model versions loaded on demand for replay, by model id.
+    bundles: dict[str, ModelBundle] = field(default_factory=dict)

@@ -1,0 +1,62 @@
+"""POST /v1/score: validate, authenticate, limit, then hand over to the service."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+
+from b2bscore.kit.deps import DbSession, State
+from b2bscore.kit.problems import Problem
+from b2bscore.scoring import service
+from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
+from b2bscore.tenants.auth import Principal, require_scope
+from b2bscore.tenants.limits import enforce_rate_limit
+
+router = APIRouter(prefix="/v1", tags=["scoring"])
+
+ScoreWriter = Annotated[Principal, Depends(require_scope("score:write"))]
+
+_PROBLEM = {"content": {"application/problem+json": {}}}
+
+
+@router.post(
+    "/score",
+    response_model=ScoreResponse,
+    responses={
+        401: _PROBLEM, 403: _PROBLEM, 409: _PROBLEM, 413: _PROBLEM, 415: _PROBLEM,
+        422: _PROBLEM, 429: _PROBLEM, 503: _PROBLEM,
+    },
+    summary="Score a company and decide on a credit request",
+)
+async def score_company(
+    request: Request,
+    body: ScoreRequest,
+    principal: ScoreWriter,
+    session: DbSession,
+    state: State,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)
+    ] = None,
+) -> ScoreResponse:
+    """An instant decision with reasons, recorded before it is answered."""
+    started: float = request.scope.get("b2b.started", time.monotonic())
+    await enforce_rate_limit(state.cache, principal, state.settings)
+    clients = state.sandbox_clients if principal.mode == "test" else state.live_clients
+    if idempotency_key is not None and not idempotency_key.isprintable():
+        raise Problem(422, "validation_error", "Invalid Idempotency-Key",
+                      errors=[{"field": "Idempotency-Key", "message": "must be printable"}])
+    return await service.score_request(
+        body,
+        principal=principal,
+        session=session,
+        settings=state.settings,
+        bundle=state.bundle,
+        clients=clients,
+        cache=state.cache,
+        keyring=state.keyring,
+        tokenizer=state.tokenizer,
+        idempotency_key=idempotency_key,
+        started=started,
+    )

@@ -1,0 +1,222 @@
+"""The story of one score request, top to bottom.
+
+gather the sources under the deadline -> build features -> score with contributions ->
+reasons -> policy -> durable audit row -> answer. Every answer is built from the audit row
+that was committed for it, so what the lender reads is exactly what was recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from b2bscore.decisions.crypto import DataKeyring
+from b2bscore.decisions.models import Decision
+from b2bscore.decisions.repository import DecisionRepository
+from b2bscore.decisions.service import (
+    AuditUnavailable,
+    DecisionRecord,
+    IdempotencyConflict,
+    record_decision,
+)
+from b2bscore.features.build import build_features
+from b2bscore.features.types import CreditRequest
+from b2bscore.kit.cache import Cache
+from b2bscore.kit.metrics import AUDIT_FAILURES, DECISIONS, PROBABILITY_OF_DEFAULT, SCORES, STAGE_LATENCY
+from b2bscore.kit.problems import Problem
+from b2bscore.kit.settings import Settings
+from b2bscore.model.bundle import ModelBundle
+from b2bscore.model.policy import decide
+from b2bscore.model.reasons import Reason, explain
+from b2bscore.model.scorer import score
+from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
+from b2bscore.sources.clients import ProviderClients
+from b2bscore.sources.fanout import gather_sources
+from b2bscore.sources.tokens import Tokenizer
+from b2bscore.sources.types import SourceBundle, SourceResult
+from b2bscore.tenants.auth import Principal
+
+MAX_REASONS = 4
+
+
+def request_fingerprint(body: ScoreRequest) -> str:
+    """sha256 of the canonical request, to tell a retry from a different request."""
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+async def score_request(
+    body: ScoreRequest,
+    *,
+    principal: Principal,
+    session: AsyncSession,
+    settings: Settings,
+    bundle: ModelBundle,
+    clients: ProviderClients | None,
+    cache: Cache,
+    keyring: DataKeyring,
+    tokenizer: Tokenizer,
+    idempotency_key: str | None,
+    started: float,
+) -> ScoreResponse:
+    """Decide on one request inside the budget and record it before answering."""
+    deadline = started + settings.deadline_ms / 1000
+    fingerprint = request_fingerprint(body)
+    decisions = DecisionRepository(session)
+
+    if idempotency_key:
+        previous = await decisions.get_by_idempotency_key(principal.tenant_id, idempotency_key)
+        if previous is not None:
+            return _replayed_answer(previous, fingerprint)
+
+    request = CreditRequest(body.siren, body.requested_amount, body.product)
+    as_of = datetime.now(UTC).date()
+
+    # 1. Fresh data from the three providers, in parallel, each cut off at the deadline.
+    sources = await gather_sources(
+        request.siren,
+        clients,
+        deadline=deadline - settings.scoring_reserve_ms / 1000,
+        cache=cache,
+        tokenizer=tokenizer,
+        as_of=as_of,
+        cache_namespace=principal.mode,
+    )
+
+    # 2-5. The decision core: features, one pred_contrib call, reasons, policy.
+    core_started = time.perf_counter()
+    vector = build_features(sources.bank, sources.books, sources.record, request)
+    scored = score(bundle, vector)
+    model_reasons = explain(bundle, scored, vector, limit=MAX_REASONS)
+    outcome = decide(
+        scored.probability_of_default,
+        vector,
+        request,
+        has_bank=sources.bank is not None,
+        has_books=sources.books is not None,
+        has_registry=sources.record is not None,
+        thresholds=bundle.policy,
+    )
+    reasons = _ordered_reasons(outcome.rule_reasons, model_reasons)
+    STAGE_LATENCY.labels("decision_core").observe(time.perf_counter() - core_started)
+
+    # 6. The audit row, committed before anything is answered.
+    record = DecisionRecord(
+        tenant_id=principal.tenant_id,
+        api_key_id=principal.key_id,
+        mode=principal.mode,
+        siren=request.siren,
+        product=request.product.value,
+        requested_amount=request.requested_amount,
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
+        request=body.model_dump(mode="json"),
+        features=vector.as_dict(),
+        model_id=bundle.model_id,
+        model_version=bundle.version,
+        probability_of_default=Decimal(f"{scored.probability_of_default:.8f}"),
+        score=outcome.score,
+        grade=outcome.grade,
+        decision=outcome.decision,
+        proposed_limit=outcome.proposed_limit,
+        reasons=[_reason_json(r) for r in reasons],
+        sources=_sources_json(sources),
+        degraded=sources.degraded,
+        latency_ms=round((time.monotonic() - started) * 1000, 3),
+        payloads={r.name.value: r.raw for r in sources.all() if r.raw},
+    )
+    audit_started = time.perf_counter()
+    try:
+        row = await record_decision(session, record=record, keyring=keyring)
+    except IdempotencyConflict as conflict:
+        # A concurrent retry with the same key committed first: answer with its decision.
+        await session.rollback()
+        previous = await decisions.get(principal.tenant_id, conflict.decision_id)
+        if previous is None:
+            raise Problem(409, "idempotency_conflict", "Idempotency key in use") from conflict
+        return _replayed_answer(previous, fingerprint)
+    except AuditUnavailable as error:
+        AUDIT_FAILURES.inc()
+        raise Problem(
+            503,
+            "audit_unavailable",
+            "Decision not issued",
+            "The audit record could not be written, so no decision was issued. Retry later.",
+            headers={"Retry-After": "2"},
+        ) from error
+    STAGE_LATENCY.labels("audit_commit").observe(time.perf_counter() - audit_started)
+
+    DECISIONS.labels(outcome.decision, principal.mode).inc()
+    SCORES.observe(outcome.score)
+    PROBABILITY_OF_DEFAULT.observe(scored.probability_of_default)
+    return answer_from_decision(row)
+
+
+def answer_from_decision(row: Decision) -> ScoreResponse:
+    """The wire answer for a recorded decision."""
+    return ScoreResponse.model_validate(
+        {
+            "decision_id": row.id,
+            "created_at": row.created_at,
+            "siren": row.siren,
+            "product": row.product,
+            "requested_amount": row.requested_amount,
+            "probability_of_default": float(row.probability_of_default),
+            "score": row.score,
+            "grade": row.grade,
+            "decision": row.decision,
+            "proposed_limit": row.proposed_limit,
+            "reasons": row.reasons,
+            "sources": row.sources,
+            "model": {"id": row.model_id, "version": row.model_version},
+            "degraded": row.degraded,
+            "latency_ms": row.latency_ms,
+        }
+    )
+
+
+def _replayed_answer(previous: Decision, fingerprint: str) -> ScoreResponse:
+    if previous.request_hash != fingerprint:
+        raise Problem(
+            409,
+            "idempotency_key_reused",
+            "Idempotency key reused with a different request",
+            "This Idempotency-Key was used for another request body; use a new key.",
+        )
+    return answer_from_decision(previous)
+
+
+def _ordered_reasons(rule_reasons: list[Reason], model_reasons: list[Reason]) -> list[Reason]:
+    # Hard rules come first: they decided. Model reasons follow, adverse before favourable.
+    seen = {r.code for r in rule_reasons}
+    return [*rule_reasons, *(r for r in model_reasons if r.code not in seen)]
+
+
+def _reason_json(reason: Reason) -> dict[str, Any]:
+    return {
+        "code": reason.code,
+        "family": reason.family,
+        "direction": reason.direction,
+        "contribution": round(reason.contribution, 6),
+        "feature": reason.feature,
+        "value": reason.value,
+        "label_fr": reason.label_fr,
+        "label_en": reason.label_en,
+    }
+
+
+def _source_json(result: SourceResult) -> dict[str, Any]:
+    return {
+        "status": result.status.value,
+        "latency_ms": round(result.latency_ms, 3),
+        "as_of": result.as_of.isoformat() if result.as_of else None,
+        "detail": result.detail,
+    }
+
+
+def _sources_json(sources: SourceBundle) -> dict[str, Any]:
+    return {r.name.value: _source_json(r) for r in sources.all()}

@@ -1,0 +1,26 @@
+"""Per-key rate limits over the shared cache (Redis across processes)."""
+
+from __future__ import annotations
+
+import math
+
+from b2bscore.kit.cache import Cache
+from b2bscore.kit.problems import Problem
+from b2bscore.kit.settings import Settings
+from b2bscore.tenants.auth import Principal
+
+WINDOW_SECONDS = 60
+
+
+async def enforce_rate_limit(cache: Cache, principal: Principal, settings: Settings) -> None:
+    """Count this request against its key; 429 with Retry-After past the limit."""
+    limit = principal.rate_limit_per_minute or settings.rate_limit_per_minute
+    hits, seconds_left = await cache.incr_window(f"rl:{principal.key_id}", WINDOW_SECONDS)
+    if hits > limit:
+        raise Problem(
+            429,
+            "rate_limited",
+            "Too many requests",
+            f"This key may make {limit} requests per minute.",
+            headers={"Retry-After": str(max(1, math.ceil(seconds_left)))},
+        )
