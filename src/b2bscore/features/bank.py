@@ -1,0 +1,149 @@
+"""Bank features: 90-day cash flows, reconstructed daily balance, incidents, history.
+
+All day counts are relative to ``BankData.as_of`` (no clock). Only booked (BOOK)
+transactions count: the closing booked balance (CLBD) only reflects booked entries, so
+pending ones would break the backwards balance reconstruction. Accounts are consolidated:
+the company's treasury is what repays, not any single account.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from b2bscore.sources.types import BankData
+
+NAMES: tuple[str, ...] = (
+    "bank_inflows_90d",
+    "bank_outflows_90d",
+    "bank_net_flow_ratio_90d",
+    "bank_net_flow_trend",
+    "bank_negative_balance_days",
+    "bank_balance_volatility",
+    "bank_cash_cover_months",
+    "bank_rejected_debits_90d",
+    "bank_history_months",
+)
+
+WINDOW_DAYS = 90
+TREND_WEEKS = 13
+DAYS_PER_MONTH = 30.4375
+MAX_VOLATILITY = 10.0
+MAX_COVER_MONTHS = 24.0
+_NAN = math.nan
+_MISSING: tuple[float, ...] = (_NAN,) * len(NAMES)
+_REJECT_MARKERS = ("REJET", "IMPAYE", "IMPAYÉ")
+# Week 0 is the most recent week, so time runs forwards as the week index falls.
+_WEEK_T = -np.arange(TREND_WEEKS, dtype=np.float64)
+_WEEK_T_CENTRED = _WEEK_T - _WEEK_T.mean()
+_WEEK_T_SS = float((_WEEK_T_CENTRED**2).sum())
+
+
+def is_rejected_debit_refund(amount: float, remittance: str) -> bool:
+    """True for the credit that reverses a rejected direct debit (REJET / IMPAYE)."""
+    if amount <= 0.0:
+        return False
+    up = remittance.upper()
+    return any(m in up for m in _REJECT_MARKERS)
+
+
+def bank_features(bank: BankData | None) -> tuple[float, ...]:
+    """Bank features in ``NAMES`` order; all NaN when there is no bank data."""
+    if bank is None:
+        return _MISSING
+    as_of = bank.as_of.toordinal()
+
+    amt_list: list[float] = []
+    age_list: list[int] = []
+    rej_list: list[bool] = []
+    in_bal_list: list[bool] = []
+    closing_total = 0.0
+    has_balance = False
+    for acc in bank.accounts:
+        if acc.currency != "EUR":
+            continue  # mixing currencies would make every sum meaningless
+        known = acc.balance is not None
+        if acc.balance is not None:
+            has_balance = True
+            closing_total += float(acc.balance)
+        for t in acc.transactions:
+            if t.status != "BOOK":
+                continue
+            a = float(t.amount)
+            amt_list.append(a)
+            age_list.append(as_of - t.booking_date.toordinal())
+            rej_list.append(a > 0.0 and is_rejected_debit_refund(a, t.remittance))
+            in_bal_list.append(known)
+
+    amt = np.asarray(amt_list, dtype=np.float64)
+    age = np.asarray(age_list, dtype=np.int64)
+    rej = np.asarray(rej_list, dtype=np.bool_)
+    in_bal = np.asarray(in_bal_list, dtype=np.bool_)
+    return _compute(amt, age, rej, in_bal, closing_total if has_balance else None)
+
+
+def _compute(
+    amt: np.ndarray,
+    age: np.ndarray,
+    rej: np.ndarray,
+    in_bal: np.ndarray,
+    closing: float | None,
+) -> tuple[float, ...]:
+    history_months = float(age.max()) / DAYS_PER_MONTH if age.size else 0.0
+    # Entries dated after as_of cannot be placed on the 90-day axis.
+    win = (age >= 0) & (age < WINDOW_DAYS)
+    a_win = amt[win]
+    rej_win = rej[win]
+    refunds = float(a_win[rej_win].sum())
+    inflows = float(a_win[(a_win > 0.0) & ~rej_win].sum())
+    # A refund cancels the rejected debit, so it is netted out of the outflows.
+    outflows = max(float(-a_win[a_win < 0.0].sum()) - refunds, 0.0)
+    rejects = float(rej_win.sum())
+
+    if inflows > 0.0:
+        net_ratio = max((inflows - outflows) / inflows, -5.0)
+    elif outflows > 0.0:
+        net_ratio = -5.0
+    else:
+        net_ratio = _NAN
+
+    trend = _NAN
+    if inflows > 0.0:
+        tw = (age >= 0) & (age < TREND_WEEKS * 7)
+        weekly = np.bincount(age[tw] // 7, weights=amt[tw], minlength=TREND_WEEKS)
+        slope = float(_WEEK_T_CENTRED @ weekly) / _WEEK_T_SS
+        trend = float(np.clip(slope / (inflows / (WINDOW_DAYS / 7.0)), -2.0, 2.0))
+
+    neg_days = vol = cover = _NAN
+    if closing is not None:
+        ok = win & in_bal
+        daily = np.bincount(age[ok], weights=amt[ok], minlength=WINDOW_DAYS)
+        # End-of-day balance i days before as_of = closing - flows booked after that day.
+        eod = np.empty(WINDOW_DAYS, dtype=np.float64)
+        eod[0] = closing
+        eod[1:] = closing - np.cumsum(daily[: WINDOW_DAYS - 1])
+        neg_days = float((eod < 0.0).sum())
+        mean = float(eod.mean())
+        std = float(eod.std())
+        if mean != 0.0:
+            vol = min(std / abs(mean), MAX_VOLATILITY)
+        else:
+            vol = MAX_VOLATILITY if std > 0.0 else 0.0
+        monthly_out = outflows / (WINDOW_DAYS / DAYS_PER_MONTH)
+        if monthly_out > 0.0:
+            cover = float(np.clip(closing / monthly_out, -MAX_COVER_MONTHS, MAX_COVER_MONTHS))
+        else:
+            cover = math.copysign(MAX_COVER_MONTHS, closing) if closing != 0.0 else 0.0
+
+    return (
+        inflows,
+        outflows,
+        net_ratio,
+        trend,
+        neg_days,
+        vol,
+        cover,
+        rejects,
+        history_months,
+    )

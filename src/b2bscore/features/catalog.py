@@ -1,0 +1,334 @@
+"""Every model feature, in model order: name, family, unit, monotone direction, reason labels.
+
+The catalog is the single source of truth shared by the builders, the training pipeline
+(monotone constraints), the bundle check (fingerprint) and the reason codes. Features of
+one family are correlated views of the same risk driver, so the explanation reports one
+reason per family, labelled with the family's most contributing feature.
+
+``monotone`` is the sign of the feature's effect on RISK (probability of default) and is
+passed to LightGBM as a monotone constraint: +1 means "more of it can only raise the PD".
+
+Labels are ``str.format`` templates rendered with ``value=<feature value>``; they state a
+fact the applicant can act on, so the same text serves adverse and favourable reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One model feature and how to explain it."""
+
+    name: str
+    family: str
+    unit: str
+    description: str
+    monotone: int
+    reason_code: str
+    label_fr: str
+    label_en: str
+
+    def render(self, value: float | None) -> tuple[str, str]:
+        """French and English labels rendered with ``value`` (family label when missing)."""
+        if value is None:
+            fam = FAMILY_LABELS[self.family]
+            return f"{fam[0]} : données indisponibles", f"{fam[1]}: data not available"
+        return self.label_fr.format(value=value), self.label_en.format(value=value)
+
+
+# Family -> (reason code, label FR, label EN). The family label is used when the
+# representative feature has no value (source missing).
+FAMILY_LABELS: dict[str, tuple[str, str]] = {
+    "liquidity": ("Liquidité et trésorerie", "Liquidity and cash position"),
+    "cash_flow": ("Flux de trésorerie", "Cash flows"),
+    "payment_incidents": ("Incidents de paiement", "Payment incidents"),
+    "profitability": ("Rentabilité", "Profitability"),
+    "leverage": ("Endettement", "Indebtedness"),
+    "solvency": ("Solvabilité et fonds propres", "Solvency and equity"),
+    "activity": ("Activité et chiffre d'affaires", "Business activity and revenue"),
+    "company_age": ("Ancienneté de l'entreprise", "Company age"),
+    "company_profile": (
+        "Profil de l'entreprise (forme juridique, effectif)",
+        "Company profile (legal form, headcount)",
+    ),
+    "sector": ("Secteur d'activité", "Business sector"),
+    "legal_events": ("Événements juridiques", "Legal events"),
+    "request_size": ("Montant demandé", "Requested amount"),
+    "data_coverage": ("Données disponibles", "Available data"),
+}
+
+FAMILY_CODES: dict[str, str] = {
+    "liquidity": "LIQUIDITY",
+    "cash_flow": "CASH_FLOW",
+    "payment_incidents": "PAYMENT_INCIDENTS",
+    "profitability": "PROFITABILITY",
+    "leverage": "LEVERAGE",
+    "solvency": "SOLVENCY",
+    "activity": "ACTIVITY",
+    "company_age": "COMPANY_AGE",
+    "company_profile": "COMPANY_PROFILE",
+    "sector": "SECTOR",
+    "legal_events": "LEGAL_EVENTS",
+    "request_size": "REQUEST_SIZE",
+    "data_coverage": "DATA_COVERAGE",
+}
+
+
+def _f(
+    name: str,
+    family: str,
+    unit: str,
+    monotone: int,
+    description: str,
+    label_fr: str,
+    label_en: str,
+) -> FeatureSpec:
+    return FeatureSpec(
+        name=name,
+        family=family,
+        unit=unit,
+        description=description,
+        monotone=monotone,
+        reason_code=FAMILY_CODES[family],
+        label_fr=label_fr,
+        label_en=label_en,
+    )
+
+
+FEATURES: tuple[FeatureSpec, ...] = (
+    # --- bank: cash flow over the last 90 days --------------------------------------
+    _f(
+        "bank_inflows_90d", "cash_flow", "EUR", -1,
+        "Sum of booked credits over the 90 days up to the bank as_of (rejected-debit "
+        "refunds excluded).",
+        "Encaissements de {value:.0f} € sur les 90 derniers jours",
+        "Inflows of EUR {value:.0f} over the last 90 days",
+    ),
+    _f(
+        "bank_outflows_90d", "cash_flow", "EUR", 0,
+        "Sum of booked debits (absolute) over the last 90 days.",
+        "Décaissements de {value:.0f} € sur les 90 derniers jours",
+        "Outflows of EUR {value:.0f} over the last 90 days",
+    ),
+    _f(
+        "bank_net_flow_ratio_90d", "cash_flow", "ratio", -1,
+        "(inflows - outflows) / inflows over the last 90 days.",
+        "Flux net de {value:.0%} des encaissements sur 90 jours",
+        "Net cash flow of {value:.0%} of inflows over 90 days",
+    ),
+    _f(
+        "bank_net_flow_trend", "cash_flow", "share of weekly inflows per week", -1,
+        "Least-squares slope of the weekly net flow over the last 13 weeks, divided by "
+        "the mean weekly inflows.",
+        "Tendance du flux net hebdomadaire : {value:+.1%} des encaissements par semaine",
+        "Weekly net cash flow trend: {value:+.1%} of inflows per week",
+    ),
+    # --- bank: liquidity -----------------------------------------------------------
+    _f(
+        "bank_negative_balance_days", "liquidity", "days", 1,
+        "Days among the last 90 whose end-of-day consolidated balance, reconstructed "
+        "backwards from the closing balance, is negative.",
+        "Trésorerie négative sur {value:.0f} des 90 derniers jours",
+        "Negative balance on {value:.0f} of the last 90 days",
+    ),
+    _f(
+        "bank_balance_volatility", "liquidity", "ratio", 1,
+        "Coefficient of variation (std / |mean|) of the daily consolidated balance over "
+        "90 days, capped at 10.",
+        "Solde bancaire instable (coefficient de variation {value:.1f})",
+        "Unstable bank balance (coefficient of variation {value:.1f})",
+    ),
+    _f(
+        "bank_cash_cover_months", "liquidity", "months", -1,
+        "Closing consolidated balance / average monthly outflows.",
+        "Trésorerie couvrant {value:.1f} mois de dépenses",
+        "Cash covering {value:.1f} months of spending",
+    ),
+    # --- bank: incidents and history -----------------------------------------------
+    _f(
+        "bank_rejected_debits_90d", "payment_incidents", "count", 1,
+        "Rejected direct debits (credit whose remittance says REJET or IMPAYE) over "
+        "the last 90 days.",
+        "{value:.0f} prélèvement(s) rejeté(s) sur les 90 derniers jours",
+        "{value:.0f} rejected direct debit(s) over the last 90 days",
+    ),
+    _f(
+        "bank_history_months", "data_coverage", "months", -1,
+        "Months between the oldest booked transaction and the bank as_of.",
+        "{value:.1f} mois d'historique bancaire disponible",
+        "{value:.1f} months of bank history available",
+    ),
+    # --- accounting: Altman family and ratios ---------------------------------------
+    _f(
+        "working_capital_to_assets", "liquidity", "ratio", -1,
+        "(current assets - current liabilities) / total assets (Altman X1).",
+        "Fonds de roulement de {value:.0%} du total du bilan",
+        "Working capital of {value:.0%} of total assets",
+    ),
+    _f(
+        "current_ratio", "liquidity", "ratio", -1,
+        "Current assets / current liabilities, capped at 20.",
+        "Ratio de liquidité générale de {value:.2f}",
+        "Current ratio of {value:.2f}",
+    ),
+    _f(
+        "cash_ratio", "liquidity", "ratio", -1,
+        "Cash / current liabilities, capped at 20.",
+        "Trésorerie égale à {value:.0%} des dettes à court terme",
+        "Cash equal to {value:.0%} of short-term liabilities",
+    ),
+    _f(
+        "retained_earnings_to_assets", "solvency", "ratio", -1,
+        "Retained earnings / total assets (Altman X2).",
+        "Réserves et report à nouveau de {value:.0%} du total du bilan",
+        "Retained earnings of {value:.0%} of total assets",
+    ),
+    _f(
+        "equity_to_liabilities", "solvency", "ratio", -1,
+        "Equity / total liabilities (Altman X4, book value), capped at 20.",
+        "Fonds propres égaux à {value:.0%} des dettes",
+        "Equity equal to {value:.0%} of liabilities",
+    ),
+    _f(
+        "ebit_to_assets", "profitability", "ratio", -1,
+        "EBIT / total assets (Altman X3).",
+        "Résultat d'exploitation de {value:.1%} du total du bilan",
+        "Operating profit of {value:.1%} of total assets",
+    ),
+    _f(
+        "ebitda_margin", "profitability", "ratio", -1,
+        "EBITDA / revenue.",
+        "Marge d'EBE de {value:.1%}",
+        "EBITDA margin of {value:.1%}",
+    ),
+    _f(
+        "net_margin", "profitability", "ratio", -1,
+        "Net income / revenue.",
+        "Marge nette de {value:.1%}",
+        "Net margin of {value:.1%}",
+    ),
+    _f(
+        "financial_debt_to_ebitda", "leverage", "years of EBITDA", 1,
+        "Financial debt / EBITDA; 0 without debt, 50 (cap) when EBITDA <= 0 with debt.",
+        "Dette financière de {value:.1f} années d'EBE",
+        "Financial debt of {value:.1f} years of EBITDA",
+    ),
+    _f(
+        "debt_ratio", "leverage", "ratio", 1,
+        "Total liabilities / total assets.",
+        "Dettes représentant {value:.0%} du total du bilan",
+        "Liabilities at {value:.0%} of total assets",
+    ),
+    _f(
+        "sales_to_assets", "activity", "ratio", -1,
+        "Revenue / total assets (Altman X5), capped at 20.",
+        "Chiffre d'affaires de {value:.1f} fois le total du bilan",
+        "Revenue of {value:.1f} times total assets",
+    ),
+    _f(
+        "revenue_growth", "activity", "ratio", -1,
+        "Revenue of the latest fiscal year / previous year - 1, clipped to [-1, 5].",
+        "Évolution du chiffre d'affaires de {value:+.0%} sur un an",
+        "Revenue change of {value:+.0%} year on year",
+    ),
+    _f(
+        "annual_revenue", "activity", "EUR", -1,
+        "Revenue of the latest fiscal year.",
+        "Chiffre d'affaires annuel de {value:.0f} €",
+        "Annual revenue of EUR {value:.0f}",
+    ),
+    # --- registry -----------------------------------------------------------------
+    _f(
+        "company_age_years", "company_age", "years", -1,
+        "Years between the creation date and the registry as_of.",
+        "Entreprise créée il y a {value:.1f} an(s)",
+        "Company created {value:.1f} year(s) ago",
+    ),
+    _f(
+        "legal_form_group", "company_profile", "ordinal", 0,
+        "Legal form group from categorieJuridique: 0 sole trader, 1 SARL/EURL, 2 SAS/SASU, "
+        "3 SA, 4 other.",
+        "Forme juridique (groupe {value:.0f})",
+        "Legal form (group {value:.0f})",
+    ),
+    _f(
+        "headcount_band", "company_profile", "ordinal", -1,
+        "INSEE headcount band as an ordinal (0 = no employee ... 14 = 10,000+).",
+        "Tranche d'effectif {value:.0f} (échelle INSEE)",
+        "Headcount band {value:.0f} (INSEE scale)",
+    ),
+    _f(
+        "sector_risk_group", "sector", "ordinal", 1,
+        "Sector risk group from the NAF division: 0 lowest ... 4 highest historical "
+        "failure rate.",
+        "Secteur d'activité de risque {value:.0f} sur 4",
+        "Business sector risk level {value:.0f} of 4",
+    ),
+    _f(
+        "registry_active", "legal_events", "flag", -1,
+        "1 when the legal unit is active (etatAdministratif A), 0 when closed.",
+        "Statut au répertoire Sirene (1 = active, 0 = cessée) : {value:.0f}",
+        "Sirene status (1 = active, 0 = closed): {value:.0f}",
+    ),
+    _f(
+        "collective_proceedings", "legal_events", "flag", 1,
+        "1 when a BODACC collective-proceedings announcement was published in the last "
+        "5 years.",
+        "Procédure collective publiée au BODACC (1 = oui, 0 = non) : {value:.0f}",
+        "Collective proceedings published in BODACC (1 = yes, 0 = no): {value:.0f}",
+    ),
+    _f(
+        "days_since_collective", "legal_events", "days", -1,
+        "Days since the latest collective-proceedings announcement (missing when none).",
+        "Dernière procédure collective publiée il y a {value:.0f} jours",
+        "Latest collective proceedings published {value:.0f} days ago",
+    ),
+    # --- request ------------------------------------------------------------------
+    _f(
+        "request_to_revenue", "request_size", "ratio", 1,
+        "Requested amount / annual revenue, capped at 50.",
+        "Montant demandé égal à {value:.0%} du chiffre d'affaires annuel",
+        "Requested amount equal to {value:.0%} of annual revenue",
+    ),
+    _f(
+        "request_to_monthly_inflows", "request_size", "months of inflows", 1,
+        "Requested amount / average monthly inflows over 90 days, capped at 500.",
+        "Montant demandé égal à {value:.1f} mois d'encaissements",
+        "Requested amount equal to {value:.1f} months of inflows",
+    ),
+    _f(
+        "log_requested_amount", "request_size", "ln(EUR)", 0,
+        "Natural logarithm of 1 + the requested amount.",
+        "Montant demandé (log) : {value:.1f}",
+        "Requested amount (log): {value:.1f}",
+    ),
+    # --- data coverage ------------------------------------------------------------
+    _f(
+        "has_bank", "data_coverage", "flag", 0,
+        "1 when bank data was available for this decision.",
+        "Compte bancaire connecté (1 = oui, 0 = non) : {value:.0f}",
+        "Bank account connected (1 = yes, 0 = no): {value:.0f}",
+    ),
+    _f(
+        "has_books", "data_coverage", "flag", 0,
+        "1 when accounting data was available for this decision.",
+        "Comptes annuels disponibles (1 = oui, 0 = non) : {value:.0f}",
+        "Financial statements available (1 = yes, 0 = no): {value:.0f}",
+    ),
+)
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
+SPECS_BY_NAME: dict[str, FeatureSpec] = {f.name: f for f in FEATURES}
+MONOTONE_CONSTRAINTS: tuple[int, ...] = tuple(f.monotone for f in FEATURES)
+
+
+def catalog_fingerprint() -> str:
+    """sha256 of the canonical JSON of feature names, families and monotone directions."""
+    doc = [[f.name, f.family, f.monotone] for f in FEATURES]
+    canonical = json.dumps(doc, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
