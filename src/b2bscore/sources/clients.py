@@ -1,0 +1,151 @@
+"""HTTP clients of the providers, one pooled client each, and the shared JSON GET."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from b2bscore.kit.settings import Settings
+from b2bscore.sources.errors import SourceFormatError, SourceUnavailable, SourceUpstreamError
+
+SANDBOX_PATHS: Mapping[str, str] = {
+    "open_banking": "/stet/v1",
+    "sirene": "/sirene/v3.11",
+    "bodacc": "/bodacc/api/explore/v2.1",
+    "accounting": "/accounting/v1",
+}
+
+
+def sandbox_consent_token(siren: str) -> str | None:
+    """The sandbox PSU token of a company: every sandbox company has one."""
+    return f"sandbox-{siren}"
+
+
+def no_consent_token(siren: str) -> str | None:
+    """No consent store is wired yet: every company is without bank consent."""
+    return None
+
+
+def _client(base_url: str, settings: Settings) -> httpx.AsyncClient:
+    # The fan-out enforces the real deadline by cancelling; this timeout only stops a
+    # request from outliving a request budget if used outside the fan-out. retries=0:
+    # a retry would always land past the deadline.
+    budget = settings.deadline_ms / 1000
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        timeout=httpx.Timeout(budget, connect=min(budget, 1.0)),
+        transport=httpx.AsyncHTTPTransport(
+            retries=0,
+            limits=httpx.Limits(
+                max_connections=settings.provider_max_connections,
+                max_keepalive_connections=settings.provider_max_connections,
+                keepalive_expiry=30.0,
+            ),
+        ),
+        headers={"Accept": "application/json"},
+        follow_redirects=False,
+    )
+
+
+@dataclass(slots=True)
+class ProviderClients:
+    """One pooled client per provider (None: provider not configured) and the consent store."""
+
+    open_banking: httpx.AsyncClient | None
+    sirene: httpx.AsyncClient | None
+    bodacc: httpx.AsyncClient | None
+    accounting: httpx.AsyncClient | None
+    consent_token: Callable[[str], str | None] = field(default=no_consent_token)
+
+    @classmethod
+    def sandbox(cls, base_url: str, settings: Settings) -> ProviderClients:
+        """Clients of the four simulated providers served under one sandbox URL."""
+        root = base_url.rstrip("/")
+        return cls(
+            open_banking=_client(root + SANDBOX_PATHS["open_banking"], settings),
+            sirene=_client(root + SANDBOX_PATHS["sirene"], settings),
+            bodacc=_client(root + SANDBOX_PATHS["bodacc"], settings),
+            accounting=_client(root + SANDBOX_PATHS["accounting"], settings),
+            consent_token=sandbox_consent_token,
+        )
+
+    @classmethod
+    def live(cls, settings: Settings) -> ProviderClients | None:
+        """Clients of the live providers configured in settings; None when none is."""
+        urls = (
+            settings.live_open_banking_url,
+            settings.live_registry_url,
+            settings.live_bodacc_url,
+            settings.live_accounting_url,
+        )
+        if not any(urls):
+            return None
+        ob, sirene, bodacc, accounting = (_client(u, settings) if u else None for u in urls)
+        # Live consent tokens come from a consent store that does not exist yet.
+        return cls(ob, sirene, bodacc, accounting, consent_token=no_consent_token)
+
+    async def aclose(self) -> None:
+        """Close every pool."""
+        for client in (self.open_banking, self.sirene, self.bodacc, self.accounting):
+            if client is not None:
+                await client.aclose()
+
+
+def _error_code(content: bytes) -> str | None:
+    # STET error bodies carry a machine-readable "error" (e.g. consent_missing).
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    code = body.get("error") if isinstance(body, dict) else None
+    return code if isinstance(code, str) and len(code) <= 64 and code.isidentifier() else None
+
+
+async def get_json(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    what: str,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """GET url and return its JSON object, mapping every failure to a SourceError."""
+    try:
+        response = await client.get(url, params=params, headers=headers)
+    except httpx.TimeoutException as error:
+        raise SourceUpstreamError(f"{what}: timeout") from error
+    except httpx.HTTPError as error:
+        raise SourceUpstreamError(f"{what}: {type(error).__name__}") from error
+    status = response.status_code
+    if status in (401, 403, 404):
+        code = _error_code(response.content)
+        raise SourceUnavailable(f"{what}: {code or f'http {status}'}")
+    if status != 200:
+        raise SourceUpstreamError(f"{what}: http {status}")
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError as error:
+        raise SourceFormatError(f"{what}: invalid json") from error
+    if not isinstance(body, dict):
+        raise SourceFormatError(f"{what}: not a json object")
+    return body
+
+
+def resolve_link(client: httpx.AsyncClient, href: str) -> str:
+    """A HAL href as a URL of client's provider; refuses links to another origin."""
+    base = client.base_url
+    url = httpx.URL(href)
+    if url.is_absolute_url:
+        if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+            # Following it would send the PSU token to whoever the payload names.
+            raise SourceFormatError("link to a foreign origin")
+        return str(url)
+    prefix = base.raw_path.decode().split("?", 1)[0].rstrip("/")
+    if href.startswith("/") and prefix and (href == prefix or href.startswith(prefix + "/")):
+        # Server-absolute path that already includes the API prefix of base_url.
+        return str(base.copy_with(raw_path=href.encode()))
+    return href

@@ -1,0 +1,244 @@
+"""The three sources of one request in parallel, under one absolute deadline.
+
+Every source ends as a SourceResult: whatever an adapter raises becomes a status with a
+short detail, and a source still running at the deadline is cancelled and reported as a
+timeout. The caller gets its bundle at the deadline at the latest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import date
+from typing import Any
+
+from b2bscore.kit.cache import Cache
+from b2bscore.kit.metrics import SOURCE_LATENCY, SOURCE_STATUS
+from b2bscore.sources import accounting, open_banking, registry
+from b2bscore.sources.cache import SourceCache
+from b2bscore.sources.clients import ProviderClients
+from b2bscore.sources.errors import SourceError, SourceUnavailable
+from b2bscore.sources.tokens import Tokenizer
+from b2bscore.sources.types import (
+    AccountingData,
+    BankData,
+    RegistryData,
+    SourceBundle,
+    SourceName,
+    SourceResult,
+    SourceStatus,
+)
+
+log = logging.getLogger(__name__)
+
+Data = BankData | AccountingData | RegistryData
+Fetch = Callable[[], Awaitable[dict[str, Any]]]
+Parse = Callable[[Mapping[str, Any], date], Data]
+
+
+def _valid_siren(siren: str) -> bool:
+    return len(siren) == 9 and siren.isascii() and siren.isdigit()
+
+
+def _fetcher(name: SourceName, siren: str, clients: ProviderClients) -> Fetch:
+    """The fetch of one source, raising SourceUnavailable when it cannot be asked at all."""
+
+    async def fetch() -> dict[str, Any]:
+        if name is SourceName.OPEN_BANKING:
+            if clients.open_banking is None:
+                raise SourceUnavailable("not configured")
+            token = clients.consent_token(siren)
+            if token is None:
+                raise SourceUnavailable("no consent")
+            return await open_banking.fetch_open_banking(clients.open_banking, token)
+        if name is SourceName.ACCOUNTING:
+            if clients.accounting is None:
+                raise SourceUnavailable("not configured")
+            return await accounting.fetch_accounting(clients.accounting, siren)
+        if clients.sirene is None:
+            raise SourceUnavailable("not configured")
+        return await registry.fetch_registry(clients.sirene, clients.bodacc, siren)
+
+    return fetch
+
+
+def _parser(name: SourceName, tokenizer: Tokenizer) -> Parse:
+    if name is SourceName.OPEN_BANKING:
+        return lambda raw, as_of: open_banking.parse_raw(raw, tokenizer, as_of)
+    if name is SourceName.ACCOUNTING:
+        return accounting.parse_raw
+    return registry.parse_raw
+
+
+def _detail(name: SourceName, raw: Mapping[str, Any]) -> str | None:
+    if name is SourceName.REGISTRY and registry.bodacc_missing(raw):
+        return "bodacc unavailable: no announcements"
+    return None
+
+
+class _Run:
+    """State shared by the source tasks of one fan-out."""
+
+    def __init__(
+        self,
+        siren: str,
+        clients: ProviderClients,
+        cache: SourceCache | None,
+        tokenizer: Tokenizer,
+        as_of: date,
+        namespace: str,
+    ) -> None:
+        self.siren = siren
+        self.clients = clients
+        self.cache = cache
+        self.tokenizer = tokenizer
+        self.as_of = as_of
+        self.namespace = namespace
+        self.writes: list[asyncio.Task[None]] = []
+
+    async def source(self, name: SourceName) -> SourceResult:
+        """One source, end to end; never raises (cancellation aside)."""
+        started = time.perf_counter()
+        parse = _parser(name, self.tokenizer)
+        try:
+            if self.cache is not None:
+                hit = await self.cache.get(self.namespace, name, self.siren)
+                if hit is not None:
+                    try:
+                        data = parse(hit.raw, hit.as_of)
+                    except SourceError:
+                        pass  # written by another version of the parser: fetch afresh
+                    else:
+                        return SourceResult(
+                            name=name,
+                            status=SourceStatus.CACHED,
+                            latency_ms=_ms(started),
+                            as_of=hit.as_of,
+                            detail=_detail(name, hit.raw),
+                            data=data,
+                            raw=hit.raw,
+                        )
+            raw = await _fetcher(name, self.siren, self.clients)()
+            try:
+                data = parse(raw, self.as_of)
+            except SourceError as error:
+                # Keep what the provider sent: the audit must show the malformed payload.
+                return _failed(name, error.status, error.reason, started, raw)
+            if self.cache is not None:
+                # Written beside the request rather than in it; the fan-out waits for
+                # writes only while its deadline allows.
+                self.writes.append(
+                    asyncio.create_task(
+                        self.cache.put(self.namespace, name, self.siren, raw, self.as_of)
+                    )
+                )
+            return SourceResult(
+                name=name,
+                status=SourceStatus.OK,
+                latency_ms=_ms(started),
+                as_of=self.as_of,
+                detail=_detail(name, raw),
+                data=data,
+                raw=raw,
+            )
+        except SourceError as error:
+            return _failed(name, error.status, error.reason, started)
+        except Exception as error:
+            log.exception("source %s failed unexpectedly for %s", name.value, self.siren)
+            return _failed(name, SourceStatus.ERROR, f"internal: {type(error).__name__}", started)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _failed(
+    name: SourceName,
+    status: SourceStatus,
+    detail: str,
+    started: float,
+    raw: dict[str, Any] | None = None,
+) -> SourceResult:
+    return SourceResult(
+        name=name, status=status, latency_ms=_ms(started), detail=detail, raw=raw or {}
+    )
+
+
+def _observe(result: SourceResult) -> None:
+    labels = {"source": result.name.value, "status": result.status.value}
+    SOURCE_LATENCY.labels(**labels).observe(result.latency_ms / 1000)
+    SOURCE_STATUS.labels(**labels).inc()
+
+
+async def _cancel(tasks: set[asyncio.Task[Any]] | list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def gather_sources(
+    siren: str,
+    clients: ProviderClients,
+    *,
+    deadline: float,
+    cache: Cache | None,
+    tokenizer: Tokenizer,
+    as_of: date,
+    cache_namespace: str,
+    freshness_seconds: Mapping[SourceName, float] | None = None,
+) -> SourceBundle:
+    """The three sources of siren, each with its status, by deadline (time.monotonic())."""
+    started = time.perf_counter()
+    order = (SourceName.OPEN_BANKING, SourceName.ACCOUNTING, SourceName.REGISTRY)
+    if not _valid_siren(siren):
+        return _bundle(
+            {n: _failed(n, SourceStatus.UNAVAILABLE, "invalid siren", started) for n in order}
+        )
+    source_cache = SourceCache(cache, tokenizer, freshness_seconds) if cache is not None else None
+    run = _Run(siren, clients, source_cache, tokenizer, as_of, cache_namespace)
+    tasks = {name: asyncio.create_task(run.source(name)) for name in order}
+    try:
+        done, pending = await asyncio.wait(
+            tasks.values(), timeout=max(0.0, deadline - time.monotonic())
+        )
+    except BaseException:
+        # The request itself was cancelled: take the providers' calls down with it.
+        await _cancel(set(tasks.values()))
+        await _cancel(run.writes)
+        raise
+    await _cancel(pending)
+    results: dict[SourceName, SourceResult] = {}
+    for name, task in tasks.items():
+        if task in done:
+            results[name] = task.result()
+        else:
+            results[name] = SourceResult(
+                name=name,
+                status=SourceStatus.TIMEOUT,
+                latency_ms=_ms(started),
+                detail="deadline",
+            )
+    await _settle_writes(run.writes, deadline)
+    return _bundle(results)
+
+
+async def _settle_writes(writes: list[asyncio.Task[None]], deadline: float) -> None:
+    if not writes:
+        return
+    finished, late = await asyncio.wait(writes, timeout=max(0.0, deadline - time.monotonic()))
+    await _cancel(list(late))
+    for task in finished:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("source cache write failed: %s", type(error).__name__)
+
+
+def _bundle(results: Mapping[SourceName, SourceResult]) -> SourceBundle:
+    for result in results.values():
+        _observe(result)
+    return SourceBundle(
+        open_banking=results[SourceName.OPEN_BANKING],
+        accounting=results[SourceName.ACCOUNTING],
+        registry=results[SourceName.REGISTRY],
+    )
