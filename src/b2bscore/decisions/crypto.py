@@ -1,0 +1,133 @@
+"""AES-256-GCM encryption of the raw provider payloads, with key ids for rotation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from b2bscore.kit.settings import Settings
+
+KEY_BYTES: Final = 32
+NONCE_BYTES: Final = 12
+KEY_FILE_NAME: Final = "data_keys"
+_KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class KeyringError(Exception):
+    """The data keys are missing, malformed or unknown."""
+
+
+class DecryptionError(Exception):
+    """A payload did not authenticate: wrong key, wrong AAD, or tampered bytes."""
+
+
+def payload_aad(tenant_id: str, decision_id: str) -> bytes:
+    """Associated data binding a ciphertext to its decision and tenant."""
+    return f"b2bscore.decision.v1|{tenant_id}|{decision_id}".encode()
+
+
+def _parse(spec: str) -> dict[str, bytes]:
+    keys: dict[str, bytes] = {}
+    for item in re.split(r"[,\n]", spec):
+        item = item.strip()
+        if not item:
+            continue
+        key_id, sep, encoded = item.partition(":")
+        if not sep or not _KEY_ID.fullmatch(key_id):
+            raise KeyringError("data keys must read 'key_id:base64key,...'")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise KeyringError(f"data key {key_id!r} is not valid base64") from exc
+        if len(key) != KEY_BYTES:
+            raise KeyringError(f"data key {key_id!r} must be {KEY_BYTES} bytes")
+        if key_id in keys:
+            raise KeyringError(f"data key id {key_id!r} appears twice")
+        keys[key_id] = key
+    return keys
+
+
+def _format(key_id: str, key: bytes) -> str:
+    return f"{key_id}:{base64.b64encode(key).decode()}"
+
+
+class DataKeyring:
+    """Data keys by id; the newest (last) encrypts, every one can decrypt."""
+
+    def __init__(self, keys: Mapping[str, bytes], *, path: Path | None = None) -> None:
+        if not keys:
+            raise KeyringError("a keyring needs at least one key")
+        for key_id, key in keys.items():
+            if not _KEY_ID.fullmatch(key_id) or len(key) != KEY_BYTES:
+                raise KeyringError(f"invalid data key {key_id!r}")
+        self._keys = dict(keys)
+        self._path = path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DataKeyring:
+        """Keys from B2BSCORE_DATA_KEYS, else the key file under var_dir (created once)."""
+        if settings.data_keys is not None:
+            return cls(_parse(settings.data_keys.get_secret_value()))
+        return cls.from_file(settings.var_dir / KEY_FILE_NAME)
+
+    @classmethod
+    def from_file(cls, path: Path) -> DataKeyring:
+        """Keys from a 'key_id:base64' per line file, created 0600 with key k1 if absent."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: two processes starting together must not each write their own k1.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(_format("k1", secrets.token_bytes(KEY_BYTES)) + "\n")
+        return cls(_parse(path.read_text()), path=path)
+
+    @property
+    def current_key_id(self) -> str:
+        """Id of the key that encrypts new payloads."""
+        return next(reversed(self._keys))
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Every key id, oldest first."""
+        return tuple(self._keys)
+
+    def add_key(self) -> str:
+        """Add a fresh key that encrypts from now on (appended to the key file if any)."""
+        number = len(self._keys) + 1
+        while f"k{number}" in self._keys:
+            number += 1
+        key_id, key = f"k{number}", secrets.token_bytes(KEY_BYTES)
+        if self._path is not None:
+            with self._path.open("a") as handle:
+                handle.write(_format(key_id, key) + "\n")
+        self._keys[key_id] = key
+        return key_id
+
+    def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes, bytes]:
+        """(key_id, nonce, ciphertext) under the newest key."""
+        key_id = self.current_key_id
+        # Random 96-bit nonces: safe far beyond any realistic count of rows per key.
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return key_id, nonce, AESGCM(self._keys[key_id]).encrypt(nonce, plaintext, aad)
+
+    def decrypt(self, key_id: str, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        """The plaintext; DecryptionError if anything does not authenticate."""
+        key = self._keys.get(key_id)
+        if key is None:
+            raise KeyringError(f"unknown data key id {key_id!r}")
+        try:
+            return AESGCM(key).decrypt(nonce, ciphertext, aad)
+        except InvalidTag as exc:
+            raise DecryptionError("payload does not authenticate") from exc

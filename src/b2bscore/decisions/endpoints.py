@@ -1,0 +1,82 @@
+"""Read API of the audit store: one decision, or a filtered, paginated list."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from b2bscore.decisions.repository import DecisionRepository
+from b2bscore.decisions.schemas import DecisionOut, DecisionPage
+from b2bscore.kit.deps import DbSession
+from b2bscore.kit.problems import Problem
+from b2bscore.tenants.auth import requires
+from b2bscore.tenants.service import Principal
+
+router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
+
+DecisionsReader = Annotated[Principal, requires("decisions:read")]
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("s"):
+            raise ValueError(cursor)
+        seq = int(raw[1:])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Problem(
+            422,
+            "validation_error",
+            "Invalid request",
+            "Invalid fields: cursor",
+            errors=[{"field": "cursor", "message": "Unknown cursor", "type": "value_error"}],
+        ) from None
+    return seq
+
+
+@router.get("/{decision_id}", response_model=DecisionOut)
+async def get_decision(
+    decision_id: str, principal: DecisionsReader, session: DbSession
+) -> DecisionOut:
+    """One decision of the caller's tenant."""
+    decision = await DecisionRepository(session).get(principal.tenant_id, decision_id)
+    if decision is None:
+        # Same answer for another tenant's id as for an unknown one.
+        raise Problem(404, "decision_not_found", "Decision not found")
+    return DecisionOut.from_decision(decision)
+
+
+@router.get("", response_model=DecisionPage)
+async def list_decisions(
+    principal: DecisionsReader,
+    session: DbSession,
+    siren: Annotated[str | None, Query(pattern=r"^\d{9}$")] = None,
+    decision: Annotated[str | None, Query(max_length=16)] = None,
+    created_from: AwareDatetime | None = None,
+    created_to: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> DecisionPage:
+    """The caller's decisions, newest first, filtered, with keyset pagination."""
+    after = _decode_cursor(cursor) if cursor else None
+    rows = await DecisionRepository(session).list(
+        principal.tenant_id,
+        siren=siren,
+        decision=decision,
+        created_from=created_from,
+        created_to=created_to,
+        # One extra row tells whether another page exists.
+        limit=limit + 1,
+        after=after,
+    )
+    items = [DecisionOut.from_decision(row) for row in rows[:limit]]
+    next_cursor = _encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
+    return DecisionPage(items=items, next_cursor=next_cursor)

@@ -1,0 +1,244 @@
+"""Writing the audit row of a decision: serialized per tenant, chained, encrypted, committed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from b2bscore.decisions.chain import (
+    GENESIS_HASH,
+    canonical_json,
+    compute_row_hash,
+    jsonable,
+    sha256_hex,
+)
+from b2bscore.decisions.crypto import DataKeyring, DecryptionError, payload_aad
+from b2bscore.decisions.models import CENT, Decision
+from b2bscore.decisions.repository import DecisionRepository
+from b2bscore.tenants.models import new_id
+
+# Namespace of our advisory locks, so that they cannot collide with another user's.
+_ADVISORY_LOCK_CLASS: Final = 0x6232_6273  # "b2bs"
+
+
+class AuditUnavailable(Exception):
+    """The audit store could not commit: no decision may be issued (503)."""
+
+
+class IdempotencyConflict(Exception):
+    """A decision already exists under this idempotency key."""
+
+    def __init__(self, decision_id: str) -> None:
+        super().__init__(f"idempotency key already used by decision {decision_id}")
+        self.decision_id = decision_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionRecord:
+    """Everything the audit row holds, as plain Python values, plus the raw payloads."""
+
+    tenant_id: str
+    mode: str
+    siren: str
+    product: str
+    requested_amount: Decimal
+    request_hash: str
+    request: Mapping[str, Any]
+    features: Mapping[str, Any]
+    model_id: str
+    model_version: str
+    # A float is kept as its repr(), a Decimal as written: both read back exactly.
+    probability_of_default: float | Decimal
+    score: int
+    grade: str
+    decision: str
+    proposed_limit: Decimal
+    reasons: Sequence[Mapping[str, Any]]
+    sources: Mapping[str, Mapping[str, Any]]
+    degraded: bool
+    latency_ms: float
+    payloads: Mapping[str, Any]
+    idempotency_key: str | None = None
+    api_key_id: str | None = None
+    decision_id: str | None = None  # pre-assigned by the caller, or a new UUID
+
+
+def hash_request(body: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a request body."""
+    return sha256_hex(canonical_json(body))
+
+
+def _cents(value: Decimal) -> Decimal:
+    quantized = value.quantize(CENT)
+    if quantized != value:
+        raise ValueError(f"money has more than 2 decimals: {value}")
+    return quantized
+
+
+_sqlite_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def _chain_lock(session: AsyncSession, tenant_id: str) -> AsyncIterator[None]:
+    """Serialize writers of one tenant's chain until the transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Held until commit or rollback, across every process sharing the database.
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, hashtext(:tenant_id))"),
+            {"space": _ADVISORY_LOCK_CLASS, "tenant_id": tenant_id},
+        )
+        yield
+        return
+    # SQLite has one writer per database, but this process's tasks would still read the
+    # same chain head between their SELECT and INSERT; (tenant_id, seq) is unique anyway.
+    loop = asyncio.get_running_loop()
+    lock = _sqlite_locks.get(loop)
+    if lock is None:
+        lock = _sqlite_locks[loop] = asyncio.Lock()
+    async with lock:
+        yield
+
+
+def _probability_text(value: float | Decimal) -> str:
+    if isinstance(value, Decimal):
+        if not value.is_finite() or not 0 <= value <= 1:
+            raise ValueError(f"probability of default out of range: {value}")
+        return str(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"probability of default out of range: {value}")
+    return repr(float(value))
+
+
+def _build(
+    *, tenant_id: str, record: DecisionRecord, keyring: DataKeyring, seq: int, prev_hash: str
+) -> Decision:
+    decision_id = record.decision_id or new_id()
+    plaintext = orjson.dumps(jsonable(record.payloads), option=orjson.OPT_SORT_KEYS)
+    key_id, nonce, ciphertext = keyring.encrypt(plaintext, payload_aad(tenant_id, decision_id))
+    decision = Decision(
+        id=decision_id,
+        tenant_id=tenant_id,
+        seq=seq,
+        # Taken under the chain lock, so created_at follows seq within a tenant.
+        created_at=datetime.now(UTC),
+        api_key_id=record.api_key_id,
+        mode=record.mode,
+        siren=record.siren,
+        product=record.product,
+        requested_amount=_cents(record.requested_amount),
+        idempotency_key=record.idempotency_key,
+        request_hash=record.request_hash,
+        request=jsonable(record.request),
+        features=jsonable(record.features),
+        model_id=record.model_id,
+        model_version=record.model_version,
+        probability_of_default=_probability_text(record.probability_of_default),
+        score=int(record.score),
+        grade=record.grade,
+        decision=record.decision,
+        proposed_limit=_cents(record.proposed_limit),
+        reasons=jsonable(record.reasons),
+        sources=jsonable(record.sources),
+        degraded=bool(record.degraded),
+        latency_ms=float(record.latency_ms),
+        payload_ciphertext=ciphertext,
+        payload_nonce=nonce,
+        payload_key_id=key_id,
+        payload_digest=sha256_hex(plaintext),
+        prev_hash=prev_hash,
+    )
+    decision.row_hash = compute_row_hash(prev_hash, decision)
+    return decision
+
+
+async def _rollback_quietly(session: AsyncSession) -> None:
+    # When the connection is already gone there is nothing to roll back; the pool
+    # discards it.
+    with contextlib.suppress(SQLAlchemyError, OSError):
+        await session.rollback()
+
+
+async def record_decision(
+    session: AsyncSession,
+    *,
+    record: DecisionRecord,
+    keyring: DataKeyring,
+    tenant_id: str | None = None,
+) -> Decision:
+    """Append the decision to its tenant's chain and COMMIT the session.
+
+    Raises IdempotencyConflict (with the existing decision id) when the idempotency key
+    was already used, and AuditUnavailable on any database failure.
+    """
+    if tenant_id is not None and tenant_id != record.tenant_id:
+        raise ValueError("tenant_id does not match record.tenant_id")
+    tenant_id = record.tenant_id
+    repository = DecisionRepository(session)
+    try:
+        async with _chain_lock(session, tenant_id):
+            if record.idempotency_key is not None:
+                existing = await repository.get_by_idempotency_key(
+                    tenant_id, record.idempotency_key
+                )
+                if existing is not None:
+                    raise IdempotencyConflict(existing.id)
+            head = await repository.chain_head(tenant_id)
+            seq, prev_hash = (1, GENESIS_HASH) if head is None else (head[0] + 1, head[1])
+            decision = _build(
+                tenant_id=tenant_id, record=record, keyring=keyring, seq=seq, prev_hash=prev_hash
+            )
+            session.add(decision)
+            await session.commit()
+    except IdempotencyConflict:
+        # Ends the transaction, which also releases the advisory lock.
+        await _rollback_quietly(session)
+        raise
+    except IntegrityError as exc:
+        await _rollback_quietly(session)
+        if record.idempotency_key is not None:
+            try:
+                existing = await repository.get_by_idempotency_key(
+                    tenant_id, record.idempotency_key
+                )
+            except (SQLAlchemyError, OSError, TimeoutError) as lookup_exc:
+                raise AuditUnavailable("audit store lookup failed") from lookup_exc
+            if existing is not None:
+                raise IdempotencyConflict(existing.id) from exc
+        raise AuditUnavailable("audit row was refused") from exc
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        await _rollback_quietly(session)
+        raise AuditUnavailable("audit store unavailable") from exc
+    return decision
+
+
+def open_payloads(decision: Decision, keyring: DataKeyring) -> dict[str, Any] | None:
+    """The decrypted raw payloads of a decision; None once purged by retention.
+
+    Raises DecryptionError when the ciphertext or its digest does not match the row.
+    """
+    if decision.payload_ciphertext is None or decision.payload_nonce is None:
+        return None
+    plaintext = keyring.decrypt(
+        decision.payload_key_id,
+        decision.payload_nonce,
+        decision.payload_ciphertext,
+        payload_aad(decision.tenant_id, decision.id),
+    )
+    if sha256_hex(plaintext) != decision.payload_digest:
+        raise DecryptionError("payload does not match the digest in the chain")
+    payloads: dict[str, Any] = orjson.loads(plaintext)
+    return payloads
