@@ -54,33 +54,53 @@ def bank_features(bank: BankData | None) -> tuple[float, ...]:
         return _MISSING
     as_of = bank.as_of.toordinal()
 
-    amt_list: list[float] = []
-    age_list: list[int] = []
-    rej_list: list[bool] = []
-    in_bal_list: list[bool] = []
+    amt_parts: list[np.ndarray] = []
+    age_parts: list[np.ndarray] = []
+    bal_parts: list[np.ndarray] = []
+    rej_parts: list[np.ndarray] = []
     closing_total = 0.0
     has_balance = False
     for acc in bank.accounts:
         if acc.currency != "EUR":
             continue  # mixing currencies would make every sum meaningless
-        known = acc.balance is not None
+        booked = [t for t in acc.transactions if t.status == "BOOK"]
+        if not booked and acc.balance is None:
+            continue
+        # float(Decimal) dominates the cost of this function; it is done once per entry.
+        amt = np.array(list(map(float, [t.amount for t in booked])), dtype=np.float64)
+        age = as_of - np.array([t.booking_date.toordinal() for t in booked], dtype=np.int64)
+        rej = np.zeros(amt.size, dtype=np.bool_)
+        credits = np.flatnonzero(amt > 0.0)
+        if credits.size:
+            # Cheap screen over all credit remittances before looking at any one of them.
+            blob = "\x00".join([booked[i].remittance for i in credits]).upper()
+            if any(m in blob for m in _REJECT_MARKERS):
+                for i in credits:
+                    rej[i] = is_rejected_debit_refund(1.0, booked[i].remittance)
+        amt_parts.append(amt)
+        age_parts.append(age)
+        rej_parts.append(rej)
+        bal_parts.append(np.full(amt.size, acc.balance is not None, dtype=np.bool_))
         if acc.balance is not None:
             has_balance = True
             closing_total += float(acc.balance)
-        for t in acc.transactions:
-            if t.status != "BOOK":
-                continue
-            a = float(t.amount)
-            amt_list.append(a)
-            age_list.append(as_of - t.booking_date.toordinal())
-            rej_list.append(a > 0.0 and is_rejected_debit_refund(a, t.remittance))
-            in_bal_list.append(known)
 
-    amt = np.asarray(amt_list, dtype=np.float64)
-    age = np.asarray(age_list, dtype=np.int64)
-    rej = np.asarray(rej_list, dtype=np.bool_)
-    in_bal = np.asarray(in_bal_list, dtype=np.bool_)
-    return _compute(amt, age, rej, in_bal, closing_total if has_balance else None)
+    if not amt_parts:
+        empty_f = np.zeros(0, dtype=np.float64)
+        empty_b = np.zeros(0, dtype=np.bool_)
+        return _compute(empty_f, np.zeros(0, dtype=np.int64), empty_b, empty_b, None)
+    if len(amt_parts) == 1:
+        return _compute(
+            amt_parts[0], age_parts[0], rej_parts[0], bal_parts[0],
+            closing_total if has_balance else None,
+        )
+    return _compute(
+        np.concatenate(amt_parts),
+        np.concatenate(age_parts),
+        np.concatenate(rej_parts),
+        np.concatenate(bal_parts),
+        closing_total if has_balance else None,
+    )
 
 
 def _compute(
@@ -113,7 +133,7 @@ def _compute(
         tw = (age >= 0) & (age < TREND_WEEKS * 7)
         weekly = np.bincount(age[tw] // 7, weights=amt[tw], minlength=TREND_WEEKS)
         slope = float(_WEEK_T_CENTRED @ weekly) / _WEEK_T_SS
-        trend = float(np.clip(slope / (inflows / (WINDOW_DAYS / 7.0)), -2.0, 2.0))
+        trend = min(max(slope / (inflows / (WINDOW_DAYS / 7.0)), -2.0), 2.0)
 
     neg_days = vol = cover = _NAN
     if closing is not None:
@@ -132,7 +152,7 @@ def _compute(
             vol = MAX_VOLATILITY if std > 0.0 else 0.0
         monthly_out = outflows / (WINDOW_DAYS / DAYS_PER_MONTH)
         if monthly_out > 0.0:
-            cover = float(np.clip(closing / monthly_out, -MAX_COVER_MONTHS, MAX_COVER_MONTHS))
+            cover = min(max(closing / monthly_out, -MAX_COVER_MONTHS), MAX_COVER_MONTHS)
         else:
             cover = math.copysign(MAX_COVER_MONTHS, closing) if closing != 0.0 else 0.0
 
