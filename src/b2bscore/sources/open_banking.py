@@ -23,7 +23,9 @@ from b2bscore.sources.errors import (
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import BankAccount, BankData, BankTransaction
 
-MAX_TRANSACTION_PAGES = 20
+# 50 per page: 40 pages hold 2,000 transactions, well above the busiest account seen;
+# the cap only stops a provider that links pages in a loop.
+MAX_TRANSACTION_PAGES = 40
 _T = TypeVar("_T")
 
 
