@@ -182,7 +182,8 @@ async def record_decision(
     """Append the decision to its tenant's chain and COMMIT the session.
 
     Raises IdempotencyConflict (with the existing decision id) when the idempotency key
-    was already used, and AuditUnavailable on any database failure.
+    was already used, and AuditUnavailable on any database failure (after a rollback,
+    which expires the objects the session holds).
     """
     if tenant_id is not None and tenant_id != record.tenant_id:
         raise ValueError("tenant_id does not match record.tenant_id")
@@ -204,8 +205,12 @@ async def record_decision(
             session.add(decision)
             await session.commit()
     except IdempotencyConflict:
-        # Ends the transaction, which also releases the advisory lock.
-        await _rollback_quietly(session)
+        # Nothing was written: committing ends the transaction (releasing the advisory
+        # lock) without expiring the caller's objects as a rollback would.
+        try:
+            await session.commit()
+        except (SQLAlchemyError, OSError, TimeoutError):
+            await _rollback_quietly(session)
         raise
     except IntegrityError as exc:
         await _rollback_quietly(session)
