@@ -43,7 +43,7 @@ OK, TIMEOUT, ERROR, UNAVAILABLE, CACHED = (
 
 async def _gather(
     siren: str,
-    clients: ProviderClients,
+    clients: ProviderClients | None,
     *,
     budget_s: float = 2.0,
     cache: Cache | None = None,
@@ -159,6 +159,12 @@ async def test_missing_providers_and_consent_are_unavailable(fake_url: str) -> N
     bundle = await _gather(fp.OK, clients)
     assert _statuses(bundle) == (UNAVAILABLE, UNAVAILABLE, UNAVAILABLE)
     assert bundle.accounting.detail == "not configured"
+
+
+async def test_no_clients_at_all_is_unavailable() -> None:
+    bundle = await _gather(fp.OK, None)
+    assert _statuses(bundle) == (UNAVAILABLE, UNAVAILABLE, UNAVAILABLE)
+    assert bundle.registry.detail == "not configured"
 
 
 async def test_no_consent_token_is_unavailable(fake_clients: ProviderClients) -> None:

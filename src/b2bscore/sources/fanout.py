@@ -180,7 +180,7 @@ async def _cancel(tasks: set[asyncio.Task[Any]] | list[asyncio.Task[None]]) -> N
 
 async def gather_sources(
     siren: str,
-    clients: ProviderClients,
+    clients: ProviderClients | None,
     *,
     deadline: float,
     cache: Cache | None,
@@ -189,9 +189,16 @@ async def gather_sources(
     cache_namespace: str,
     freshness_seconds: Mapping[SourceName, float] | None = None,
 ) -> SourceBundle:
-    """The three sources of siren, each with its status, by deadline (time.monotonic())."""
+    """The three sources of siren, each with its status, by deadline (time.monotonic()).
+
+    clients None (no provider configured for this mode) makes every source unavailable.
+    """
     started = time.perf_counter()
     order = (SourceName.OPEN_BANKING, SourceName.ACCOUNTING, SourceName.REGISTRY)
+    if clients is None:
+        return _bundle(
+            {n: _failed(n, SourceStatus.UNAVAILABLE, "not configured", started) for n in order}
+        )
     if not _valid_siren(siren):
         return _bundle(
             {n: _failed(n, SourceStatus.UNAVAILABLE, "invalid siren", started) for n in order}
