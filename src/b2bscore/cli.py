@@ -55,29 +55,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _ensure_sandbox_key(settings: Any) -> str:
-    """The embedded default's sandbox key, created once and kept under var/ (0600)."""
+async def _valid_or_new_sandbox_key(settings: Any, existing: str | None) -> str:
+    """existing when it still authenticates, else a new sandbox key of the sandbox tenant."""
     from b2bscore.kit.db import create_engine, create_sessionmaker
     from b2bscore.tenants import service as tenants
 
-    key_file: Path = settings.var_dir / "sandbox_key"
     engine = create_engine(settings.resolved_database_url)
     try:
         async with create_sessionmaker(engine)() as session:
-            if key_file.exists():
-                key = key_file.read_text().strip()
-                if await tenants.authenticate(session, key) is not None:
-                    return key
+            if existing and await tenants.authenticate(session, existing) is not None:
+                return existing
             tenant = await tenants.create_tenant(session, SANDBOX_TENANT)
             _, key = await tenants.create_api_key(
                 session, tenant, "test", list(SANDBOX_SCOPES), name="embedded sandbox key"
             )
             await session.commit()
+            return key
     finally:
         await engine.dispose()
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key_file.touch(mode=0o600)
-    key_file.write_text(key + "\n")
+
+
+def _sandbox_key(settings: Any) -> str:
+    """The embedded default's sandbox key, created once and kept under var/ (0600)."""
+    key_file: Path = settings.var_dir / "sandbox_key"
+    existing = key_file.read_text().strip() if key_file.exists() else None
+    key = asyncio.run(_valid_or_new_sandbox_key(settings, existing))
+    if key != existing:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_text(key + "\n")
     return key
 
 
@@ -111,7 +117,7 @@ def serve(
         settings = _settings()
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="b2bscore-metrics-")
-    key = asyncio.run(_ensure_sandbox_key(settings)) if settings.is_embedded else None
+    key = _sandbox_key(settings) if settings.is_embedded else None
 
     url = f"http://{host}:{port}"
     typer.echo(f"b2bscore listening on {url}  (docs: {url}/docs)")
@@ -121,8 +127,8 @@ def serve(
         typer.echo(
             f"try: curl -s {url}/v1/score -H 'Authorization: Bearer {key}' "
             "-H 'Content-Type: application/json' "
-            "-d '{\"siren\": \"111111118\", \"requested_amount\": \"25000.00\", "
-            "\"product\": \"term_loan\"}'"
+            '-d \'{"siren": "111111118", "requested_amount": "25000.00", '
+            '"product": "term_loan"}\''
         )
     try:
         uvicorn.run(
@@ -237,7 +243,9 @@ def keys_create(
     scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
     unknown = set(scope_list) - {"score:write", "decisions:read", "admin"}
     if unknown:
-        raise typer.BadParameter(f"unknown scopes: {', '.join(sorted(unknown))}", param_hint="--scopes")
+        raise typer.BadParameter(
+            f"unknown scopes: {', '.join(sorted(unknown))}", param_hint="--scopes"
+        )
     key_id, key = asyncio.run(_create_key(tenant, mode, scope_list, expires_in_days))
     typer.echo(f"created key {key_id} for tenant {tenant} ({mode}; {', '.join(scope_list)})")
     typer.echo("store it now: it is shown only once")

@@ -116,7 +116,9 @@ def test_embedded_default_scores_the_scenarios(embedded_service: tuple[str, str]
     _score_scenarios(base_url, key)
 
 
-def test_postgres_redis_and_a_separate_sandbox(postgres_url: str, redis_url: str, tmp_path: Path) -> None:
+def test_postgres_redis_and_a_separate_sandbox(
+    postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
     """The production-like setup: the sandbox and the API as two processes on PG + Redis."""
     sandbox_port, api_port = free_port(), free_port()
     env = _env(
@@ -127,17 +129,24 @@ def test_postgres_redis_and_a_separate_sandbox(postgres_url: str, redis_url: str
     )
     created = subprocess.run(
         [sys.executable, "-m", "b2bscore", "keys", "create", "--tenant", "e2e", "--mode", "test"],
-        env=env, capture_output=True, text=True, check=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("sk_test_")
     sandbox = subprocess.Popen(
         [sys.executable, "-m", "b2bscore", "sandbox", "--port", str(sandbox_port)],
-        env=env, text=True,
+        env=env,
+        text=True,
     )
     api = subprocess.Popen(
         [sys.executable, "-m", "b2bscore", "serve", "--port", str(api_port), "--workers", "2"],
-        env=env, cwd=tmp_path, text=True,
+        env=env,
+        cwd=tmp_path,
+        text=True,
     )
     try:
         _wait_for(f"http://127.0.0.1:{sandbox_port}/healthz", sandbox)

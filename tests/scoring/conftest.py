@@ -36,10 +36,16 @@ async def keys(pg_engine: AsyncEngine) -> Keys:
     async with create_sessionmaker(pg_engine)() as session:
         a = await tenants.create_tenant(session, "acme-lending")
         b = await tenants.create_tenant(session, "other-bank")
-        _, writer = await tenants.create_api_key(session, a, "test", ["score:write", "decisions:read"])
+        _, writer = await tenants.create_api_key(
+            session, a, "test", ["score:write", "decisions:read"]
+        )
         _, reader = await tenants.create_api_key(session, a, "test", ["decisions:read"])
-        _, other = await tenants.create_api_key(session, b, "test", ["score:write", "decisions:read"])
-        _, live = await tenants.create_api_key(session, a, "live", ["score:write", "decisions:read"])
+        _, other = await tenants.create_api_key(
+            session, b, "test", ["score:write", "decisions:read"]
+        )
+        _, live = await tenants.create_api_key(
+            session, a, "live", ["score:write", "decisions:read"]
+        )
         await session.commit()
     return Keys(writer, reader, other, live)
 
@@ -73,7 +79,9 @@ async def api(api_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def count_decisions(engine: AsyncEngine) -> int:
     """Rows in the audit store."""
     async with engine.connect() as connection:
-        return int((await connection.execute(select(func.count()).select_from(Decision))).scalar_one())
+        return int(
+            (await connection.execute(select(func.count()).select_from(Decision))).scalar_one()
+        )
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -26,7 +26,9 @@ BANK_TRUNCATED = "999999998"
 NO_BANK_CONSENT = "123456782"
 
 
-def body(siren: str = HEALTHY, amount: str = "25000.00", product: str = "term_loan") -> dict[str, Any]:
+def body(
+    siren: str = HEALTHY, amount: str = "25000.00", product: str = "term_loan"
+) -> dict[str, Any]:
     """A valid request body."""
     return {"siren": siren, "requested_amount": amount, "product": product}
 
@@ -83,12 +85,16 @@ class TestScoreDecisions:
         assert {s["status"] for s in answer["sources"].values()} <= {"ok", "cached"}
         assert answer["reasons"], "every decision is explained"
         for reason in answer["reasons"]:
-            assert reason["code"] and reason["label_fr"] and reason["label_en"]
+            assert reason["code"]
+            assert reason["label_fr"]
+            assert reason["label_en"]
         assert isinstance(answer["proposed_limit"], str)
         assert answer["latency_ms"] < 500
         async with pg_engine.connect() as connection:
             row = (
-                await connection.execute(select(Decision).where(Decision.id == answer["decision_id"]))
+                await connection.execute(
+                    select(Decision).where(Decision.id == answer["decision_id"])
+                )
             ).one()
         assert row.decision == "approve"
         assert row.siren == HEALTHY
@@ -112,7 +118,9 @@ class TestScoreDecisions:
     async def test_cash_strapped_company_is_not_approved(
         self, api: httpx.AsyncClient, keys: Keys
     ) -> None:
-        response = await api.post("/v1/score", json=body(CASH_STRAPPED), headers=bearer(keys.writer))
+        response = await api.post(
+            "/v1/score", json=body(CASH_STRAPPED), headers=bearer(keys.writer)
+        )
         answer = response.json()
         assert answer["decision"] in {"review", "decline"}
         assert answer["probability_of_default"] > 0.03
@@ -179,7 +187,10 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
     ({"siren": HEALTHY, "requested_amount": "-5.00", "product": "bnpl"}, "requested_amount"),
     ({"siren": HEALTHY, "requested_amount": "0", "product": "bnpl"}, "requested_amount"),
     ({"siren": HEALTHY, "requested_amount": "1e12", "product": "bnpl"}, "requested_amount"),
-    ({"siren": HEALTHY, "requested_amount": "99999999999.00", "product": "bnpl"}, "requested_amount"),
+    (
+        {"siren": HEALTHY, "requested_amount": "99999999999.00", "product": "bnpl"},
+        "requested_amount",
+    ),
     ({"siren": HEALTHY, "requested_amount": 100.5, "product": "bnpl"}, "requested_amount"),
     ({"siren": HEALTHY, "requested_amount": "10.123", "product": "bnpl"}, "requested_amount"),
     ({"siren": HEALTHY, "requested_amount": "NaN", "product": "bnpl"}, "requested_amount"),
@@ -187,7 +198,10 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
     ({"siren": HEALTHY, "requested_amount": "100.00"}, "product"),
     ({"requested_amount": "100.00", "product": "bnpl"}, "siren"),
     ({"siren": HEALTHY, "requested_amount": "100.00", "product": "bnpl", "admin": True}, "admin"),
-    ({"siren": HEALTHY, "requested_amount": "100.00", "product": "bnpl", "currency": "USD"}, "currency"),
+    (
+        {"siren": HEALTHY, "requested_amount": "100.00", "product": "bnpl", "currency": "USD"},
+        "currency",
+    ),
 ]
 
 
@@ -208,7 +222,9 @@ class TestScoreBadInput:
         assert await count_decisions(pg_engine) == before
 
     async def test_spaces_in_siren_are_tolerated(self, api: httpx.AsyncClient, keys: Keys) -> None:
-        response = await api.post("/v1/score", json=body("111 111 118"), headers=bearer(keys.writer))
+        response = await api.post(
+            "/v1/score", json=body("111 111 118"), headers=bearer(keys.writer)
+        )
         assert response.status_code == 200, response.text
         assert response.json()["siren"] == HEALTHY
 
@@ -264,7 +280,9 @@ class TestIdempotency:
 class TestDecisionRead:
     async def test_own_decision_is_returned(self, api: httpx.AsyncClient, keys: Keys) -> None:
         answer = (await api.post("/v1/score", json=body(), headers=bearer(keys.writer))).json()
-        response = await api.get(f"/v1/decisions/{answer['decision_id']}", headers=bearer(keys.writer))
+        response = await api.get(
+            f"/v1/decisions/{answer['decision_id']}", headers=bearer(keys.writer)
+        )
         assert response.status_code == 200, response.text
         stored = response.json()
         assert stored["decision"] == answer["decision"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 
@@ -18,15 +18,21 @@ router = APIRouter(prefix="/v1", tags=["scoring"])
 
 ScoreWriter = Annotated[Principal, Depends(require_scope("score:write"))]
 
-_PROBLEM = {"content": {"application/problem+json": {}}}
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
 
 @router.post(
     "/score",
     response_model=ScoreResponse,
     responses={
-        401: _PROBLEM, 403: _PROBLEM, 409: _PROBLEM, 413: _PROBLEM, 415: _PROBLEM,
-        422: _PROBLEM, 429: _PROBLEM, 503: _PROBLEM,
+        401: _PROBLEM,
+        403: _PROBLEM,
+        409: _PROBLEM,
+        413: _PROBLEM,
+        415: _PROBLEM,
+        422: _PROBLEM,
+        429: _PROBLEM,
+        503: _PROBLEM,
     },
     summary="Score a company and decide on a credit request",
 )
@@ -45,8 +51,12 @@ async def score_company(
     await enforce_rate_limit(state.cache, principal, state.settings)
     clients = state.sandbox_clients if principal.mode == "test" else state.live_clients
     if idempotency_key is not None and not idempotency_key.isprintable():
-        raise Problem(422, "validation_error", "Invalid Idempotency-Key",
-                      errors=[{"field": "Idempotency-Key", "message": "must be printable"}])
+        raise Problem(
+            422,
+            "validation_error",
+            "Invalid Idempotency-Key",
+            errors=[{"field": "Idempotency-Key", "message": "must be printable"}],
+        )
     return await service.score_request(
         body,
         principal=principal,

@@ -50,14 +50,14 @@ class ScoreRequest(BaseModel):
         try:
             return str(stdnum_siren.validate(value))
         except StdnumValidationError as error:
-            raise ValueError(f"not a valid SIREN ({error.message})") from None
+            raise ValueError(f"not a valid SIREN ({error})") from None
 
     @field_validator("requested_amount", mode="before")
     @classmethod
     def _valid_amount(cls, value: Any) -> Decimal:
         # Floats are refused: a binary float cannot carry an exact amount of money.
         if isinstance(value, bool) or not isinstance(value, str | int):
-            raise ValueError("must be a decimal string such as \"25000.00\"")
+            raise ValueError('must be a decimal string such as "25000.00"')
         text = str(value).strip()
         if not _AMOUNT_PATTERN.fullmatch(text):
             raise ValueError("must be a positive decimal string with at most 2 decimals")

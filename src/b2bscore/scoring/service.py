@@ -27,7 +27,13 @@ from b2bscore.decisions.service import (
 from b2bscore.features.build import build_features
 from b2bscore.features.types import CreditRequest
 from b2bscore.kit.cache import Cache
-from b2bscore.kit.metrics import AUDIT_FAILURES, DECISIONS, PROBABILITY_OF_DEFAULT, SCORES, STAGE_LATENCY
+from b2bscore.kit.metrics import (
+    AUDIT_FAILURES,
+    DECISIONS,
+    PROBABILITY_OF_DEFAULT,
+    SCORES,
+    STAGE_LATENCY,
+)
 from b2bscore.kit.problems import Problem
 from b2bscore.kit.settings import Settings
 from b2bscore.model.bundle import ModelBundle
