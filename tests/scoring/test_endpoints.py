@@ -293,11 +293,11 @@ class TestDecisionRead:
         response = await api.get(
             f"/v1/decisions/{answer['decision_id']}", headers=bearer(keys.other_tenant)
         )
-        assert_problem(response, 404, "not_found")
+        assert_problem(response, 404, "decision_not_found")
 
     async def test_unknown_decision_is_404(self, api: httpx.AsyncClient, keys: Keys) -> None:
         response = await api.get(f"/v1/decisions/{uuid.uuid4()}", headers=bearer(keys.writer))
-        assert_problem(response, 404, "not_found")
+        assert_problem(response, 404, "decision_not_found")
 
     async def test_missing_key_is_401(self, api: httpx.AsyncClient) -> None:
         response = await api.get(f"/v1/decisions/{uuid.uuid4()}")

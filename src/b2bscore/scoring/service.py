@@ -90,7 +90,7 @@ async def score_request(
         cache=cache,
         tokenizer=tokenizer,
         as_of=as_of,
-        cache_namespace=principal.mode,
+        cache_namespace=_cache_namespace(principal),
     )
 
     # 2-5. The decision core: features, one pred_contrib call, reasons, policy.
@@ -160,6 +160,12 @@ async def score_request(
     SCORES.observe(outcome.score)
     PROBABILITY_OF_DEFAULT.observe(scored.probability_of_default)
     return answer_from_decision(row)
+
+
+def _cache_namespace(principal: Principal) -> str:
+    # The sandbox world is public test data, shared by all; live data was consented to one
+    # lender and must never be served to another.
+    return "test" if principal.mode == "test" else f"live:{principal.tenant_id}"
 
 
 def answer_from_decision(row: Decision) -> ScoreResponse:
