@@ -33,7 +33,9 @@ MAX_VOLATILITY = 10.0
 MAX_COVER_MONTHS = 24.0
 _NAN = math.nan
 _MISSING: tuple[float, ...] = (_NAN,) * len(NAMES)
-_REJECT_MARKERS = ("REJET", "IMPAYE", "IMPAYÉ")
+_REJECT_MARKERS = ("REJET", "IMPAY")  # IMPAYE, IMPAYÉ
+# Entries older than this cannot move any feature (13 trend weeks cover 91 days).
+_AXIS_DAYS = max(WINDOW_DAYS, TREND_WEEKS * 7)
 # Week 0 is the most recent week, so time runs forwards as the week index falls.
 _WEEK_T = -np.arange(TREND_WEEKS, dtype=np.float64)
 _WEEK_T_CENTRED = _WEEK_T - _WEEK_T.mean()
@@ -48,6 +50,17 @@ def is_rejected_debit_refund(amount: float, remittance: str) -> bool:
     return any(m in up for m in _REJECT_MARKERS)
 
 
+def _reject_flags(remittances: list[str]) -> list[bool]:
+    # One upper() and one scan over all credits; most companies have no reject at all.
+    blob = "\x00".join(remittances).upper()
+    if not any(m in blob for m in _REJECT_MARKERS):
+        return [False] * len(remittances)
+    parts = blob.split("\x00")
+    if len(parts) != len(remittances):  # a NUL inside some remittance: check one by one
+        parts = [r.upper() for r in remittances]
+    return [any(m in r for m in _REJECT_MARKERS) for r in parts]
+
+
 def bank_features(bank: BankData | None) -> tuple[float, ...]:
     """Bank features in ``NAMES`` order; all NaN when there is no bank data."""
     if bank is None:
@@ -60,46 +73,49 @@ def bank_features(bank: BankData | None) -> tuple[float, ...]:
     rej_parts: list[np.ndarray] = []
     closing_total = 0.0
     has_balance = False
+    oldest = 0
     for acc in bank.accounts:
         if acc.currency != "EUR":
             continue  # mixing currencies would make every sum meaningless
+        if acc.balance is not None:
+            has_balance = True
+            closing_total += float(acc.balance)
         booked = [t for t in acc.transactions if t.status == "BOOK"]
-        if not booked and acc.balance is None:
+        if not booked:
             continue
-        # float(Decimal) dominates the cost of this function; it is done once per entry.
-        amt = np.array(list(map(float, [t.amount for t in booked])), dtype=np.float64)
         age = as_of - np.array([t.booking_date.toordinal() for t in booked], dtype=np.int64)
+        oldest = max(oldest, int(age.max()))
+        keep = (age >= 0) & (age < _AXIS_DAYS)
+        if not keep.all():
+            idx = np.flatnonzero(keep)
+            booked = [booked[i] for i in idx.tolist()]
+            age = age[idx]
+        # float(Decimal) dominates this function's cost, so it only runs on the window.
+        amt = np.array([float(t.amount) for t in booked], dtype=np.float64)
         rej = np.zeros(amt.size, dtype=np.bool_)
         credits = np.flatnonzero(amt > 0.0)
         if credits.size:
-            # Cheap screen over all credit remittances before looking at any one of them.
-            blob = "\x00".join([booked[i].remittance for i in credits]).upper()
-            if any(m in blob for m in _REJECT_MARKERS):
-                for i in credits:
-                    rej[i] = is_rejected_debit_refund(1.0, booked[i].remittance)
+            rej[credits] = _reject_flags([booked[i].remittance for i in credits.tolist()])
         amt_parts.append(amt)
         age_parts.append(age)
         rej_parts.append(rej)
         bal_parts.append(np.full(amt.size, acc.balance is not None, dtype=np.bool_))
-        if acc.balance is not None:
-            has_balance = True
-            closing_total += float(acc.balance)
 
+    closing = closing_total if has_balance else None
+    if len(amt_parts) == 1:
+        return _compute(amt_parts[0], age_parts[0], rej_parts[0], bal_parts[0], closing, oldest)
     if not amt_parts:
         empty_f = np.zeros(0, dtype=np.float64)
         empty_b = np.zeros(0, dtype=np.bool_)
-        return _compute(empty_f, np.zeros(0, dtype=np.int64), empty_b, empty_b, None)
-    if len(amt_parts) == 1:
-        return _compute(
-            amt_parts[0], age_parts[0], rej_parts[0], bal_parts[0],
-            closing_total if has_balance else None,
-        )
+        empty_i = np.zeros(0, dtype=np.int64)
+        return _compute(empty_f, empty_i, empty_b, empty_b, closing, oldest)
     return _compute(
         np.concatenate(amt_parts),
         np.concatenate(age_parts),
         np.concatenate(rej_parts),
         np.concatenate(bal_parts),
-        closing_total if has_balance else None,
+        closing,
+        oldest,
     )
 
 
@@ -109,10 +125,11 @@ def _compute(
     rej: np.ndarray,
     in_bal: np.ndarray,
     closing: float | None,
+    oldest: int,
 ) -> tuple[float, ...]:
-    history_months = float(age.max()) / DAYS_PER_MONTH if age.size else 0.0
-    # Entries dated after as_of cannot be placed on the 90-day axis.
-    win = (age >= 0) & (age < WINDOW_DAYS)
+    """Features from window entries (0 <= age < _AXIS_DAYS) of EUR accounts."""
+    history_months = oldest / DAYS_PER_MONTH
+    win = age < WINDOW_DAYS
     a_win = amt[win]
     rej_win = rej[win]
     refunds = float(a_win[rej_win].sum())
@@ -130,8 +147,7 @@ def _compute(
 
     trend = _NAN
     if inflows > 0.0:
-        tw = (age >= 0) & (age < TREND_WEEKS * 7)
-        weekly = np.bincount(age[tw] // 7, weights=amt[tw], minlength=TREND_WEEKS)
+        weekly = np.bincount(age // 7, weights=amt, minlength=TREND_WEEKS)
         slope = float(_WEEK_T_CENTRED @ weekly) / _WEEK_T_SS
         trend = min(max(slope / (inflows / (WINDOW_DAYS / 7.0)), -2.0), 2.0)
 

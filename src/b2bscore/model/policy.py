@@ -92,7 +92,10 @@ def merged_thresholds(thresholds: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def score_points(pd: float, thresholds: Mapping[str, Any] | None = None) -> int:
     """0-1000 score of a PD (higher is safer); see the module docstring."""
-    t = merged_thresholds(thresholds)
+    return _score_points(pd, merged_thresholds(thresholds))
+
+
+def _score_points(pd: float, t: Mapping[str, Any]) -> int:
     p = min(max(pd, 1e-9), 1.0 - 1e-9)
     factor = float(t["score_pdo"]) / math.log(2.0)
     raw = float(t["score_base_points"]) + factor * math.log(
@@ -103,7 +106,11 @@ def score_points(pd: float, thresholds: Mapping[str, Any] | None = None) -> int:
 
 def grade_of(pd: float, thresholds: Mapping[str, Any] | None = None) -> Grade:
     """Grade A (safest) .. E of a PD."""
-    bounds = [float(b) for b in merged_thresholds(thresholds)["grade_bounds"]]
+    return _grade_of(pd, merged_thresholds(thresholds))
+
+
+def _grade_of(pd: float, t: Mapping[str, Any]) -> Grade:
+    bounds = [float(b) for b in t["grade_bounds"]]
     for grade, bound in zip(GRADES, bounds, strict=False):
         if pd < bound:
             return grade
@@ -134,7 +141,15 @@ def proposed_limit(
     thresholds: Mapping[str, Any] | None = None,
 ) -> Decimal:
     """Limit from capacity, scaled by PD, capped by product and request, down to 100 EUR."""
-    t = merged_thresholds(thresholds)
+    return _proposed_limit(probability_of_default, vector, request, merged_thresholds(thresholds))
+
+
+def _proposed_limit(
+    probability_of_default: float,
+    vector: FeatureVector,
+    request: CreditRequest,
+    t: Mapping[str, Any],
+) -> Decimal:
     product = t["products"].get(str(request.product)) or t["products"][Product.CREDIT_LINE]
     capacities: list[Decimal] = []
     revenue = vector.get("annual_revenue")
@@ -250,7 +265,7 @@ def decide(
             f"Estimated probability of default ({pd:.1%}) in the manual review band",
         ))
 
-    limit = _ZERO if declines else proposed_limit(pd, vector, request, t)
+    limit = _ZERO if declines else _proposed_limit(pd, vector, request, t)
     if not declines and not reviews and limit <= _ZERO:
         reviews.append(_rule(
             "RULE_NO_CAPACITY", "bank_inflows_90d", vector.get("bank_inflows_90d"),
@@ -260,8 +275,8 @@ def decide(
 
     decision: Decision = "decline" if declines else ("review" if reviews else "approve")
     return PolicyOutcome(
-        score=score_points(pd, t),
-        grade=grade_of(pd, t),
+        score=_score_points(pd, t),
+        grade=_grade_of(pd, t),
         decision=decision,
         proposed_limit=limit,
         rule_reasons=declines + reviews,

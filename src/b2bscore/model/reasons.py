@@ -44,18 +44,35 @@ class Reason:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class _FamilyIndex:
+    names: tuple[str, ...]
+    ids: np.ndarray  # family id of every feature
+    members: tuple[np.ndarray, ...]  # feature indices of every family
+
+
 @lru_cache(maxsize=8)
-def _families(specs: tuple[FeatureSpec, ...]) -> tuple[tuple[str, np.ndarray], ...]:
-    order: dict[str, list[int]] = {}
-    for i, spec in enumerate(specs):
-        order.setdefault(spec.family, []).append(i)
-    return tuple((fam, np.asarray(idx, dtype=np.intp)) for fam, idx in order.items())
+def _family_index(specs: tuple[FeatureSpec, ...]) -> _FamilyIndex:
+    names: list[str] = []
+    ids: list[int] = []
+    for spec in specs:
+        if spec.family not in names:
+            names.append(spec.family)
+        ids.append(names.index(spec.family))
+    id_arr = np.asarray(ids, dtype=np.intp)
+    members = tuple(np.flatnonzero(id_arr == k) for k in range(len(names)))
+    return _FamilyIndex(tuple(names), id_arr, members)
 
 
 def _specs(bundle_or_catalog: ModelBundle | Sequence[FeatureSpec]) -> tuple[FeatureSpec, ...]:
     if isinstance(bundle_or_catalog, ModelBundle):
-        return tuple(SPECS_BY_NAME[name] for name in bundle_or_catalog.feature_names)
+        return _bundle_specs(bundle_or_catalog.feature_names)
     return tuple(bundle_or_catalog)
+
+
+@lru_cache(maxsize=8)
+def _bundle_specs(names: tuple[str, ...]) -> tuple[FeatureSpec, ...]:
+    return tuple(SPECS_BY_NAME[name] for name in names)
 
 
 def explain(
@@ -69,22 +86,24 @@ def explain(
     contrib = scored.contributions
     if len(contrib) != len(specs) or len(vector.values) != len(specs):
         raise ValueError("contributions, vector and catalog lengths differ")
-    adverse: list[tuple[float, str, np.ndarray]] = []
-    favourable: list[tuple[float, str, np.ndarray]] = []
-    for family, idx in _families(specs):
-        total = float(contrib[idx].sum())
-        if total > MIN_CONTRIBUTION:
-            adverse.append((total, family, idx))
-        elif total < -MIN_CONTRIBUTION:
-            favourable.append((total, family, idx))
-    adverse.sort(key=lambda t: (-t[0], t[1]))
-    favourable.sort(key=lambda t: (t[0], t[1]))
+    fam = _family_index(specs)
+    totals = np.bincount(fam.ids, weights=contrib, minlength=len(fam.names)).tolist()
+    adverse = sorted(
+        (k for k, v in enumerate(totals) if v > MIN_CONTRIBUTION),
+        key=lambda k: (-totals[k], fam.names[k]),
+    )
+    favourable = sorted(
+        (k for k, v in enumerate(totals) if v < -MIN_CONTRIBUTION),
+        key=lambda k: (totals[k], fam.names[k]),
+    )
 
     reasons: list[Reason] = []
-    for total, family, idx in (adverse + favourable)[: max(limit, 0)]:
+    for k in (adverse + favourable)[: max(limit, 0)]:
+        total = totals[k]
+        idx = fam.members[k]
         sign = 1.0 if total > 0.0 else -1.0
         # The family's representative is its feature pushing hardest in the family's way.
-        best = int(idx[int(np.argmax(sign * contrib[idx]))])
+        best = int(idx[int(np.argmax(sign * contrib[idx]))]) if len(idx) > 1 else int(idx[0])
         spec = specs[best]
         raw = float(vector.values[best])
         value = None if math.isnan(raw) else raw
@@ -92,7 +111,7 @@ def explain(
         reasons.append(
             Reason(
                 code=spec.reason_code,
-                family=family,
+                family=fam.names[k],
                 direction="adverse" if total > 0.0 else "favourable",
                 contribution=total,
                 feature=spec.name,
