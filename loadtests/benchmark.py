@@ -660,10 +660,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--audit-concurrency", type=int, default=16)
+    # MLServer 1.7.1's parallel inference workers crash at start with uvloop >= 0.22
+    # (asyncio.get_event_loop() in mlserver/parallel/worker.py raises): 0 runs inference in
+    # the HTTP process, the only setting that starts here.
     parser.add_argument(
         "--mlserver-workers",
         type=int,
-        default=1,
+        default=0,
         help="MLServer parallel_workers (0 = inference in the HTTP process)",
     )
     parser.add_argument("--mlserver-omp", default="1", help="OMP_NUM_THREADS for MLServer")
