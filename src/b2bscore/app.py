@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -171,7 +171,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Instant, explainable credit decisions on French companies.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     install_problem_handlers(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
@@ -198,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             checks["cache"] = "in-process"
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
-        return ORJSONResponse(body, status_code=200 if ready else 503)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics() -> Response:

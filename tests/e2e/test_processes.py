@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,8 @@ SCENARIOS = {
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("B2BSCORE_")}
-    env.update(PYTHONUNBUFFERED="1", B2BSCORE_MODELS_DIR=str(REPO / "models"), **extra)
+    models = os.environ.get("B2BSCORE_TEST_MODELS_DIR", str(REPO / "models"))
+    env.update(PYTHONUNBUFFERED="1", B2BSCORE_MODELS_DIR=models, **extra)
     return env
 
 
@@ -93,6 +95,7 @@ def embedded_service(tmp_path: Path) -> Iterator[tuple[str, str]]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    drain: threading.Thread | None = None
     try:
         assert process.stdout is not None
         key = None
@@ -104,10 +107,17 @@ def embedded_service(tmp_path: Path) -> Iterator[tuple[str, str]]:
             match = re.search(r"sandbox API key: (sk_test_\S+)", line)
             key = match.group(1) if match else None
         assert key, "serve prints a sandbox key"
+        # Keep draining the pipe so that a chatty server never blocks on a full buffer.
+        drain = threading.Thread(target=process.stdout.read, daemon=True)
+        drain.start()
         _wait_for(f"http://127.0.0.1:{port}/readyz", process)
         yield f"http://127.0.0.1:{port}", key
     finally:
         _stop(process)
+        if drain is not None:
+            drain.join(timeout=10)  # the pipe ends with the process
+        if process.stdout is not None:
+            process.stdout.close()
     assert (tmp_path / "var" / "b2bscore.db").exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def api_settings(
         redis_url=redis_url,
         sandbox_url=sandbox_url,
         var_dir=tmp_path_factory.mktemp("var"),
-        models_dir=REPO / "models",
+        models_dir=Path(os.environ.get("B2BSCORE_TEST_MODELS_DIR", REPO / "models")),
         rate_limit_per_minute=100_000,
     )
 
