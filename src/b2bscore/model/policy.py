@@ -258,7 +258,7 @@ def decide(
             "Company under one year old, bank account just connected and a large amount: "
             "manual check",
         ))
-    if approve_max <= pd < decline_min:
+    if approve_max <= pd < decline_min and not declines:
         reviews.append(_rule(
             "RULE_PD_REVIEW_BAND", "probability_of_default", pd,
             f"Probabilité de défaut estimée ({pd:.1%}) dans la zone d'examen manuel",

@@ -243,17 +243,23 @@ def calibration_table(
 
 
 def _latency(bundle: ModelBundle, sirens: list[str], seed: int) -> dict[str, float]:
-    """Decision-core time per call (features + score + reasons + policy), one thread."""
+    """Decision-core time per call (features + score + reasons + policy), one thread.
+
+    Each case runs ``rounds`` times after a warm-up; the best time per case measures the
+    work itself, free of preemption by other processes, while the raw times show what a
+    busy machine adds.
+    """
     cases = []
     for siren in sirens[:LATENCY_SAMPLES]:
         company = world.company(siren)
         cases.append((*parse_company(company, TRAINING_AS_OF),
-                       sample_request(siren, seed, company)))
+                      sample_request(siren, seed, company)))
     if not cases:
         return {}
-    timings = []
-    for rounds in range(2):
-        for bank, books, record, request in cases:
+    rounds = 4
+    timings = np.zeros((rounds, len(cases)))
+    for r in range(rounds):
+        for i, (bank, books, record, request) in enumerate(cases):
             started = time.perf_counter()
             vec = build_features(bank, books, record, request)
             scored = score(bundle, vec)
@@ -261,13 +267,15 @@ def _latency(bundle: ModelBundle, sirens: list[str], seed: int) -> dict[str, flo
             decide(scored.probability_of_default, vec, request, has_bank=bank is not None,
                    has_books=books is not None, has_registry=record is not None,
                    thresholds=bundle.policy)
-            if rounds:  # the first round only warms caches
-                timings.append(time.perf_counter() - started)
-    t = np.asarray(timings) * 1e6
+            timings[r, i] = time.perf_counter() - started
+    measured = timings[1:] * 1e6  # round 0 only warms caches
+    best = measured.min(axis=0)
     return {
-        "decision_core_p50_us": float(np.percentile(t, 50)),
-        "decision_core_p99_us": float(np.percentile(t, 99)),
-        "samples": float(len(t)),
+        "decision_core_p50_us": float(np.percentile(best, 50)),
+        "decision_core_p99_us": float(np.percentile(best, 99)),
+        "decision_core_raw_p50_us": float(np.percentile(measured, 50)),
+        "decision_core_raw_p99_us": float(np.percentile(measured, 99)),
+        "cases": float(len(cases)),
     }
 
 
@@ -419,9 +427,12 @@ def model_card(bundle: ModelBundle) -> str:
                      f"{row['observed_default_rate']:.4f} | {row['mean_true_pd']:.4f} |")
     lat = m.get("latency") or {}
     if lat:
-        lines += ["", f"Decision-core latency on one core: p50 "
-                  f"{lat['decision_core_p50_us']:.0f} µs, p99 {lat['decision_core_p99_us']:.0f} "
-                  f"µs ({lat['samples']:.0f} calls)."]
+        lines += ["", f"Decision-core time per call on one core, best of 3 per company over "
+                  f"{lat['cases']:.0f} test companies: p50 {lat['decision_core_p50_us']:.0f} µs, "
+                  f"p99 {lat['decision_core_p99_us']:.0f} µs; all calls on the training "
+                  f"machine as it was (other load included): p50 "
+                  f"{lat['decision_core_raw_p50_us']:.0f} µs, p99 "
+                  f"{lat['decision_core_raw_p99_us']:.0f} µs."]
     lines += ["", "## Features", "", "| feature | family | monotone (risk) | unit |",
               "|---|---|---|---|"]
     for spec in FEATURES:
