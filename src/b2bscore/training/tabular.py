@@ -38,11 +38,9 @@ def _label_values(cells: list[str], label: str) -> npt.NDArray[np.int8]:
     if len(distinct) != 2:
         raise ValueError(f"label column {label!r} must hold two classes, found {distinct[:5]}")
     # Numeric labels keep their meaning (the larger is the positive class); other
-    # spellings fall back to sorted order, which is the usual {no, yes} / {0, 1} case.
+    # spellings fall back to sorted order, which is the usual {no, yes} case.
     try:
-        positive = str(max(distinct, key=float))
-        if sorted(float(v) for v in distinct) == [0.0, 1.0]:
-            positive = next(v for v in distinct if float(v) == 1.0)
+        positive = max(distinct, key=float)
     except ValueError:
         positive = distinct[1]
     return np.asarray([value == positive for value in values], dtype=np.int8)
