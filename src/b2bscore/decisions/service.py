@@ -123,18 +123,37 @@ def _probability_text(value: float | Decimal) -> str:
     return repr(float(value))
 
 
-def _build(
-    *, tenant_id: str, record: DecisionRecord, keyring: DataKeyring, seq: int, prev_hash: str
-) -> Decision:
+def _payload_default(value: Any) -> Any:
+    # Only what orjson cannot write natively reaches here; raw wire payloads are plain
+    # JSON almost always, so this is the rare path.
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=orjson.dumps)
+    raise TypeError(f"cannot put {type(value).__name__} into the audit payload")
+
+
+def serialize_payloads(payloads: Mapping[str, Any]) -> bytes:
+    """Canonical bytes of the raw payloads (sorted keys; NaN as null, Decimals as strings)."""
+    return orjson.dumps(
+        payloads,
+        default=_payload_default,
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+    )
+
+
+def _prepare(*, tenant_id: str, record: DecisionRecord, keyring: DataKeyring) -> Decision:
+    """The row without its place in the chain: everything that can happen outside the lock.
+
+    Serializing, hashing and encrypting 80-160 KiB of payloads takes milliseconds; done
+    under the per-tenant chain lock it would cap one tenant's throughput.
+    """
     decision_id = record.decision_id or new_id()
-    plaintext = orjson.dumps(jsonable(record.payloads), option=orjson.OPT_SORT_KEYS)
+    plaintext = serialize_payloads(record.payloads)
     key_id, nonce, ciphertext = keyring.encrypt(plaintext, payload_aad(tenant_id, decision_id))
-    decision = Decision(
+    return Decision(
         id=decision_id,
         tenant_id=tenant_id,
-        seq=seq,
-        # Taken under the chain lock, so created_at follows seq within a tenant.
-        created_at=datetime.now(UTC),
         api_key_id=record.api_key_id,
         mode=record.mode,
         siren=record.siren,
@@ -159,10 +178,16 @@ def _build(
         payload_nonce=nonce,
         payload_key_id=key_id,
         payload_digest=sha256_hex(plaintext),
-        prev_hash=prev_hash,
     )
+
+
+def _chain(decision: Decision, *, seq: int, prev_hash: str) -> None:
+    """Give the prepared row its place in the chain (under the chain lock)."""
+    decision.seq = seq
+    # Taken under the chain lock, so created_at follows seq within a tenant.
+    decision.created_at = datetime.now(UTC)
+    decision.prev_hash = prev_hash
     decision.row_hash = compute_row_hash(prev_hash, decision)
-    return decision
 
 
 async def _rollback_quietly(session: AsyncSession) -> None:
@@ -189,6 +214,7 @@ async def record_decision(
         raise ValueError("tenant_id does not match record.tenant_id")
     tenant_id = record.tenant_id
     repository = DecisionRepository(session)
+    decision = _prepare(tenant_id=tenant_id, record=record, keyring=keyring)
     try:
         async with _chain_lock(session, tenant_id):
             if record.idempotency_key is not None:
@@ -199,9 +225,7 @@ async def record_decision(
                     raise IdempotencyConflict(existing.id)
             head = await repository.chain_head(tenant_id)
             seq, prev_hash = (1, GENESIS_HASH) if head is None else (head[0] + 1, head[1])
-            decision = _build(
-                tenant_id=tenant_id, record=record, keyring=keyring, seq=seq, prev_hash=prev_hash
-            )
+            _chain(decision, seq=seq, prev_hash=prev_hash)
             session.add(decision)
             await session.commit()
     except IdempotencyConflict:
