@@ -47,6 +47,18 @@ def _wait_until_up(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
 
 
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM when the parent dies, however it dies (Linux)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the finally block of serve still stops the sandbox
+
+
 def _free_port() -> int:
     import socket
 
@@ -110,7 +122,9 @@ def serve(
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
         env = {**os.environ, "B2BSCORE_SANDBOX_PROFILE": sandbox_profile}
         sandbox_process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
-            [sys.executable, "-m", "b2bscore", "sandbox", "--port", str(sandbox_port)], env=env
+            [sys.executable, "-m", "b2bscore", "sandbox", "--port", str(sandbox_port)],
+            env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509  (no threads started yet)
         )
         _wait_until_up(sandbox_url)
         os.environ["B2BSCORE_SANDBOX_URL"] = sandbox_url
@@ -195,6 +209,21 @@ def evaluate(
 
     path = model or latest_bundle_path(_settings().models_dir)
     typer.echo(json.dumps(run_evaluation(path, companies, seed), indent=2, default=str))
+
+
+@app.command("evaluate-dataset")
+def evaluate_dataset(
+    path: Annotated[Path, typer.Argument(help="Labelled table: ARFF or CSV.", exists=True)],
+    label: Annotated[str, typer.Option(help="Name of the 0/1 label column.")],
+    folds: Annotated[int, typer.Option(help="Folds per repeat.")] = 10,
+    repeats: Annotated[int, typer.Option(help="Repeats of the stratified split.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the splits and the models.")] = 42,
+) -> None:
+    """Repeated stratified k-fold AUC of the pipeline's model on a real table (JSON last)."""
+    from b2bscore.training.crossval import evaluate_dataset as run_cv
+
+    result = run_cv(path, label, folds=folds, repeats=repeats, seed=seed)
+    typer.echo(json.dumps(result, default=str))
 
 
 @db_app.command("upgrade")

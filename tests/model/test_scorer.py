@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
 import shap
 
-from b2bscore.features.build import FeatureVector, build_features
+from b2bscore.features.build import FeatureVector
 from b2bscore.model.bundle import Calibration, ModelBundle
-from b2bscore.model.reasons import explain
 from b2bscore.model.scorer import score
-from tests.features import factories as f
 from tests.model.helpers import random_matrix, small_bundle
 
 
@@ -73,14 +70,3 @@ def test_calibration_methods() -> None:
     assert iso.pd(0.5) == pytest.approx(0.125)
     assert iso.pd(9.0) == pytest.approx(0.2)
     assert Calibration.from_json(iso.to_json()) == iso
-
-
-def test_decision_core_fast(bundle: ModelBundle) -> None:
-    vec = build_features(f.healthy_bank(), f.books(f.statement()), f.record(), f.request())
-    for _ in range(20):
-        explain(bundle, score(bundle, vec), vec)
-    runs = 200
-    started = time.perf_counter()
-    for _ in range(runs):
-        explain(bundle, score(bundle, vec), vec)
-    assert (time.perf_counter() - started) / runs < 2e-3
