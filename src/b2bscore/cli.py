@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -53,10 +54,9 @@ def _die_with_parent() -> None:
     import signal
 
     pr_set_pdeathsig = 1
-    try:
+    # Not Linux: the finally block of serve still stops the sandbox on a clean exit.
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except OSError:
-        pass  # not Linux: the finally block of serve still stops the sandbox
 
 
 def _free_port() -> int:
@@ -124,7 +124,7 @@ def serve(
         sandbox_process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
             [sys.executable, "-m", "b2bscore", "sandbox", "--port", str(sandbox_port)],
             env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509  (no threads started yet)
+            preexec_fn=_die_with_parent,  # no threads have been started yet
         )
         _wait_until_up(sandbox_url)
         os.environ["B2BSCORE_SANDBOX_URL"] = sandbox_url
