@@ -10,16 +10,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from b2bscore.decisions.cli import audit_app
+from b2bscore.tenants.cli import keys_app
+
 app = typer.Typer(help="b2bscore: instant, explainable B2B credit decisions.", no_args_is_help=True)
 db_app = typer.Typer(help="Audit store schema.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
-audit_app = typer.Typer(help="Audit trail: verify, rotate keys, retention.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
@@ -234,51 +234,6 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     settings = _settings()
     upgrade_database(settings.resolved_database_url, revision)
     typer.echo(f"database at {revision}")
-
-
-async def _create_key(
-    tenant_name: str, mode: str, scopes: list[str], expires_in_days: int | None
-) -> tuple[str, str]:
-    from b2bscore.kit.db import create_engine, create_sessionmaker
-    from b2bscore.tenants import service as tenants
-
-    settings = _settings()
-    engine = create_engine(settings.resolved_database_url)
-    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
-    try:
-        async with create_sessionmaker(engine)() as session:
-            tenant = await tenants.create_tenant(session, tenant_name)
-            api_key, key = await tenants.create_api_key(
-                session, tenant, mode, scopes, expires_at=expires_at
-            )
-            await session.commit()
-            return str(api_key.id), key
-    finally:
-        await engine.dispose()
-
-
-@keys_app.command("create")
-def keys_create(
-    tenant: Annotated[str, typer.Option(help="Tenant name (created if new).")],
-    mode: Annotated[str, typer.Option(help="test (sandbox world) or live.")] = "test",
-    scopes: Annotated[
-        str, typer.Option(help="Comma-separated: score:write, decisions:read, admin.")
-    ] = "score:write,decisions:read",
-    expires_in_days: Annotated[int | None, typer.Option(help="Expiry, in days.")] = None,
-) -> None:
-    """Create an API key; the key itself is printed once, as the last line."""
-    if mode not in {"test", "live"}:
-        raise typer.BadParameter("mode must be test or live", param_hint="--mode")
-    scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
-    unknown = set(scope_list) - {"score:write", "decisions:read", "admin"}
-    if unknown:
-        raise typer.BadParameter(
-            f"unknown scopes: {', '.join(sorted(unknown))}", param_hint="--scopes"
-        )
-    key_id, key = asyncio.run(_create_key(tenant, mode, scope_list, expires_in_days))
-    typer.echo(f"created key {key_id} for tenant {tenant} ({mode}; {', '.join(scope_list)})")
-    typer.echo("store it now: it is shown only once")
-    typer.echo(key)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from b2bscore.kit.deps import get_db_session
 from b2bscore.kit.problems import install_problem_handlers
 from b2bscore.tenants.auth import Authenticated, Principal, principal_cache, requires
+from b2bscore.tenants.keys import hash_key
 from b2bscore.tenants.service import create_api_key, create_tenant, revoke_api_key
 
 
@@ -89,15 +90,32 @@ async def test_missing_scope_is_403(client: httpx.AsyncClient, db_session: Async
     assert response.json() == {"key": reader_key.id}
 
 
-async def test_revocation_takes_effect_after_the_cache_ttl(
+async def test_revocation_in_this_process_is_immediate(
     client: httpx.AsyncClient, db_session: AsyncSession
 ) -> None:
     tenant = await create_tenant(db_session, f"auth-{secrets.token_hex(4)}")
     api_key, key = await create_api_key(db_session, tenant, "test", ["decisions:read"])
     assert (await client.get("/whoami", headers=_bearer(key))).status_code == 200
+    assert principal_cache.get(hash_key(key)) is not None
     await revoke_api_key(db_session, api_key.id)
     await db_session.commit()
-    # Within the TTL the cached principal still answers: the documented revocation delay.
+    # The revoking process drops its cached principal: no delay here.
+    assert principal_cache.get(hash_key(key)) is None
+    assert (await client.get("/whoami", headers=_bearer(key))).status_code == 401
+
+
+async def test_without_a_shared_cache_other_processes_wait_out_the_ttl(
+    client: httpx.AsyncClient, db_session: AsyncSession
+) -> None:
+    tenant = await create_tenant(db_session, f"auth-{secrets.token_hex(4)}")
+    api_key, key = await create_api_key(db_session, tenant, "test", ["decisions:read"])
+    assert (await client.get("/whoami", headers=_bearer(key))).status_code == 200
+    cached = principal_cache.get(hash_key(key))
+    assert cached is not None
+    await revoke_api_key(db_session, api_key.id)
+    await db_session.commit()
+    # What another process still holds: the documented delay when there is no Redis.
+    principal_cache.put(hash_key(key), cached)
     assert (await client.get("/whoami", headers=_bearer(key))).status_code == 200
     principal_cache.clear()  # what the TTL running out does
     assert (await client.get("/whoami", headers=_bearer(key))).status_code == 401

@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from b2bscore.decisions.crypto import DataKeyring, DecryptionError, KeyringError, payload_aad
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.repository import DecisionRepository
 
@@ -114,7 +115,7 @@ def compute_row_hash(prev_hash: str, decision: Decision) -> str:
     return sha256_hex(prev_hash.encode("ascii") + canonical_json(row_content(decision)))
 
 
-BreakReason = Literal["seq_gap", "prev_hash", "row_hash"]
+BreakReason = Literal["seq_gap", "prev_hash", "row_hash", "payload_digest", "payload_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +142,35 @@ class VerifyResult:
         return not self.broken
 
 
-async def verify_chain(session: AsyncSession, tenant_id: str | None = None) -> VerifyResult:
-    """Walk each tenant's chain (or just tenant_id's) in seq order; name the first bad row."""
+def payload_problem(row: Decision, keyring: DataKeyring) -> BreakReason | None:
+    """Why the row's encrypted payload does not match its chained digest, or None.
+
+    A purged payload (NULL ciphertext) is fine: its digest stays in the chain.
+    """
+    if row.payload_ciphertext is None or row.payload_nonce is None:
+        return None
+    try:
+        plaintext = keyring.decrypt(
+            row.payload_key_id,
+            row.payload_nonce,
+            row.payload_ciphertext,
+            payload_aad(row.tenant_id, row.id),
+        )
+    except KeyringError:
+        return "payload_key"
+    except DecryptionError:
+        return "payload_digest"
+    return None if sha256_hex(plaintext) == row.payload_digest else "payload_digest"
+
+
+async def verify_chain(
+    session: AsyncSession, tenant_id: str | None = None, *, keyring: DataKeyring | None = None
+) -> VerifyResult:
+    """Walk each tenant's chain (or just tenant_id's) in seq order; name the first bad row.
+
+    With a keyring, every payload still stored is also decrypted and checked against the
+    digest the chain covers.
+    """
     repository = DecisionRepository(session)
     tenant_ids = [tenant_id] if tenant_id is not None else list(await repository.tenant_ids())
     result = VerifyResult()
@@ -159,6 +187,8 @@ async def verify_chain(session: AsyncSession, tenant_id: str | None = None) -> V
                     reason = "prev_hash"
                 elif compute_row_hash(row.prev_hash, row) != row.row_hash:
                     reason = "row_hash"
+                elif keyring is not None:
+                    reason = payload_problem(row, keyring)
                 if reason is not None:
                     result.broken.append(BrokenLink(tid, row.id, row.seq, reason))
                     break

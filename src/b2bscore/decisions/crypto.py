@@ -115,6 +115,15 @@ class DataKeyring:
         self._keys[key_id] = key
         return key_id
 
+    @property
+    def file_backed(self) -> bool:
+        """True when the keys live in a key file (add_key persists), not in settings."""
+        return self._path is not None
+
+    def key_spec(self, key_id: str) -> str:
+        """'key_id:base64key' of one key, to append to B2BSCORE_DATA_KEYS after a rotation."""
+        return _format(key_id, self._keys[key_id])
+
     def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes, bytes]:
         """(key_id, nonce, ciphertext) under the newest key."""
         key_id = self.current_key_id

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
+from b2bscore.decisions.replay import ReplayUnavailable, bundle_for, replay_decision
 from b2bscore.decisions.repository import DecisionRepository
-from b2bscore.decisions.schemas import DecisionOut, DecisionPage
-from b2bscore.kit.deps import DbSession
+from b2bscore.decisions.schemas import DecisionOut, DecisionPage, DifferenceOut, ModelRef, ReplayOut
+from b2bscore.kit.deps import DbSession, State
 from b2bscore.kit.problems import Problem
 from b2bscore.tenants.auth import requires
 from b2bscore.tenants.service import Principal
@@ -19,6 +20,20 @@ from b2bscore.tenants.service import Principal
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
 DecisionsReader = Annotated[Principal, requires("decisions:read")]
+
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+_READ_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: _PROBLEM,
+    403: _PROBLEM,
+    404: _PROBLEM,
+    422: _PROBLEM,
+    503: _PROBLEM,
+}
+
+
+def _not_found() -> Problem:
+    # Same answer for another tenant's id as for an unknown one.
+    return Problem(404, "decision_not_found", "Decision not found")
 
 
 def _encode_cursor(seq: int) -> str:
@@ -42,19 +57,49 @@ def _decode_cursor(cursor: str) -> int:
     return seq
 
 
-@router.get("/{decision_id}", response_model=DecisionOut)
+@router.get("/{decision_id}", response_model=DecisionOut, responses=_READ_PROBLEMS)
 async def get_decision(
     decision_id: str, principal: DecisionsReader, session: DbSession
 ) -> DecisionOut:
     """One decision of the caller's tenant."""
     decision = await DecisionRepository(session).get(principal.tenant_id, decision_id)
     if decision is None:
-        # Same answer for another tenant's id as for an unknown one.
-        raise Problem(404, "decision_not_found", "Decision not found")
+        raise _not_found()
     return DecisionOut.from_decision(decision)
 
 
-@router.get("", response_model=DecisionPage)
+@router.post(
+    "/{decision_id}/replay",
+    response_model=ReplayOut,
+    responses={**_READ_PROBLEMS, 409: _PROBLEM},
+    summary="Recompute a decision from its stored features with its stored model",
+)
+async def replay(
+    decision_id: str, principal: DecisionsReader, session: DbSession, state: State
+) -> ReplayOut:
+    """Replay one decision of the caller's tenant and list what differs from the record."""
+    decision = await DecisionRepository(session).get(principal.tenant_id, decision_id)
+    if decision is None:
+        raise _not_found()
+    try:
+        bundle = await bundle_for(decision, state.bundles, state.settings.models_dir)
+        result = replay_decision(decision, bundle)
+    except ReplayUnavailable as error:
+        raise Problem(
+            409, "replay_unavailable", "Decision cannot be replayed", str(error)
+        ) from None
+    return ReplayOut(
+        decision_id=result.decision_id,
+        identical=result.identical,
+        differences=[
+            DifferenceOut(field=d.field, recorded=d.recorded, replayed=d.replayed)
+            for d in result.differences
+        ],
+        model=ModelRef(id=result.model_id, version=result.model_version),
+    )
+
+
+@router.get("", response_model=DecisionPage, responses=_READ_PROBLEMS)
 async def list_decisions(
     principal: DecisionsReader,
     session: DbSession,

@@ -73,3 +73,20 @@ class DecisionPage(BaseModel):
 
     items: list[DecisionOut]
     next_cursor: str | None
+
+
+class DifferenceOut(BaseModel):
+    """One output that replay computed differently from the record."""
+
+    field: str
+    recorded: Any
+    replayed: Any
+
+
+class ReplayOut(BaseModel):
+    """Whether the stored model, fed the stored features, decides as recorded."""
+
+    decision_id: str
+    identical: bool
+    differences: list[DifferenceOut]
+    model: ModelRef

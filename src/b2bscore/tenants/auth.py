@@ -1,10 +1,12 @@
 """FastAPI dependencies: the bearer-key principal and scope checks.
 
 Successful authentications are cached in process for `PRINCIPAL_CACHE_TTL_SECONDS`, so
-the hot path does not query the database on every request. The price is a revocation
-delay: a revoked (or just expired) key keeps working for at most that long in each
-process that authenticated it recently. Unknown keys are never cached, so a new key
-works at once.
+the hot path does not query the database on every request. A cached hit is checked
+against the revocation markers of the shared cache (tenants.revocation), so a key revoked
+through the service is refused at once by every process sharing Redis. Without a shared
+cache, other processes accept a revoked key for at most the TTL. Expiry is enforced by
+the cache entry itself (never cached past expires_at). Unknown keys are never cached, so a
+new key works at once.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from b2bscore.kit.cache import Cache
 from b2bscore.kit.deps import DbSession
 from b2bscore.kit.problems import Problem
 from b2bscore.tenants.keys import hash_key
+from b2bscore.tenants.revocation import is_marked_revoked
 from b2bscore.tenants.service import Principal, Scope, authenticate
 
 __all__ = [
@@ -68,6 +72,10 @@ class PrincipalCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def forget(self, key_hash: str) -> None:
+        """Drop one key's cached principal (after revoking it in this process)."""
+        self._entries.pop(key_hash, None)
+
     def clear(self) -> None:
         """Forget everything (after a revocation in this process, and in tests)."""
         self._entries.clear()
@@ -92,7 +100,15 @@ def _unauthorized(detail: str) -> Problem:
     )
 
 
+def _shared_cache(request: Request) -> Cache | None:
+    # Apps built without the service state (small test apps) have no shared cache.
+    state = getattr(request.app.state, "b2b", None)
+    cache: Cache | None = getattr(state, "cache", None)
+    return cache
+
+
 async def get_principal(
+    request: Request,
     session: DbSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -103,7 +119,10 @@ async def get_principal(
     key_hash = hash_key(presented)
     principal = principal_cache.get(key_hash)
     if principal is not None:
-        return principal
+        cache = _shared_cache(request)
+        if cache is None or not await is_marked_revoked(cache, key_hash):
+            return principal
+        principal_cache.forget(key_hash)
     principal = await authenticate(session, presented)
     if principal is None:
         # One message for unknown, revoked, expired and malformed keys: no oracle.

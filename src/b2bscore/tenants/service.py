@@ -11,9 +11,11 @@ from typing import Final, Literal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from b2bscore.kit.cache import Cache
 from b2bscore.tenants.keys import MODES, KeyMode, display_prefix, generate_key, hash_key, mode_of
 from b2bscore.tenants.models import ApiKey, Tenant, utcnow
 from b2bscore.tenants.repository import ApiKeyRepository, TenantRepository
+from b2bscore.tenants.revocation import mark_revoked
 
 Scope = Literal["score:write", "decisions:read", "admin"]
 SCOPES: Final[frozenset[str]] = frozenset({"score:write", "decisions:read", "admin"})
@@ -110,20 +112,46 @@ async def list_api_keys(session: AsyncSession, tenant_id: str) -> Sequence[ApiKe
 
 
 async def revoke_api_key(
-    session: AsyncSession, key_id: str, *, tenant_id: str | None = None
+    session: AsyncSession,
+    key_id: str,
+    *,
+    tenant_id: str | None = None,
+    cache: Cache | None = None,
 ) -> ApiKey | None:
     """Revoke a key (idempotent; caller commits); None when no such key.
 
-    Processes that authenticated the key recently keep accepting it for up to the
-    principal cache TTL (see tenants.auth).
+    With the shared cache, every process refuses the key from the next request on
+    (see tenants.revocation); without it, other processes that authenticated the key
+    recently keep accepting it for up to the principal cache TTL (see tenants.auth).
     """
+    from b2bscore.tenants.auth import principal_cache
+
     api_key = await ApiKeyRepository(session).get(key_id, tenant_id=tenant_id)
     if api_key is None:
         return None
     if api_key.revoked_at is None:
         api_key.revoked_at = utcnow()
         await session.flush()
+    # Announced before the caller commits: should the commit fail, the key is refused
+    # for a few minutes more than it should be, never accepted longer (fail closed).
+    if cache is not None:
+        await mark_revoked(cache, api_key.key_hash)
+    principal_cache.forget(api_key.key_hash)
     return api_key
+
+
+async def set_rate_limit(
+    session: AsyncSession, tenant_id: str, per_minute: int | None
+) -> Tenant | None:
+    """Set (or with None, reset to the default) the tenant's requests per minute per key."""
+    if per_minute is not None and per_minute < 1:
+        raise ValueError("a rate limit must allow at least one request per minute")
+    tenant = await TenantRepository(session).get(tenant_id)
+    if tenant is None:
+        return None
+    tenant.rate_limit_per_minute = per_minute
+    await session.flush()
+    return tenant
 
 
 async def authenticate(session: AsyncSession, presented_key: str) -> Principal | None:
