@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -154,6 +156,26 @@ async def close_state(state: AppState) -> None:
     await state.engine.dispose()
 
 
+def _install_store_outage_handler(app: FastAPI) -> None:
+    """A database that cannot be reached is an outage (503), not a bug (500)."""
+
+    async def _store_unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("store unavailable on %s: %s", request.url.path, type(exc).__name__)
+        return problem_response(
+            Problem(
+                503,
+                "store_unavailable",
+                "Service temporarily unavailable",
+                "A backing store did not answer; no decision was issued. Retry later.",
+                headers={"Retry-After": "2"},
+            ),
+            request.url.path,
+        )
+
+    for error in (DBAPIError, SQLAlchemyTimeoutError, ConnectionError, TimeoutError):
+        app.add_exception_handler(error, _store_unavailable)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The b2bscore API."""
     settings = settings or get_settings()
@@ -173,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    _install_store_outage_handler(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(scoring_router)
     app.include_router(decisions_router)

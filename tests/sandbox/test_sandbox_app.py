@@ -91,12 +91,12 @@ def test_pagination_walk_returns_every_transaction(client: httpx.Client) -> None
             page = client.get(href, headers=_auth(siren))
             assert page.status_code == 200
             body = page.json()
-            assert len(body["transactions"]) <= 50
+            assert len(body["transactions"]) <= wire.PAGE_SIZE
             seen.extend(body["transactions"])
             href = body["_links"].get("next", {}).get("href")
             pages += 1
         assert len(seen) == len(acc.transactions)
-        assert pages == max(1, -(-len(acc.transactions) // 50))
+        assert pages == max(1, -(-len(acc.transactions) // wire.PAGE_SIZE))
         assert [t["bookingDate"] for t in seen] == sorted(
             (t["bookingDate"] for t in seen), reverse=True
         )

@@ -12,7 +12,7 @@ import pytest
 from stdnum import iban as std_iban
 from stdnum.fr import siren as std_siren
 
-from b2bscore.sandbox.wire import render_company
+from b2bscore.sandbox.wire import PAGE_SIZE, render_company
 from b2bscore.training import world
 from b2bscore.training.world import SCENARIOS, company, default_label, sample_sirens, true_pd
 
@@ -158,7 +158,7 @@ def test_bank_accounts_and_transactions(sirens: list[str]) -> None:
             pages = ob["transactions"][acc.resource_id]
             flat = [t for p in pages for t in p["transactions"]]
             assert len(flat) == len(acc.transactions)
-            assert all(len(p["transactions"]) <= 50 for p in pages)
+            assert all(len(p["transactions"]) <= PAGE_SIZE for p in pages)
             assert "next" not in pages[-1]["_links"]
             assert len({t["entryReference"] for t in flat}) == len(flat)
             for t, raw in zip(acc.transactions, flat, strict=True):

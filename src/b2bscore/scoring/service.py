@@ -7,6 +7,7 @@ that was committed for it, so what the lender reads is exactly what was recorded
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from b2bscore.model.bundle import ModelBundle
 from b2bscore.model.policy import decide
 from b2bscore.model.reasons import Reason, explain
 from b2bscore.model.scorer import score
+from b2bscore.scoring import idempotency
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.fanout import gather_sources
@@ -48,6 +50,7 @@ from b2bscore.sources.types import SourceBundle, SourceResult
 from b2bscore.tenants.auth import Principal
 
 MAX_REASONS = 4
+MIN_AUDIT_SECONDS = 0.25
 
 
 def request_fingerprint(body: ScoreRequest) -> str:
@@ -75,9 +78,17 @@ async def score_request(
     decisions = DecisionRepository(session)
 
     if idempotency_key:
-        previous = await decisions.get_by_idempotency_key(principal.tenant_id, idempotency_key)
-        if previous is not None:
-            return _replayed_answer(previous, fingerprint)
+        earlier_id = await idempotency.claim(
+            cache, principal.tenant_id, idempotency_key, fingerprint, deadline
+        )
+        # Past the cache's 24 hours the audit store still knows the key.
+        earlier = (
+            await decisions.get(principal.tenant_id, earlier_id)
+            if earlier_id
+            else await decisions.get_by_idempotency_key(principal.tenant_id, idempotency_key)
+        )
+        if earlier is not None:
+            return _replayed_answer(earlier, fingerprint, started)
 
     request = CreditRequest(body.siren, body.requested_amount, body.product)
     as_of = datetime.now(UTC).date()
@@ -132,21 +143,21 @@ async def score_request(
         reasons=[_reason_json(r) for r in reasons],
         sources=_sources_json(sources),
         degraded=sources.degraded,
-        latency_ms=round((time.monotonic() - started) * 1000, 3),
+        latency_ms=_elapsed_ms(started),
         payloads={r.name.value: r.raw for r in sources.all() if r.raw},
     )
-    audit_started = time.perf_counter()
     try:
-        row = await record_decision(session, record=record, keyring=keyring)
+        row = await _record(session, record, keyring, deadline)
     except IdempotencyConflict as conflict:
         # A concurrent retry with the same key committed first: answer with its decision.
-        await session.rollback()
-        previous = await decisions.get(principal.tenant_id, conflict.decision_id)
-        if previous is None:
+        earlier = await decisions.get(principal.tenant_id, conflict.decision_id)
+        if earlier is None:
             raise Problem(409, "idempotency_conflict", "Idempotency key in use") from conflict
-        return _replayed_answer(previous, fingerprint)
+        return _replayed_answer(earlier, fingerprint, started)
     except AuditUnavailable as error:
         AUDIT_FAILURES.inc()
+        if idempotency_key:
+            await idempotency.release(cache, principal.tenant_id, idempotency_key)
         raise Problem(
             503,
             "audit_unavailable",
@@ -154,12 +165,34 @@ async def score_request(
             "The audit record could not be written, so no decision was issued. Retry later.",
             headers={"Retry-After": "2"},
         ) from error
-    STAGE_LATENCY.labels("audit_commit").observe(time.perf_counter() - audit_started)
+    if idempotency_key:
+        await idempotency.complete(cache, principal.tenant_id, idempotency_key, fingerprint, row.id)
 
     DECISIONS.labels(outcome.decision, principal.mode).inc()
     SCORES.observe(outcome.score)
     PROBABILITY_OF_DEFAULT.observe(scored.probability_of_default)
-    return answer_from_decision(row)
+    return answer_from_decision(row, latency_ms=_elapsed_ms(started))
+
+
+async def _record(
+    session: AsyncSession, record: DecisionRecord, keyring: DataKeyring, deadline: float
+) -> Decision:
+    """Commit the audit row, giving up (no decision) when the store is too slow."""
+    audit_started = time.perf_counter()
+    # A stalled database must not hold the request forever; a row that commits after we
+    # gave up is a recorded decision nobody was told about, which is safe.
+    timeout = max(deadline - time.monotonic(), MIN_AUDIT_SECONDS)
+    try:
+        async with asyncio.timeout(timeout):
+            row = await record_decision(session, record=record, keyring=keyring)
+    except TimeoutError as error:
+        raise AuditUnavailable("audit commit timed out") from error
+    STAGE_LATENCY.labels("audit_commit").observe(time.perf_counter() - audit_started)
+    return row
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 3)
 
 
 def _cache_namespace(principal: Principal) -> str:
@@ -168,8 +201,8 @@ def _cache_namespace(principal: Principal) -> str:
     return "test" if principal.mode == "test" else f"live:{principal.tenant_id}"
 
 
-def answer_from_decision(row: Decision) -> ScoreResponse:
-    """The wire answer for a recorded decision."""
+def answer_from_decision(row: Decision, *, latency_ms: float | None = None) -> ScoreResponse:
+    """The wire answer for a recorded decision; latency_ms is this answer's own latency."""
     return ScoreResponse.model_validate(
         {
             "decision_id": row.id,
@@ -186,12 +219,12 @@ def answer_from_decision(row: Decision) -> ScoreResponse:
             "sources": row.sources,
             "model": {"id": row.model_id, "version": row.model_version},
             "degraded": row.degraded,
-            "latency_ms": row.latency_ms,
+            "latency_ms": row.latency_ms if latency_ms is None else latency_ms,
         }
     )
 
 
-def _replayed_answer(previous: Decision, fingerprint: str) -> ScoreResponse:
+def _replayed_answer(previous: Decision, fingerprint: str, started: float) -> ScoreResponse:
     if previous.request_hash != fingerprint:
         raise Problem(
             409,
@@ -199,7 +232,7 @@ def _replayed_answer(previous: Decision, fingerprint: str) -> ScoreResponse:
             "Idempotency key reused with a different request",
             "This Idempotency-Key was used for another request body; use a new key.",
         )
-    return answer_from_decision(previous)
+    return answer_from_decision(previous, latency_ms=_elapsed_ms(started))
 
 
 def _ordered_reasons(rule_reasons: list[Reason], model_reasons: list[Reason]) -> list[Reason]:
