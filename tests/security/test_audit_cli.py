@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from b2bscore.cli import app as cli
 from b2bscore.decisions.crypto import KEY_FILE_NAME, DataKeyring, KeyringError
