@@ -89,7 +89,9 @@ async def test_every_answered_decision_is_recorded_exactly_once(
         finally:
             await _restore(stack)
 
-    *responses, _ = await asyncio.gather(*(one(i) for i in range(REQUESTS)), outage())
+    cut = asyncio.create_task(outage())
+    responses = await asyncio.gather(*(one(i) for i in range(REQUESTS)))
+    await cut
 
     outcomes = Counter(
         "200" if r.status_code == 200 else f"{r.status_code} {assert_problem_json(r)['code']}"
