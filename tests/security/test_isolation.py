@@ -18,6 +18,7 @@ from starlette.routing import Route
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.service import open_payloads
+from b2bscore.kit.db import create_sessionmaker
 from b2bscore.kit.logging import configure_logging
 from tests.security.conftest import (
     Stack,
@@ -213,12 +214,9 @@ class TestTokenization:
             for siren in ("111111118", "333333334", "999999998")
         ]
         keyring: DataKeyring = stack.state.keyring
-        async with stack.engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(Decision).where(Decision.id.in_([a["decision_id"] for a in answers]))
-                )
-            ).all()
+        async with create_sessionmaker(stack.engine)() as session:
+            statement = select(Decision).where(Decision.id.in_([a["decision_id"] for a in answers]))
+            rows = (await session.execute(statement)).scalars().all()
         assert len(rows) == len(answers)
         logged = "\n".join(r.getMessage() for r in caplog.records)
         found: set[str] = set()
