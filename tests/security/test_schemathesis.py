@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.core.result import Ok
 
 from b2bscore.app import create_app
 from b2bscore.kit.db import create_engine
@@ -52,12 +54,19 @@ def served(
         yield url, key
 
 
-def _operations(url: str) -> list[schemathesis.APIOperation]:
+Operation = schemathesis.APIOperation[Any, Any, Any, Any]
+
+
+def _operations(url: str) -> list[Operation]:
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
-    return [result.ok() for result in schema.get_all_operations()]
+    operations: list[Operation] = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        operations.append(result.ok())
+    return operations
 
 
-def _attack(url: str, key: str, operation: schemathesis.APIOperation, mode: GenerationMode) -> None:
+def _attack(url: str, key: str, operation: Operation, mode: GenerationMode) -> None:
     # schemathesis's pytest plugin does not run under pytest 9: drive hypothesis directly.
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
@@ -68,7 +77,7 @@ def _attack(url: str, key: str, operation: schemathesis.APIOperation, mode: Gene
         database=None,
         phases=[Phase.explicit, Phase.generate],
     )
-    def attack(case: schemathesis.Case) -> None:
+    def attack(case: schemathesis.Case[Operation]) -> None:
         response = case.call(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
         where = (
             f"{mode.value} {case.method} {case.formatted_path} "
