@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -40,13 +41,28 @@ _NONCE_BYTES = 12
 _VERSION = b"\x01"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CachedRecord:
-    """A raw record read back from the cache."""
+    """A raw record read back from the cache, with its parsed form once parsed."""
 
     raw: dict[str, Any]
     as_of: date
     fetched_at: datetime
+    # Filled by the first reader in this process, so that a warm hit costs no re-parse.
+    parsed: Any = None
+
+
+# Records already opened in this process, by cache key and the nonce of the sealed value
+# (unique per write): a hit on the same write skips decryption, JSON and parsing, while a
+# newer write (new nonce) or an expiry in the shared cache is still seen at once.
+_OPENED_MAX = 2048  # a bank record is ~100-250 kB parsed: bounded to a few hundred MB
+_opened: OrderedDict[tuple[str, bytes], CachedRecord] = OrderedDict()
+
+
+def _remember(version: tuple[str, bytes], record: CachedRecord) -> None:
+    _opened[version] = record
+    while len(_opened) > _OPENED_MAX:
+        _opened.popitem(last=False)
 
 
 def cache_key(namespace: str, source: SourceName, siren: str) -> str:
@@ -74,32 +90,49 @@ class SourceCache:
             sealed = await self._cache.get(key)
             if sealed is None:
                 return None
+            version = (key, sealed[: 1 + _NONCE_BYTES])
+            opened = _opened.get(version)
+            if opened is not None:
+                _opened.move_to_end(version)
+                return opened
             body = orjson.loads(self._open(key, sealed))
-            return CachedRecord(
+            record = CachedRecord(
                 raw=body["raw"],
                 as_of=date.fromisoformat(body["as_of"]),
                 fetched_at=datetime.fromisoformat(body["fetched_at"]),
             )
+            _remember(version, record)
+            return record
         except (RedisError, OSError, InvalidTag, ValueError, KeyError, TypeError) as error:
             # A cache must never cost a decision: fall back to the provider.
             log.warning("source cache read failed for %s: %s", key, type(error).__name__)
             return None
 
     async def put(
-        self, namespace: str, source: SourceName, siren: str, raw: Mapping[str, Any], as_of: date
+        self,
+        namespace: str,
+        source: SourceName,
+        siren: str,
+        raw: dict[str, Any],
+        as_of: date,
+        parsed: Any = None,
     ) -> None:
         """Store a successful raw record for its source's freshness; failures are logged."""
         ttl = self.freshness_seconds[source]
         if ttl <= 0:
             return
         key = cache_key(namespace, source, siren)
+        fetched_at = datetime.now(UTC)
         body = orjson.dumps(
-            {"raw": raw, "as_of": as_of.isoformat(), "fetched_at": datetime.now(UTC).isoformat()}
+            {"raw": raw, "as_of": as_of.isoformat(), "fetched_at": fetched_at.isoformat()}
         )
+        sealed = self._seal(key, body)
         try:
-            await self._cache.set(key, self._seal(key, body), ttl)
+            await self._cache.set(key, sealed, ttl)
         except (RedisError, OSError) as error:
             log.warning("source cache write failed for %s: %s", key, type(error).__name__)
+            return
+        _remember((key, sealed[: 1 + _NONCE_BYTES]), CachedRecord(raw, as_of, fetched_at, parsed))
 
     def _seal(self, key: str, body: bytes) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)

@@ -107,10 +107,11 @@ class _Run:
                 hit = await self.cache.get(self.namespace, name, self.siren)
                 if hit is not None:
                     try:
-                        data = parse(hit.raw, hit.as_of)
+                        data = hit.parsed if hit.parsed is not None else parse(hit.raw, hit.as_of)
                     except SourceError:
                         pass  # written by another version of the parser: fetch afresh
                     else:
+                        hit.parsed = data
                         return SourceResult(
                             name=name,
                             status=SourceStatus.CACHED,
@@ -131,7 +132,7 @@ class _Run:
                 # writes only while its deadline allows.
                 self.writes.append(
                     asyncio.create_task(
-                        self.cache.put(self.namespace, name, self.siren, raw, self.as_of)
+                        self.cache.put(self.namespace, name, self.siren, raw, self.as_of, data)
                     )
                 )
             return SourceResult(
