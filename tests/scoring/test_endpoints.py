@@ -126,6 +126,21 @@ class TestScoreDecisions:
         assert answer["probability_of_default"] > 0.03
         assert any(r["direction"] == "adverse" for r in answer["reasons"])
 
+    async def test_young_company_asking_big_right_after_connecting_is_reviewed(
+        self, api: httpx.AsyncClient, keys: Keys
+    ) -> None:
+        small = await api.post(
+            "/v1/score", json=body(THIN_FILE, "3000.00"), headers=bearer(keys.writer)
+        )
+        large = await api.post(
+            "/v1/score", json=body(THIN_FILE, "80000.00"), headers=bearer(keys.writer)
+        )
+        assert "RULE_FRAUD_YOUNG_LARGE_AMOUNT" not in {r["code"] for r in small.json()["reasons"]}
+        answer = large.json()
+        assert answer["decision"] == "review"
+        assert answer["reasons"][0]["code"] == "RULE_FRAUD_YOUNG_LARGE_AMOUNT"
+        assert float(answer["proposed_limit"]) < 80000
+
     async def test_every_decline_has_an_adverse_reason(
         self, api: httpx.AsyncClient, keys: Keys
     ) -> None:
