@@ -124,7 +124,7 @@ class _BodyTooLarge(StarletteHTTPException):
 
 async def build_state(settings: Settings) -> AppState:
     """Open pools, clients and the model bundle for the lifetime of the app."""
-    engine = create_engine(settings.resolved_database_url)
+    engine = create_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
     models_dir = settings.models_dir
     bundle_path = (
         models_dir / settings.model_id if settings.model_id else latest_bundle_path(models_dir)

@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     # Embedded default: SQLite under var/. Production: postgresql+asyncpg://...
     database_url: str | None = None
+    db_pool_size: int = Field(default=20, ge=1, le=200)
     # None means the in-process cache; production sets redis://...
     redis_url: str | None = None
 
