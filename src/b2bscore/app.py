@@ -88,6 +88,8 @@ class GuardMiddleware:
                     "Request body too large",
                     f"The body may not exceed {self.max_body_bytes} bytes.",
                 )
+        if length in (None, b"0") and b"transfer-encoding" not in headers:
+            return None  # no body (e.g. a replay): nothing to parse, so no type to insist on
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type != b"application/json":
             return Problem(

@@ -107,10 +107,6 @@ async def test_very_long_sirens(stack: Stack, siren: str, status: int) -> None:
     assert_problem_json(response)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scoring.schemas compacts the SIREN before max_length applies (reported)",
-)
 async def test_a_siren_padded_with_spaces_is_refused(stack: Stack) -> None:
     response = await stack.client.post(
         "/v1/score", json=score_body("111 111 118" + " " * 5_000), headers=bearer(stack.keys.writer)

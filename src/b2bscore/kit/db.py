@@ -52,6 +52,8 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
         pool_size=pool_size,
         max_overflow=max(2, pool_size // 4),
         pool_recycle=1800,
+        # One cheap round trip per checkout so that a restarted database costs no request.
+        pool_pre_ping=True,
         pool_timeout=2,
         # A dead database must fail the request fast, not hang it past its budget.
         connect_args={"timeout": 2, "command_timeout": 5},

@@ -14,6 +14,7 @@ from stdnum.fr import siren as stdnum_siren
 from b2bscore.features.types import Product
 
 MAX_REQUESTED_AMOUNT = Decimal("10000000")
+MAX_SIREN_LENGTH = 20
 _AMOUNT_PATTERN = re.compile(r"^\d{1,12}(\.\d{1,2})?$")
 
 DecimalString = Annotated[Decimal, PlainSerializer(lambda v: f"{v:.2f}", return_type=str)]
@@ -32,7 +33,9 @@ class ScoreRequest(BaseModel):
     )
 
     siren: str = Field(
-        min_length=9, max_length=20, description="French company number; spaces tolerated."
+        min_length=9,
+        max_length=MAX_SIREN_LENGTH,
+        description="French company number; spaces tolerated.",
     )
     requested_amount: DecimalString = Field(
         description="Amount asked for, EUR, as a decimal string with at most 2 decimals.",
@@ -47,6 +50,9 @@ class ScoreRequest(BaseModel):
     def _valid_siren(cls, value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError("must be a string of 9 digits")
+        # Checked before stdnum compacts the spaces away: padding is not a SIREN either.
+        if len(value) > MAX_SIREN_LENGTH:
+            raise ValueError(f"must be at most {MAX_SIREN_LENGTH} characters")
         try:
             return str(stdnum_siren.validate(value))
         except StdnumValidationError as error:
