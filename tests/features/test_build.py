@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from b2bscore.features.bank import bank_features
 from b2bscore.features.build import FeatureVector, build_features
 from b2bscore.features.catalog import FEATURE_NAMES
 from tests.features import factories as f
@@ -210,3 +211,17 @@ def test_pure_same_input_same_output() -> None:
     assert np.array_equal(a.values, b.values, equal_nan=True)
     with pytest.raises(ValueError, match="read-only"):
         a.values[0] = 1.0
+
+
+def test_transaction_columns_are_cached_and_not_part_of_equality() -> None:
+    acc = f.account("100.00", [f.tx(1, "12.50"), f.tx(3, "-7.25"), f.tx(5, "3.00", status="PDNG")])
+    twin = f.account("100.00", list(acc.transactions))
+    cols = acc.columns()
+    assert acc.columns() is cols
+    assert cols.amount.tolist() == [12.5, -7.25, 3.0]
+    assert cols.booked.tolist() == [True, True, False]
+    assert cols.booking_ordinal.tolist() == [t.booking_date.toordinal() for t in acc.transactions]
+    assert not cols.amount.flags.writeable
+    assert acc == twin
+    assert hash(acc) == hash(twin)
+    assert bank_features(f.bank(acc)) == bank_features(f.bank(twin))

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
-import shap
+
+with warnings.catch_warnings():
+    # shap's plotting colours use a matplotlib call that newer matplotlib flags as
+    # pending deprecation at import; the warning is theirs, not ours.
+    warnings.simplefilter("ignore", PendingDeprecationWarning)
+    import shap
 
 from b2bscore.features.build import FeatureVector
 from b2bscore.model.bundle import Calibration, ModelBundle
@@ -70,3 +76,29 @@ def test_calibration_methods() -> None:
     assert iso.pd(0.5) == pytest.approx(0.125)
     assert iso.pd(9.0) == pytest.approx(0.2)
     assert Calibration.from_json(iso.to_json()) == iso
+
+
+def test_fast_path_equals_booster_predict(bundle: ModelBundle) -> None:
+    x = random_matrix(500, 21)
+    expected = np.asarray(bundle.booster.predict(x, pred_contrib=True, num_threads=1))
+    predictor = bundle.contrib_predictor
+    assert predictor is bundle.contrib_predictor  # prepared once per bundle
+    got = np.stack([predictor.contributions(np.ascontiguousarray(r)) for r in x])
+    assert np.array_equal(got, expected)
+    # A strided view (a column of a Fortran matrix) is copied, not misread.
+    fortran = np.asfortranarray(x[:5])
+    assert np.array_equal(predictor.contributions(fortran[0]), expected[0])
+    with pytest.raises(ValueError, match="float64 row"):
+        predictor.contributions(x[0].astype(np.float32))
+    with pytest.raises(ValueError, match="float64 row"):
+        predictor.contributions(x[0, :-1].copy())
+
+
+def test_contributions_add_up_on_realistic_rows(bundle: ModelBundle) -> None:
+    from b2bscore.training.dataset import build_dataset
+
+    x, _, _, _ = build_dataset(60, 5, workers=1)
+    raw = bundle.booster.predict(x, raw_score=True, num_threads=1)
+    for i in range(len(x)):
+        s = score(bundle, FeatureVector(values=x[i]))
+        assert float(s.contributions.sum()) + s.bias == pytest.approx(float(raw[i]), abs=1e-6)

@@ -50,17 +50,6 @@ def is_rejected_debit_refund(amount: float, remittance: str) -> bool:
     return any(m in up for m in _REJECT_MARKERS)
 
 
-def _reject_flags(remittances: list[str]) -> list[bool]:
-    # One upper() and one scan over all credits; most companies have no reject at all.
-    blob = "\x00".join(remittances).upper()
-    if not any(m in blob for m in _REJECT_MARKERS):
-        return [False] * len(remittances)
-    parts = blob.split("\x00")
-    if len(parts) != len(remittances):  # a NUL inside some remittance: check one by one
-        parts = [r.upper() for r in remittances]
-    return [any(m in r for m in _REJECT_MARKERS) for r in parts]
-
-
 def bank_features(bank: BankData | None) -> tuple[float, ...]:
     """Bank features in ``NAMES`` order; all NaN when there is no bank data."""
     if bank is None:
@@ -80,24 +69,17 @@ def bank_features(bank: BankData | None) -> tuple[float, ...]:
         if acc.balance is not None:
             has_balance = True
             closing_total += float(acc.balance)
-        booked = [t for t in acc.transactions if t.status == "BOOK"]
-        if not booked:
+        # Columns are cached on the parsed record: no per-transaction Python work here.
+        cols = acc.columns()
+        if not cols.booked.any():
             continue
-        age = as_of - np.array([t.booking_date.toordinal() for t in booked], dtype=np.int64)
-        oldest = max(oldest, int(age.max()))
-        keep = (age >= 0) & (age < _AXIS_DAYS)
-        if not keep.all():
-            idx = np.flatnonzero(keep)
-            booked = [booked[i] for i in idx.tolist()]
-            age = age[idx]
-        # float(Decimal) dominates this function's cost, so it only runs on the window.
-        amt = np.array([float(t.amount) for t in booked], dtype=np.float64)
-        rej = np.zeros(amt.size, dtype=np.bool_)
-        credits = np.flatnonzero(amt > 0.0)
-        if credits.size:
-            rej[credits] = _reject_flags([booked[i].remittance for i in credits.tolist()])
+        age = as_of - cols.booking_ordinal
+        oldest = max(oldest, int(age[cols.booked].max()))
+        keep = cols.booked & (age >= 0) & (age < _AXIS_DAYS)
+        amt = cols.amount[keep]
+        rej = cols.marked(_REJECT_MARKERS)[keep] & (amt > 0.0)
         amt_parts.append(amt)
-        age_parts.append(age)
+        age_parts.append(age[keep])
         rej_parts.append(rej)
         bal_parts.append(np.full(amt.size, acc.balance is not None, dtype=np.bool_))
 

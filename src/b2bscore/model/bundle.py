@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import lightgbm as lgb
 import numpy as np
 
 from b2bscore.features.catalog import FEATURE_NAMES, catalog_fingerprint
+from b2bscore.model.fastpredict import ContribPredictor
 
 BUNDLE_FORMAT = 1
 MODEL_FILE = "model.txt"
@@ -121,6 +123,11 @@ class ModelBundle:
     training: Mapping[str, Any] = field(default_factory=dict)
     catalog_fingerprint: str = ""
     path: Path | None = None
+
+    @cached_property
+    def contrib_predictor(self) -> ContribPredictor:
+        """The booster's prepared single-row ``pred_contrib`` predictor (built on first use)."""
+        return ContribPredictor(self.booster)
 
 
 def sha256_file(path: Path) -> str:

@@ -24,9 +24,8 @@ def score(bundle: ModelBundle, vector: FeatureVector) -> Scored:
     """Score one feature vector; the contributions sum with the bias to the margin."""
     # pred_contrib already yields the margin (sum of SHAP values + expected value), so a
     # second raw_score prediction would only double the cost.
-    out = bundle.booster.predict(vector.row(), pred_contrib=True, num_threads=1)
-    row = np.asarray(out, dtype=np.float64).reshape(-1)
-    contributions = row[:-1].copy()
+    row = bundle.contrib_predictor.contributions(vector.values)
+    contributions = row[:-1]
     contributions.flags.writeable = False
     bias = float(row[-1])
     margin = float(contributions.sum()) + bias

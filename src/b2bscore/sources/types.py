@@ -12,6 +12,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
+
 
 class SourceName(enum.StrEnum):
     """The three kinds of provider consulted for every decision."""
@@ -44,6 +46,48 @@ class BankTransaction:
     remittance: str
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class TransactionColumns:
+    """An account's transactions as read-only numpy columns, in ``transactions`` order."""
+
+    booking_ordinal: np.ndarray  # int64, date.toordinal() of booking_date
+    amount: np.ndarray  # float64, float() of the signed Decimal amount
+    booked: np.ndarray  # bool, status == "BOOK"
+    remittances: tuple[str, ...]
+    _marked: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, transactions: tuple[BankTransaction, ...]) -> TransactionColumns:
+        """Columns of a tuple of transactions."""
+        n = len(transactions)
+        ordinal = np.fromiter((t.booking_date.toordinal() for t in transactions), np.int64, n)
+        amount = np.fromiter((float(t.amount) for t in transactions), np.float64, n)
+        booked = np.fromiter((t.status == "BOOK" for t in transactions), np.bool_, n)
+        for column in (ordinal, amount, booked):
+            column.flags.writeable = False  # shared by every request that reuses the record
+        return cls(ordinal, amount, booked, tuple(t.remittance for t in transactions))
+
+    def marked(self, markers: tuple[str, ...]) -> np.ndarray:
+        """True where the remittance, upper-cased, contains any of ``markers`` (memoized)."""
+        found = self._marked.get(markers)
+        if found is None:
+            found = _contains_any(self.remittances, markers)
+            found.flags.writeable = False
+            self._marked[markers] = found
+        return found
+
+
+def _contains_any(texts: tuple[str, ...], markers: tuple[str, ...]) -> np.ndarray:
+    # One upper() over one joined string: most accounts contain no marker at all.
+    blob = "\x00".join(texts).upper()
+    if not any(m in blob for m in markers):
+        return np.zeros(len(texts), dtype=np.bool_)
+    parts = blob.split("\x00")
+    if len(parts) != len(texts):  # a NUL inside some text: check one by one
+        parts = [t.upper() for t in texts]
+    return np.fromiter((any(m in p for m in markers) for p in parts), np.bool_, len(texts))
+
+
 @dataclass(frozen=True, slots=True)
 class BankAccount:
     """One payment account of the company, with its closing booked balance."""
@@ -54,6 +98,17 @@ class BankAccount:
     balance: Decimal | None
     currency: str
     transactions: tuple[BankTransaction, ...]
+    # Parsed records are reused across requests (source cache), so the Decimal -> float
+    # conversion is paid once per record, not once per decision. Not part of equality.
+    _columns: TransactionColumns | None = field(default=None, init=False, repr=False, compare=False)
+
+    def columns(self) -> TransactionColumns:
+        """The transactions as numpy columns, built on first use and then reused."""
+        cols = self._columns
+        if cols is None:
+            cols = TransactionColumns.of(self.transactions)
+            object.__setattr__(self, "_columns", cols)
+        return cols
 
 
 @dataclass(frozen=True, slots=True)
