@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.endpoints import router as decisions_router
+from b2bscore.decisions.writer import AuditWriter
 from b2bscore.kit.cache import FallbackCache, create_cache
 from b2bscore.kit.db import create_engine, create_sessionmaker
 from b2bscore.kit.deps import State
@@ -133,13 +134,16 @@ async def build_state(settings: Settings) -> AppState:
     )
     bundle = load_bundle(bundle_path)
     log.info("model %s %s loaded from %s", bundle.model_id, bundle.version, bundle_path)
+    sessionmaker = create_sessionmaker(engine)
+    keyring = DataKeyring.from_settings(settings)
     return AppState(
         settings=settings,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
+        sessionmaker=sessionmaker,
         cache=create_cache(settings.redis_url),
         bundle=bundle,
-        keyring=DataKeyring.from_settings(settings),
+        keyring=keyring,
+        audit=AuditWriter(sessionmaker, keyring),
         tokenizer=Tokenizer.from_settings(settings),
         sandbox_clients=ProviderClients.sandbox(settings.sandbox_url, settings)
         if settings.sandbox_url
@@ -154,6 +158,7 @@ async def close_state(state: AppState) -> None:
     for clients in (state.sandbox_clients, state.live_clients):
         if clients is not None:
             await clients.aclose()
+    await state.audit.close()
     await state.cache.close()
     await state.engine.dispose()
 

@@ -93,7 +93,7 @@ _sqlite_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock
 
 
 @asynccontextmanager
-async def _chain_lock(session: AsyncSession, tenant_id: str) -> AsyncIterator[None]:
+async def chain_lock(session: AsyncSession, tenant_id: str) -> AsyncIterator[None]:
     """Serialize writers of one tenant's chain until the transaction ends."""
     if session.get_bind().dialect.name == "postgresql":
         # Held until commit or rollback, across every process sharing the database.
@@ -111,6 +111,11 @@ async def _chain_lock(session: AsyncSession, tenant_id: str) -> AsyncIterator[No
         lock = _sqlite_locks[loop] = asyncio.Lock()
     async with lock:
         yield
+
+
+def prepare_row(record: DecisionRecord, keyring: DataKeyring) -> Decision:
+    """The audit row of a record, encrypted and hashed, not yet linked into its chain."""
+    return _prepare(tenant_id=record.tenant_id, record=record, keyring=keyring)
 
 
 def _probability_text(value: float | Decimal) -> str:
@@ -181,7 +186,7 @@ def _prepare(*, tenant_id: str, record: DecisionRecord, keyring: DataKeyring) ->
     )
 
 
-def _chain(decision: Decision, *, seq: int, prev_hash: str) -> None:
+def link_into_chain(decision: Decision, *, seq: int, prev_hash: str) -> None:
     """Give the prepared row its place in the chain (under the chain lock)."""
     decision.seq = seq
     # Taken under the chain lock, so created_at follows seq within a tenant.
@@ -216,7 +221,7 @@ async def record_decision(
     repository = DecisionRepository(session)
     decision = _prepare(tenant_id=tenant_id, record=record, keyring=keyring)
     try:
-        async with _chain_lock(session, tenant_id):
+        async with chain_lock(session, tenant_id):
             if record.idempotency_key is not None:
                 existing = await repository.get_by_idempotency_key(
                     tenant_id, record.idempotency_key
@@ -225,7 +230,7 @@ async def record_decision(
                     raise IdempotencyConflict(existing.id)
             head = await repository.chain_head(tenant_id)
             seq, prev_hash = (1, GENESIS_HASH) if head is None else (head[0] + 1, head[1])
-            _chain(decision, seq=seq, prev_hash=prev_hash)
+            link_into_chain(decision, seq=seq, prev_hash=prev_hash)
             session.add(decision)
             await session.commit()
     except IdempotencyConflict:

@@ -49,6 +49,11 @@ STAGE_LATENCY = Histogram(
     ["stage"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
 )
+AUDIT_BATCH_ROWS = Histogram(
+    "b2bscore_audit_batch_rows",
+    "Audit rows committed together by the group-commit writer.",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 AUDIT_FAILURES = Counter(
     "b2bscore_audit_failures_total", "Score requests refused because the audit row failed."
 )

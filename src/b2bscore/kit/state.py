@@ -12,6 +12,7 @@ from b2bscore.kit.settings import Settings
 
 if TYPE_CHECKING:
     from b2bscore.decisions.crypto import DataKeyring
+    from b2bscore.decisions.writer import AuditWriter
     from b2bscore.model.bundle import ModelBundle
     from b2bscore.sources.clients import ProviderClients
     from b2bscore.sources.tokens import Tokenizer
@@ -27,6 +28,7 @@ class AppState:
     cache: Cache
     bundle: ModelBundle
     keyring: DataKeyring
+    audit: AuditWriter
     tokenizer: Tokenizer
     sandbox_clients: ProviderClients | None
     live_clients: ProviderClients | None

@@ -65,7 +65,7 @@ async def score_company(
         bundle=state.bundle,
         clients=clients,
         cache=state.cache,
-        keyring=state.keyring,
+        audit=state.audit,
         tokenizer=state.tokenizer,
         idempotency_key=idempotency_key,
         started=started,

@@ -16,15 +16,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.decisions.service import (
     AuditUnavailable,
     DecisionRecord,
     IdempotencyConflict,
-    record_decision,
 )
+from b2bscore.decisions.writer import AuditWriter
 from b2bscore.features.build import build_features
 from b2bscore.features.types import CreditRequest
 from b2bscore.kit.cache import Cache
@@ -67,7 +66,7 @@ async def score_request(
     bundle: ModelBundle,
     clients: ProviderClients | None,
     cache: Cache,
-    keyring: DataKeyring,
+    audit: AuditWriter,
     tokenizer: Tokenizer,
     idempotency_key: str | None,
     started: float,
@@ -147,7 +146,7 @@ async def score_request(
         payloads={r.name.value: r.raw for r in sources.all() if r.raw},
     )
     try:
-        row = await _record(session, record, keyring, deadline)
+        row = await _record(audit, record, deadline)
     except IdempotencyConflict as conflict:
         # A concurrent retry with the same key committed first: answer with its decision.
         earlier = await decisions.get(principal.tenant_id, conflict.decision_id)
@@ -174,9 +173,7 @@ async def score_request(
     return answer_from_decision(row, latency_ms=_elapsed_ms(started))
 
 
-async def _record(
-    session: AsyncSession, record: DecisionRecord, keyring: DataKeyring, deadline: float
-) -> Decision:
+async def _record(audit: AuditWriter, record: DecisionRecord, deadline: float) -> Decision:
     """Commit the audit row, giving up (no decision) when the store is too slow."""
     audit_started = time.perf_counter()
     # A stalled database must not hold the request forever; a row that commits after we
@@ -184,7 +181,7 @@ async def _record(
     timeout = max(deadline - time.monotonic(), MIN_AUDIT_SECONDS)
     try:
         async with asyncio.timeout(timeout):
-            row = await record_decision(session, record=record, keyring=keyring)
+            row = await audit.record(record)
     except TimeoutError as error:
         raise AuditUnavailable("audit commit timed out") from error
     STAGE_LATENCY.labels("audit_commit").observe(time.perf_counter() - audit_started)

@@ -1,0 +1,154 @@
+"""Group commit of audit rows: concurrent decisions of a tenant share one transaction.
+
+Every request still awaits the commit of its own row before it answers; what is shared
+is the per-tenant chain lock, the chain-head read and the commit (one fsync) for all rows
+that arrived while the previous batch was being written. Under load this turns N lock
+hand-overs and N commits into one of each, which is what caps a single tenant otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from b2bscore.decisions.chain import GENESIS_HASH
+from b2bscore.decisions.crypto import DataKeyring
+from b2bscore.decisions.models import Decision
+from b2bscore.decisions.repository import DecisionRepository
+from b2bscore.decisions.service import (
+    AuditUnavailable,
+    DecisionRecord,
+    IdempotencyConflict,
+    chain_lock,
+    link_into_chain,
+    prepare_row,
+    record_decision,
+)
+from b2bscore.kit.metrics import AUDIT_BATCH_ROWS
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 64
+
+
+@dataclass(slots=True)
+class _Pending:
+    row: Decision
+    record: DecisionRecord
+    done: asyncio.Future[Decision] = field(default_factory=asyncio.Future)
+
+
+class AuditWriter:
+    """Writes audit rows in per-tenant batches; one writer per process."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], keyring: DataKeyring):
+        self._sessionmaker = sessionmaker
+        self._keyring = keyring
+        self._queues: defaultdict[str, list[_Pending]] = defaultdict(list)
+        self._flushers: dict[str, asyncio.Task[None]] = {}
+
+    async def record(self, record: DecisionRecord) -> Decision:
+        """Commit the decision's row (in a shared batch) and return it once durable."""
+        # Serializing and encrypting the payloads happens here, in the request's own
+        # task, so that the batch writer only links and commits.
+        pending = _Pending(prepare_row(record, self._keyring), record)
+        tenant_id = record.tenant_id
+        self._queues[tenant_id].append(pending)
+        flusher = self._flushers.get(tenant_id)
+        if flusher is None or flusher.done():
+            self._flushers[tenant_id] = asyncio.create_task(self._flush(tenant_id))
+        # Shielded: a caller that gives up must not cancel the batch the others wait on.
+        return await asyncio.shield(pending.done)
+
+    async def close(self) -> None:
+        """Wait for the batches in flight."""
+        await asyncio.gather(*self._flushers.values(), return_exceptions=True)
+
+    async def _flush(self, tenant_id: str) -> None:
+        queue = self._queues[tenant_id]
+        while queue:
+            batch, queue[:] = queue[:MAX_BATCH], queue[MAX_BATCH:]
+            try:
+                await self._write(tenant_id, batch)
+            except Exception as error:  # every waiter must hear about it, whatever it is
+                log.exception("audit batch of %d rows failed", len(batch))
+                for pending in batch:
+                    if not pending.done.done():
+                        pending.done.set_exception(
+                            error
+                            if isinstance(error, AuditUnavailable)
+                            else AuditUnavailable(f"audit batch failed: {type(error).__name__}")
+                        )
+
+    async def _write(self, tenant_id: str, batch: list[_Pending]) -> None:
+        try:
+            async with self._sessionmaker() as session:
+                await self._commit_batch(session, tenant_id, batch)
+        except IntegrityError:
+            # One row of the batch was refused (an idempotency key raced in from another
+            # process): write them one by one so that only that row's request hears it.
+            for pending in batch:
+                if not pending.done.done():
+                    await self._write_alone(pending)
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            raise AuditUnavailable("audit store unavailable") from error
+
+    async def _commit_batch(
+        self, session: AsyncSession, tenant_id: str, batch: list[_Pending]
+    ) -> None:
+        async with chain_lock(session, tenant_id):
+            accepted, replays = await self._split_replays(session, tenant_id, batch)
+            head = await DecisionRepository(session).chain_head(tenant_id)
+            seq, prev_hash = (0, GENESIS_HASH) if head is None else head
+            for pending in accepted:
+                seq += 1
+                link_into_chain(pending.row, seq=seq, prev_hash=prev_hash)
+                prev_hash = pending.row.row_hash
+            session.add_all([p.row for p in accepted])
+            await session.commit()
+        AUDIT_BATCH_ROWS.observe(len(accepted))
+        for pending in accepted:
+            pending.done.set_result(pending.row)
+        # Only now: a replay answers with a decision that must already be readable.
+        for pending, decision_id in replays:
+            pending.done.set_exception(IdempotencyConflict(decision_id))
+
+    async def _split_replays(
+        self, session: AsyncSession, tenant_id: str, batch: list[_Pending]
+    ) -> tuple[list[_Pending], list[tuple[_Pending, str]]]:
+        """Rows to write, and rows whose idempotency key already has a decision."""
+        keys = {p.record.idempotency_key for p in batch if p.record.idempotency_key}
+        known: dict[str, str] = {}
+        if keys:
+            rows = await session.execute(
+                select(Decision.idempotency_key, Decision.id).where(
+                    Decision.tenant_id == tenant_id, Decision.idempotency_key.in_(keys)
+                )
+            )
+            known = {key: decision_id for key, decision_id in rows.all() if key}
+        accepted: list[_Pending] = []
+        replays: list[tuple[_Pending, str]] = []
+        for pending in batch:
+            key = pending.record.idempotency_key
+            if key is not None and key in known:
+                replays.append((pending, known[key]))
+                continue
+            if key is not None:
+                known[key] = pending.row.id  # a later retry in this same batch replays it
+            accepted.append(pending)
+        return accepted, replays
+
+    async def _write_alone(self, pending: _Pending) -> None:
+        try:
+            async with self._sessionmaker() as session:
+                row = await record_decision(session, record=pending.record, keyring=self._keyring)
+        except (IdempotencyConflict, AuditUnavailable) as error:
+            pending.done.set_exception(error)
+        else:
+            pending.done.set_result(row)

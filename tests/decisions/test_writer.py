@@ -1,0 +1,80 @@
+"""Group commit: concurrent decisions of one tenant share transactions, never the chain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from b2bscore.decisions.chain import verify_chain
+from b2bscore.decisions.crypto import DataKeyring
+from b2bscore.decisions.service import IdempotencyConflict
+from b2bscore.decisions.writer import AuditWriter
+from b2bscore.kit.db import create_engine, create_sessionmaker
+from tests.decisions.factories import make_record, new_tenant
+
+REQUESTS = 40
+
+
+@pytest.fixture
+async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine of its own, committing for real."""
+    engine = create_engine(postgres_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+async def _tenant(engine: AsyncEngine) -> str:
+    async with create_sessionmaker(engine)() as session:
+        tenant = await new_tenant(session, "writer")
+        await session.commit()
+        return tenant.id
+
+
+def _batches() -> tuple[float, float]:
+    count = REGISTRY.get_sample_value("b2bscore_audit_batch_rows_count") or 0.0
+    rows = REGISTRY.get_sample_value("b2bscore_audit_batch_rows_sum") or 0.0
+    return count, rows
+
+
+async def test_concurrent_rows_share_commits_and_keep_one_chain(
+    engine: AsyncEngine, keyring: DataKeyring
+) -> None:
+    tenant_id = await _tenant(engine)
+    writer = AuditWriter(create_sessionmaker(engine), keyring)
+    batches_before, rows_before = _batches()
+
+    written = await asyncio.gather(
+        *(writer.record(make_record(tenant_id, score=i)) for i in range(REQUESTS))
+    )
+
+    batches, rows = (a - b for a, b in zip(_batches(), (batches_before, rows_before), strict=True))
+    assert rows == REQUESTS
+    assert batches < REQUESTS, "concurrent rows were committed together"
+    assert sorted(d.seq for d in written) == list(range(1, REQUESTS + 1))
+    assert sorted(d.score for d in written) == list(range(REQUESTS))
+    async with create_sessionmaker(engine)() as session:
+        result = await verify_chain(session, tenant_id)
+    assert result.ok
+    assert result.rows == REQUESTS
+
+
+async def test_same_idempotency_key_in_one_batch_records_once(
+    engine: AsyncEngine, keyring: DataKeyring
+) -> None:
+    tenant_id = await _tenant(engine)
+    writer = AuditWriter(create_sessionmaker(engine), keyring)
+
+    outcomes = await asyncio.gather(
+        *(writer.record(make_record(tenant_id, idempotency_key="retry-1")) for _ in range(5)),
+        return_exceptions=True,
+    )
+
+    recorded = [o for o in outcomes if not isinstance(o, BaseException)]
+    replays = [o for o in outcomes if isinstance(o, IdempotencyConflict)]
+    assert len(recorded) == 1
+    assert len(replays) == 4
+    assert {r.decision_id for r in replays} == {recorded[0].id}
