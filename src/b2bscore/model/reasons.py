@@ -9,6 +9,7 @@ twice. Adverse reasons (raising the PD) come first, favourable ones fill remaini
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -64,15 +65,24 @@ def _family_index(specs: tuple[FeatureSpec, ...]) -> _FamilyIndex:
     return _FamilyIndex(tuple(names), id_arr, members)
 
 
-def _specs(bundle_or_catalog: ModelBundle | Sequence[FeatureSpec]) -> tuple[FeatureSpec, ...]:
+# Per bundle (by identity, dropped with the bundle): hashing 34 specs per call to find
+# their family index in an lru_cache costs more than the rest of the explanation.
+_PREPARED: weakref.WeakKeyDictionary[ModelBundle, tuple[tuple[FeatureSpec, ...], _FamilyIndex]]
+_PREPARED = weakref.WeakKeyDictionary()
+
+
+def _prepared(
+    bundle_or_catalog: ModelBundle | Sequence[FeatureSpec],
+) -> tuple[tuple[FeatureSpec, ...], _FamilyIndex]:
     if isinstance(bundle_or_catalog, ModelBundle):
-        return _bundle_specs(bundle_or_catalog.feature_names)
-    return tuple(bundle_or_catalog)
-
-
-@lru_cache(maxsize=8)
-def _bundle_specs(names: tuple[str, ...]) -> tuple[FeatureSpec, ...]:
-    return tuple(SPECS_BY_NAME[name] for name in names)
+        found = _PREPARED.get(bundle_or_catalog)
+        if found is None:
+            specs = tuple(SPECS_BY_NAME[name] for name in bundle_or_catalog.feature_names)
+            found = (specs, _family_index(specs))
+            _PREPARED[bundle_or_catalog] = found
+        return found
+    specs = tuple(bundle_or_catalog)
+    return specs, _family_index(specs)
 
 
 def explain(
@@ -82,11 +92,10 @@ def explain(
     limit: int = 4,
 ) -> list[Reason]:
     """Up to ``limit`` reasons: adverse families by decreasing contribution, then favourable."""
-    specs = _specs(bundle_or_catalog)
+    specs, fam = _prepared(bundle_or_catalog)
     contrib = scored.contributions
     if len(contrib) != len(specs) or len(vector.values) != len(specs):
         raise ValueError("contributions, vector and catalog lengths differ")
-    fam = _family_index(specs)
     totals = np.bincount(fam.ids, weights=contrib, minlength=len(fam.names)).tolist()
     adverse = sorted(
         (k for k, v in enumerate(totals) if v > MIN_CONTRIBUTION),
