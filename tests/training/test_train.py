@@ -61,7 +61,20 @@ def test_bundle_contents(trained: tuple[Path, Path]) -> None:
             assert key in oracle
     assert doc["policy"]["approve_max_pd"] == 0.03
     assert "lightgbm" in doc["training"]["library_versions"]
-    assert "# Model card: test-a" in (path / "MODEL_CARD.md").read_text()
+    card = (path / "MODEL_CARD.md").read_text()
+    assert "# Model card: test-a" in card
+    for section in ("Intended use", "Training data", "Model", "Metrics", "Calibration",
+                    "Features", "Monotone constraints", "Limitations"):  # fmt: skip
+        assert f"\n## {section}" in card, section
+    assert "95 % CI" in card
+    ci = doc["metrics"]["test_ci95"]
+    for key in ("auc", "ks", "brier"):
+        if key in test:
+            lo, hi = ci[key]
+            assert lo <= test[key] <= hi
+    methods = doc["metrics"]["calibration_methods_test"]
+    assert set(methods) == {"platt", "isotonic"}
+    assert all(len(m["table"]) == 10 for m in methods.values())
     assert bundle.booster.num_trees() >= 1
 
 
@@ -83,6 +96,10 @@ def test_evaluate_on_fresh_companies(trained: tuple[Path, Path]) -> None:
     assert report["excluded_training_companies"] == N
     assert "auc" in report["oracle"]
     assert len(report["calibration_table"]) == 10
+    for who in ("model", "oracle"):
+        for key in ("auc", "ks", "brier"):
+            lo, hi = report[f"{who}_ci95"][key]
+            assert lo <= report[who][key] <= hi
     assert sum(b["share"] for b in report["pd_bands"].values()) == pytest.approx(1.0)
 
 

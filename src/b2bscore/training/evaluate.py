@@ -10,7 +10,7 @@ import numpy as np
 from b2bscore.model.bundle import load_bundle
 from b2bscore.training import world
 from b2bscore.training.dataset import build_dataset_for
-from b2bscore.training.train import calibration_table, classification_metrics
+from b2bscore.training.train import bootstrap_ci, calibration_table, classification_metrics
 
 # Extra draws so that excluding the training companies still leaves n fresh ones.
 _OVERDRAW = 1.25
@@ -20,8 +20,9 @@ def fresh_sirens(n: int, seed: int, exclude: set[str]) -> list[str]:
     """n SIRENs of draw ``seed`` that are not in ``exclude`` (e.g. the training set)."""
     want = n
     while True:
-        drawn = [s for s in world.sample_sirens(int(want * _OVERDRAW) + 16, seed)
-                 if s not in exclude]
+        drawn = [
+            s for s in world.sample_sirens(int(want * _OVERDRAW) + 16, seed) if s not in exclude
+        ]
         if len(drawn) >= n:
             return drawn[:n]
         want *= 2
@@ -58,6 +59,8 @@ def evaluate(bundle_path: Path, n: int, seed: int, workers: int = 2) -> dict[str
         "excluded_training_companies": len(exclude),
         "model": classification_metrics(y, pd),
         "oracle": classification_metrics(y, true_pd),
+        "model_ci95": bootstrap_ci(y, pd, seed),
+        "oracle_ci95": bootstrap_ci(y, true_pd, seed),
         "calibration_method": bundle.calibration.method,
         "calibration_table": calibration_table(pd, y, true_pd),
         "pd_bands": band_rows,

@@ -5,10 +5,11 @@ calibrations, 10 % to choose between them, 10 % test. The calibration parts are 
 seen by the trees, so the PD they map to is honest; the test part is seen by nothing.
 
 Model size is set by the latency budget of the decision core (<= 0.5 ms p99 on one core):
-TreeSHAP cost grows with the number of leaves, so the trees are small (7 leaves) and
-numerous enough (early-stopped, at most 400) to reach the accuracy plateau. On 24k
-companies, 7 leaves at learning rate 0.1 matched 15 leaves or 0.03-0.05 learning rates
-within noise (test AUC 0.84 each) at a third of the TreeSHAP cost.
+TreeSHAP costs about O(trees x leaves x depth^2), so the trees are small (at most 7 leaves,
+depth 4) and the learning rate low enough (0.03, early-stopped) to reach the accuracy
+plateau. On the same fresh companies this is within 0.001 AUC of the best configuration
+found without the budget (7 leaves at lr 0.01, or 15-31 leaves at lr 0.01-0.02) at a
+tenth of its TreeSHAP cost; see docs/MODEL.md and loadtests/core_benchmark.py.
 """
 
 from __future__ import annotations
@@ -50,21 +51,22 @@ from b2bscore.training.dataset import (
     sample_request,
 )
 
-DEFAULT_MODEL_ID = "b2b-lgbm-2026.11.0"
-DEFAULT_VERSION = "2026.11.0"
+DEFAULT_MODEL_ID = "b2b-lgbm-2026.11.1"
+DEFAULT_VERSION = "2026.11.1"
 NUM_THREADS = 2
 MAX_ROUNDS = 400
 EARLY_STOPPING_ROUNDS = 40
 SPLITS = (0.6, 0.1, 0.1, 0.1, 0.1)  # train, early stopping, calib fit, calib select, test
 LATENCY_SAMPLES = 300
+BOOTSTRAP_DRAWS = 500
 
 BASE_PARAMS: dict[str, Any] = {
     "objective": "binary",
     "metric": "binary_logloss",
-    "learning_rate": 0.1,
+    "learning_rate": 0.03,
     "num_leaves": 7,
     "max_depth": 4,
-    "min_data_in_leaf": 80,
+    "min_data_in_leaf": 40,
     "min_sum_hessian_in_leaf": 1.0,
     "lambda_l2": 2.0,
     "feature_fraction": 0.8,
@@ -137,10 +139,12 @@ def fit_platt(margin: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[
         p = 0.5 * (1.0 + np.tanh(0.5 * z))
         w = np.maximum(p * (1.0 - p), 1e-12)
         g = np.array([np.sum((p - y) * margin), np.sum(p - y)])
-        h = np.array([
-            [np.sum(w * margin * margin), np.sum(w * margin)],
-            [np.sum(w * margin), np.sum(w)],
-        ]) + 1e-9 * np.eye(2)
+        h = np.array(
+            [
+                [np.sum(w * margin * margin), np.sum(w * margin)],
+                [np.sum(w * margin), np.sum(w)],
+            ]
+        ) + 1e-9 * np.eye(2)
         step = np.linalg.solve(h, g)
         a, b = a - float(step[0]), b - float(step[1])
         if float(np.max(np.abs(step))) < 1e-10:
@@ -167,8 +171,7 @@ def fit_calibration(
     iso_x, iso_y = fit_isotonic(fit_margin, fit_y)
     candidates = {
         "platt": Calibration(method="platt", platt_a=a, platt_b=b, iso_x=iso_x, iso_y=iso_y),
-        "isotonic": Calibration(method="isotonic", platt_a=a, platt_b=b, iso_x=iso_x,
-                                iso_y=iso_y),
+        "isotonic": Calibration(method="isotonic", platt_a=a, platt_b=b, iso_x=iso_x, iso_y=iso_y),
     }
     comparison: dict[str, Any] = {"criterion": "log_loss on the calibration-select part"}
     for name, cal in candidates.items():
@@ -190,7 +193,13 @@ def fit_calibration(
 
 
 def fit_booster(
-    x: np.ndarray, y: np.ndarray, split: Split, seed: int, params: Mapping[str, Any] | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    split: Split,
+    seed: int,
+    params: Mapping[str, Any] | None = None,
+    *,
+    max_rounds: int = MAX_ROUNDS,
 ) -> tuple[lgb.Booster, dict[str, Any]]:
     """Train with monotone constraints and early stopping; return the model and its params."""
     full = {
@@ -203,15 +212,24 @@ def fit_booster(
         **(params or {}),
     }
     names = list(FEATURE_NAMES)
-    train_set = lgb.Dataset(x[split.train], label=y[split.train], feature_name=names,
-                            params={"verbose": -1, "max_bin": full["max_bin"]},
-                            free_raw_data=True)
-    valid_set = lgb.Dataset(x[split.valid], label=y[split.valid], reference=train_set,
-                            feature_name=names, params={"verbose": -1})
+    train_set = lgb.Dataset(
+        x[split.train],
+        label=y[split.train],
+        feature_name=names,
+        params={"verbose": -1, "max_bin": full["max_bin"]},
+        free_raw_data=True,
+    )
+    valid_set = lgb.Dataset(
+        x[split.valid],
+        label=y[split.valid],
+        reference=train_set,
+        feature_name=names,
+        params={"verbose": -1},
+    )
     booster = lgb.train(
         full,
         train_set,
-        num_boost_round=MAX_ROUNDS,
+        num_boost_round=max_rounds,
         valid_sets=[valid_set],
         valid_names=["valid"],
         callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
@@ -220,6 +238,51 @@ def fit_booster(
     # Reload from text so the object in memory is exactly the shipped model.txt.
     shipped = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
     return shipped, {**full, "num_boost_round": best}
+
+
+def bootstrap_ci(
+    y: np.ndarray, p: np.ndarray, seed: int, draws: int = BOOTSTRAP_DRAWS
+) -> dict[str, list[float]]:
+    """95 % percentile-bootstrap intervals of AUC, KS and Brier (rows resampled)."""
+    rng = np.random.Generator(np.random.PCG64([seed, 0xB0075]))
+    stats: dict[str, list[float]] = {"auc": [], "ks": [], "brier": []}
+    n = len(y)
+    for _ in range(draws if n else 0):
+        idx = rng.integers(0, n, n)
+        yb, pb = y[idx], p[idx]
+        if yb.min() == yb.max():
+            continue  # a resample with one class has no ranking metric
+        stats["auc"].append(float(roc_auc_score(yb, pb)))
+        stats["ks"].append(ks_statistic(yb, pb))
+        stats["brier"].append(float(np.mean((pb - yb) ** 2)))
+    return {
+        k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+        for k, v in stats.items()
+        if v
+    }
+
+
+def calibration_report(
+    calibration: Calibration, margin: np.ndarray, y: np.ndarray, true_pd: np.ndarray
+) -> dict[str, Any]:
+    """Both calibrations on one held-out part: log-loss, Brier and decile reliability."""
+    out: dict[str, Any] = {}
+    for method in ("platt", "isotonic"):
+        cal = Calibration(
+            method=method,
+            platt_a=calibration.platt_a,
+            platt_b=calibration.platt_b,
+            iso_x=calibration.iso_x,
+            iso_y=calibration.iso_y,
+        )
+        p = cal.pd_array(margin)
+        out[method] = {
+            "log_loss": float(log_loss(y, p, labels=[0.0, 1.0])),
+            "brier": float(brier_score_loss(y, p)),
+            "distinct_pds": len(np.unique(p)),
+            "table": calibration_table(p, y, true_pd),
+        }
+    return out
 
 
 def calibration_table(
@@ -233,12 +296,14 @@ def calibration_table(
     for part in np.array_split(order, bins):
         if len(part) == 0:
             continue
-        rows.append({
-            "n": float(len(part)),
-            "mean_predicted_pd": float(p[part].mean()),
-            "observed_default_rate": float(y[part].mean()),
-            "mean_true_pd": float(true_pd[part].mean()),
-        })
+        rows.append(
+            {
+                "n": float(len(part)),
+                "mean_predicted_pd": float(p[part].mean()),
+                "observed_default_rate": float(y[part].mean()),
+                "mean_true_pd": float(true_pd[part].mean()),
+            }
+        )
     return rows
 
 
@@ -252,8 +317,9 @@ def _latency(bundle: ModelBundle, sirens: list[str], seed: int) -> dict[str, flo
     cases = []
     for siren in sirens[:LATENCY_SAMPLES]:
         company = world.company(siren)
-        cases.append((*parse_company(company, TRAINING_AS_OF),
-                      sample_request(siren, seed, company)))
+        cases.append(
+            (*parse_company(company, TRAINING_AS_OF), sample_request(siren, seed, company))
+        )
     if not cases:
         return {}
     rounds = 4
@@ -264,9 +330,15 @@ def _latency(bundle: ModelBundle, sirens: list[str], seed: int) -> dict[str, flo
             vec = build_features(bank, books, record, request)
             scored = score(bundle, vec)
             explain(bundle, scored, vec, limit=4)
-            decide(scored.probability_of_default, vec, request, has_bank=bank is not None,
-                   has_books=books is not None, has_registry=record is not None,
-                   thresholds=bundle.policy)
+            decide(
+                scored.probability_of_default,
+                vec,
+                request,
+                has_bank=bank is not None,
+                has_books=books is not None,
+                has_registry=record is not None,
+                thresholds=bundle.policy,
+            )
             timings[r, i] = time.perf_counter() - started
     measured = timings[1:] * 1e6  # round 0 only warms caches
     best = measured.min(axis=0)
@@ -314,15 +386,23 @@ def train(
     def margins(idx: np.ndarray) -> np.ndarray:
         return np.asarray(booster.predict(x[idx], raw_score=True, num_threads=NUM_THREADS))
 
-    calibration = fit_calibration(margins(split.calib_fit), y[split.calib_fit],
-                                  margins(split.calib_select), y[split.calib_select])
-    test_pd = calibration.pd_array(margins(split.test))
+    calibration = fit_calibration(
+        margins(split.calib_fit),
+        y[split.calib_fit],
+        margins(split.calib_select),
+        y[split.calib_select],
+    )
+    test_margin = margins(split.test)
+    test_pd = calibration.pd_array(test_margin)
     metrics: dict[str, Any] = {
         "test": classification_metrics(y[split.test], test_pd),
         "test_oracle": classification_metrics(y[split.test], true_pd[split.test]),
-        "valid": classification_metrics(
-            y[split.valid], calibration.pd_array(margins(split.valid))
+        "test_ci95": bootstrap_ci(y[split.test], test_pd, seed),
+        "test_oracle_ci95": bootstrap_ci(y[split.test], true_pd[split.test], seed),
+        "calibration_methods_test": calibration_report(
+            calibration, test_margin, y[split.test], true_pd[split.test]
         ),
+        "valid": classification_metrics(y[split.valid], calibration.pd_array(margins(split.valid))),
         "calibration_table_test": calibration_table(test_pd, y[split.test], true_pd[split.test]),
         "num_trees": booster.num_trees(),
         "num_leaves": int(full_params["num_leaves"]),
@@ -346,9 +426,19 @@ def train(
             "n": n,
             "seed": seed,
             "as_of": TRAINING_AS_OF.isoformat(),
-            "splits": dict(zip(("train", "valid", "calib_fit", "calib_select", "test"),
-                               (len(split.train), len(split.valid), len(split.calib_fit),
-                                len(split.calib_select), len(split.test)), strict=True)),
+            "splits": dict(
+                zip(
+                    ("train", "valid", "calib_fit", "calib_select", "test"),
+                    (
+                        len(split.train),
+                        len(split.valid),
+                        len(split.calib_fit),
+                        len(split.calib_select),
+                        len(split.test),
+                    ),
+                    strict=True,
+                )
+            ),
             "default_rate": float(np.mean(y)) if len(y) else 0.0,
             "data_fingerprint": data_fingerprint(x, y),
             "params": full_params,
@@ -370,11 +460,26 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _ci(ci: Mapping[str, Any], key: str) -> str:
+    lo_hi = ci.get(key)
+    return f"[{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi else "n/a"
+
+
+def _reliability_rows(rows: list[dict[str, float]]) -> list[str]:
+    return [
+        f"| {row['n']:.0f} | {row['mean_predicted_pd']:.4f} | "
+        f"{row['observed_default_rate']:.4f} | {row['mean_true_pd']:.4f} |"
+        for row in rows
+    ]
+
+
 def model_card(bundle: ModelBundle) -> str:
     """MODEL_CARD.md of a bundle."""
     m, t = bundle.metrics, bundle.training
     test, oracle = m.get("test", {}), m.get("test_oracle", {})
+    ci, oracle_ci = m.get("test_ci95", {}), m.get("test_oracle_ci95", {})
     cal = bundle.calibration
+    params = t.get("params", {})
     lines = [
         f"# Model card: {bundle.model_id}",
         "",
@@ -387,65 +492,130 @@ def model_card(bundle: ModelBundle) -> str:
         "Instant pre-screening of B2B credit requests (BNPL, invoice financing, credit lines, "
         "term loans) inside `POST /v1/score`. Decisions combine the PD with the hard rules "
         "of `b2bscore.model.policy`; a `review` goes to a human analyst. Not for consumer "
-        "credit, not for pricing without a separate validation on real outcomes.",
+        "credit, not for pricing without a separate validation on real outcomes, not as the "
+        "sole ground for a decline without the reasons being shown to the applicant.",
         "",
         "## Training data",
         "",
         f"- Synthetic world `{t.get('world_version')}`: {t.get('n')} companies drawn with "
         f"seed {t.get('seed')}, as of {t.get('as_of')}; default rate "
-        f"{_fmt(t.get('default_rate'))}.",
+        f"{_fmt(t.get('default_rate'))}. Labels are Bernoulli draws of each company's true "
+        "12-month PD.",
         "- Each company is rendered in the providers' wire formats and parsed by the "
         "service's own adapters, then featurized by `build_features`: training and serving "
-        "share one code path.",
-        f"- Splits: {t.get('splits')}. Data fingerprint `{t.get('data_fingerprint')}`.",
+        "share one code path (tests/training/test_parity.py compares them over HTTP).",
+        f"- Splits: {t.get('splits')} (trees / early stopping / calibration fit / "
+        f"calibration choice / test). Data fingerprint `{t.get('data_fingerprint')}`.",
         "- The world is synthetic: performance here measures how well the pipeline recovers "
         "a known PD, not performance on real French companies.",
         "",
         "## Model",
         "",
-        f"- {m.get('num_trees')} trees of at most {m.get('num_leaves')} leaves, monotone "
-        "constraints from the feature catalog (method `advanced`), early stopping on a "
-        "held-out part, deterministic training (fixed seed and threads).",
-        "- Small trees keep TreeSHAP cheap: the decision core (features, one `pred_contrib` "
-        "call, reasons, policy) must stay under 0.5 ms p99 on one core.",
-        f"- Calibration: `{cal.method}` chosen by log-loss on a part unseen by the trees "
-        f"and by the calibration fit ({json.dumps(dict(cal.comparison))}).",
+        f"- {m.get('num_trees')} trees of at most {m.get('num_leaves')} leaves (depth "
+        f"{params.get('max_depth')}), learning rate {params.get('learning_rate')}, early "
+        "stopping on a held-out part, deterministic training (fixed seed and threads): "
+        "the same seed gives a byte-identical model.txt.",
+        "- Small, shallow trees keep TreeSHAP cheap: the decision core (features, one "
+        "`pred_contrib` call, reasons, policy) must stay under 0.5 ms p99 on one core. "
+        "The model-size choice is measured in docs/MODEL.md.",
         "",
-        "## Performance (test part, never used for fitting or selection)",
+        "## Metrics (test part, never used for fitting or selection)",
         "",
-        "| metric | model | oracle (true PD) |",
-        "|---|---|---|",
+        f"95 % intervals: percentile bootstrap over the {test.get('n', 0):.0f} test "
+        f"companies ({BOOTSTRAP_DRAWS} resamples).",
+        "",
+        "| metric | model | model 95 % CI | oracle (true PD) | oracle 95 % CI |",
+        "|---|---|---|---|---|",
     ]
     for key in ("auc", "ks", "brier", "log_loss", "mean_pd"):
-        lines.append(f"| {key} | {_fmt(test.get(key, math.nan))} | "
-                     f"{_fmt(oracle.get(key, math.nan))} |")
-    lines += ["", "Calibration by decile of predicted PD (test part):", "",
-              "| n | mean predicted PD | observed default rate | mean true PD |",
-              "|---|---|---|---|"]
-    for row in m.get("calibration_table_test", []):
-        lines.append(f"| {row['n']:.0f} | {row['mean_predicted_pd']:.4f} | "
-                     f"{row['observed_default_rate']:.4f} | {row['mean_true_pd']:.4f} |")
+        lines.append(
+            f"| {key} | {_fmt(test.get(key, math.nan))} | {_ci(ci, key)} | "
+            f"{_fmt(oracle.get(key, math.nan))} | {_ci(oracle_ci, key)} |"
+        )
+    comparison = dict(cal.comparison)
+    methods = m.get("calibration_methods_test", {})
+    lines += [
+        "",
+        "## Calibration",
+        "",
+        f"The raw margin is mapped to a PD by `{cal.method}`, fitted on the calibration-fit "
+        "part (unseen by the trees) and chosen over the other method by log-loss on the "
+        "calibration-choice part (unseen by the trees and by the fit).",
+        "",
+        "| method | log-loss (choice part) | Brier (choice part) | log-loss (test) | "
+        "Brier (test) | distinct PDs (test) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in ("platt", "isotonic"):
+        sel, tst = comparison.get(method, {}), methods.get(method, {})
+        lines.append(
+            f"| {method}{' (used)' if method == cal.method else ''} | "
+            f"{_fmt(sel.get('log_loss', math.nan))} | {_fmt(sel.get('brier', math.nan))} | "
+            f"{_fmt(tst.get('log_loss', math.nan))} | {_fmt(tst.get('brier', math.nan))} | "
+            f"{tst.get('distinct_pds', 'n/a')} |"
+        )
+    lines += [
+        "",
+        f"Platt: PD = sigmoid({cal.platt_a:.4f} x margin + {cal.platt_b:.4f}). "
+        f"Isotonic: a step function with {len(cal.iso_x)} steps.",
+        "",
+        f"Reliability by decile of predicted PD (test part, `{cal.method}`):",
+        "",
+        "| n | mean predicted PD | observed default rate | mean true PD |",
+        "|---|---|---|---|",
+        *_reliability_rows(m.get("calibration_table_test", [])),
+    ]
     lat = m.get("latency") or {}
     if lat:
-        lines += ["", f"Decision-core time per call on one core, best of 3 per company over "
-                  f"{lat['cases']:.0f} test companies: p50 {lat['decision_core_p50_us']:.0f} µs, "
-                  f"p99 {lat['decision_core_p99_us']:.0f} µs; all calls on the training "
-                  f"machine as it was (other load included): p50 "
-                  f"{lat['decision_core_raw_p50_us']:.0f} µs, p99 "
-                  f"{lat['decision_core_raw_p99_us']:.0f} µs."]
-    lines += ["", "## Features", "", "| feature | family | monotone (risk) | unit |",
-              "|---|---|---|---|"]
-    for spec in FEATURES:
-        lines.append(f"| `{spec.name}` | {spec.family} | {spec.monotone:+d} | {spec.unit} |")
+        lines += [
+            "",
+            "## Latency",
+            "",
+            f"Decision-core time per call on the training machine, best of 3 per company over "
+            f"{lat['cases']:.0f} test companies: p50 {lat['decision_core_p50_us']:.0f} µs, "
+            f"p99 {lat['decision_core_p99_us']:.0f} µs; all calls as the machine was (other "
+            f"load included): p50 {lat['decision_core_raw_p50_us']:.0f} µs, p99 "
+            f"{lat['decision_core_raw_p99_us']:.0f} µs. loadtests/core_benchmark.py measures "
+            "it pinned to one core.",
+        ]
     lines += [
+        "",
+        "## Features",
+        "",
+        "| feature | family | monotone (risk) | unit | description |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in FEATURES:
+        lines.append(
+            f"| `{spec.name}` | {spec.family} | {spec.monotone:+d} | {spec.unit} | "
+            f"{spec.description} |"
+        )
+    increasing = [f"`{s.name}`" for s in FEATURES if s.monotone > 0]
+    decreasing = [f"`{s.name}`" for s in FEATURES if s.monotone < 0]
+    free = [f"`{s.name}`" for s in FEATURES if s.monotone == 0]
+    lines += [
+        "",
+        "## Monotone constraints",
+        "",
+        "Every feature with a known direction of risk is constrained (LightGBM "
+        "`monotone_constraints`, method `advanced`), so that a better value can never raise "
+        "the PD and a reason code always points the way the applicant can act:",
+        "",
+        f"- PD can only rise with: {', '.join(increasing)}.",
+        f"- PD can only fall with: {', '.join(decreasing)}.",
+        f"- Unconstrained (no defensible direction): {', '.join(free)}.",
         "",
         "## Limitations",
         "",
         "- Trained on a synthetic world; recalibrate and revalidate on real outcomes first.",
+        "- The test part holds few defaults (see its size and default rate): the intervals "
+        "above, not the point estimates, say what is known.",
         "- Request-size features carry no default signal in this world (labels do not "
         "depend on the request); the policy, not the model, sizes the limit.",
         "- Missing sources are scored (LightGBM handles missing values) but the policy "
         "sends missing bank or registry data to review.",
+        "- Bank features cover 90 days: seasonal businesses can look better or worse than "
+        "their year.",
         f"- Policy thresholds shipped with the bundle: approve below "
         f"{Decimal(str(bundle.policy.get('approve_max_pd')))} PD, decline from "
         f"{Decimal(str(bundle.policy.get('decline_min_pd')))} PD.",
