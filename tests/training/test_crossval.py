@@ -9,7 +9,7 @@ import numpy.typing as npt
 import pytest
 from sklearn.datasets import make_classification
 
-from b2bscore.training.crossval import evaluate_dataset, stratified_splits
+from b2bscore.training.crossval import blend_probabilities, evaluate_dataset, stratified_splits
 from b2bscore.training.tabular import load_table
 
 ARFF = """% a comment
@@ -108,3 +108,19 @@ def test_shuffled_labels_score_at_chance(tmp_path: Path) -> None:
     path, _ = _synthetic(tmp_path, shuffle_labels=True)
     result = evaluate_dataset(path, "target", folds=3, repeats=1, seed=5, n_jobs=2)
     assert abs(result["auc_mean"] - 0.5) < 0.1
+
+
+def test_blend_averages_log_odds_row_by_row() -> None:
+    first = np.array([0.5, 0.9, 0.01])
+    second = np.array([0.5, 0.1, 0.04])
+    blended = blend_probabilities([first, second])
+    # Odds of the last row: geometric mean of 1/99 and 4/96.
+    odds = 1.0 / np.sqrt(99.0 * 24.0)
+    assert blended == pytest.approx([0.5, 0.5, odds / (1.0 + odds)])
+    # Row-wise: scoring a subset gives the same values as scoring the whole batch.
+    assert blend_probabilities([first[1:], second[1:]]).tolist() == blended[1:].tolist()
+    # A saturated member is clipped, not allowed to produce 0, 1 or NaN.
+    extreme = blend_probabilities([np.array([0.0, 1.0]), np.array([0.5, 0.5])])
+    assert np.all((extreme > 0.0) & (extreme < 1.0))
+    with pytest.raises(ValueError, match="no member"):
+        blend_probabilities([])

@@ -11,6 +11,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
+import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
@@ -19,14 +20,18 @@ from b2bscore.training.tabular import load_table
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
 
-# Defaults with a halved learning rate and more rounds: on the Polish bankruptcy benchmark
-# every extra regulariser (column/row subsampling, L2, extra_trees, fewer leaves, class
-# weights) lost AUC under repeated CV; docs/MODEL.md has the figures.
+# The model is a two-member ensemble: LightGBM and XGBoost fitted on the same training rows,
+# their log-odds averaged. Both keep native NaN handling and no class weights. On the Polish
+# bankruptcy benchmark every extra regulariser tried on LightGBM alone (column/row
+# subsampling, L2, extra_trees, fewer leaves, class weights) lost AUC; the blend of two
+# differently-grown tree ensembles (leaf-wise vs depth-wise) is what gained. The
+# configuration was chosen on splits with a different seed (7) than the reported protocol
+# (42); docs/MODEL.md has the figures.
 # One thread per booster: folds run in parallel instead, and a fixed thread count is
-# what makes LightGBM's histograms (hence the scores) bit-for-bit reproducible.
+# what makes the histograms (hence the scores) bit-for-bit reproducible.
 LGBM_PARAMS: dict[str, Any] = {
     "objective": "binary",
-    "learning_rate": 0.05,
+    "learning_rate": 0.02,
     "num_leaves": 31,
     "min_child_samples": 20,
     "verbose": -1,
@@ -34,7 +39,19 @@ LGBM_PARAMS: dict[str, Any] = {
     "deterministic": True,
     "force_row_wise": True,
 }
-LGBM_ROUNDS = 300
+LGBM_ROUNDS = 750
+XGB_PARAMS: dict[str, Any] = {
+    "objective": "binary:logistic",
+    "eta": 0.03,
+    "max_depth": 5,
+    "min_child_weight": 1.0,
+    "tree_method": "hist",
+    "nthread": 1,
+    "verbosity": 0,
+}
+XGB_ROUNDS = 800
+# Probabilities are clipped before the logit so that a saturated member cannot dominate.
+_EPS = 1e-7
 
 
 def stratified_splits(
@@ -45,13 +62,42 @@ def stratified_splits(
     return [(train, test) for train, test in splitter.split(np.zeros(label.size), label)]
 
 
+def blend_probabilities(members: list[FloatArray]) -> FloatArray:
+    """Average the members' log-odds and map back to a probability (row-wise, batch-free)."""
+    if not members:
+        raise ValueError("no member scores to blend")
+    clipped = [np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS) for p in members]
+    mean_logit = np.mean([np.log(p) - np.log1p(-p) for p in clipped], axis=0)
+    return np.asarray(1.0 / (1.0 + np.exp(-mean_logit)), dtype=np.float64)
+
+
+def _lightgbm_scores(
+    features: FloatArray, label: npt.NDArray[np.int8], new: FloatArray, *, seed: int
+) -> FloatArray:
+    params = {**LGBM_PARAMS, "seed": seed}
+    booster = lgb.train(params, lgb.Dataset(features, label), num_boost_round=LGBM_ROUNDS)
+    return np.asarray(booster.predict(new), dtype=np.float64)
+
+
+def _xgboost_scores(
+    features: FloatArray, label: npt.NDArray[np.int8], new: FloatArray, *, seed: int
+) -> FloatArray:
+    params = {**XGB_PARAMS, "seed": seed}
+    train = xgb.DMatrix(features, label=label, missing=np.nan)
+    booster = xgb.train(params, train, num_boost_round=XGB_ROUNDS)
+    return np.asarray(booster.predict(xgb.DMatrix(new, missing=np.nan)), dtype=np.float64)
+
+
 def fit_and_score(
     features: FloatArray, label: npt.NDArray[np.int8], new: FloatArray, *, seed: int
 ) -> FloatArray:
     """Fit the model on one training fold and score unseen rows (higher = riskier)."""
-    params = {**LGBM_PARAMS, "seed": seed}
-    booster = lgb.train(params, lgb.Dataset(features, label), num_boost_round=LGBM_ROUNDS)
-    return np.asarray(booster.predict(new), dtype=np.float64)
+    return blend_probabilities(
+        [
+            _lightgbm_scores(features, label, new, seed=seed),
+            _xgboost_scores(features, label, new, seed=seed),
+        ]
+    )
 
 
 def _fold_auc(
@@ -79,7 +125,7 @@ def evaluate_dataset(
     started = time.perf_counter()
     table = load_table(path, label)
     splits = stratified_splits(table.label, folds=folds, repeats=repeats, seed=seed)
-    # Threads suffice: LightGBM releases the GIL while it trains and predicts.
+    # Threads suffice: LightGBM and XGBoost release the GIL while they train and predict.
     with ThreadPoolExecutor(max_workers=max(1, n_jobs)) as pool:
         aucs = list(
             pool.map(
@@ -101,7 +147,11 @@ def evaluate_dataset(
         "features": len(table.feature_names),
         "missing_share": round(float(np.isnan(table.features).mean()), 4),
         "protocol": f"repeated stratified {folds}-fold CV x {repeats}, seed {seed}",
-        "model": {"lightgbm": {**LGBM_PARAMS, "num_boost_round": LGBM_ROUNDS}},
+        "model": {
+            "blend": "mean of log-odds",
+            "lightgbm": {**LGBM_PARAMS, "num_boost_round": LGBM_ROUNDS},
+            "xgboost": {**XGB_PARAMS, "num_boost_round": XGB_ROUNDS},
+        },
         "fold_aucs": [round(float(v), 6) for v in values],
         "seconds": round(time.perf_counter() - started, 1),
     }
