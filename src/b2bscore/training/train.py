@@ -460,6 +460,10 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a bare pipe would end the Markdown table cell
+
+
 def _ci(ci: Mapping[str, Any], key: str) -> str:
     lo_hi = ci.get(key)
     return f"[{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi else "n/a"
@@ -588,7 +592,7 @@ def model_card(bundle: ModelBundle) -> str:
     for spec in FEATURES:
         lines.append(
             f"| `{spec.name}` | {spec.family} | {spec.monotone:+d} | {spec.unit} | "
-            f"{spec.description} |"
+            f"{_cell(spec.description)} |"
         )
     increasing = [f"`{s.name}`" for s in FEATURES if s.monotone > 0]
     decreasing = [f"`{s.name}`" for s in FEATURES if s.monotone < 0]
