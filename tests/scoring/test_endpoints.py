@@ -12,18 +12,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from b2bscore.decisions.models import Decision
+from b2bscore.training.world import SCENARIOS
 from tests.scoring.conftest import Keys, bearer, count_decisions
 
-HEALTHY = "111111118"
-THIN_FILE = "222222226"
-CASH_STRAPPED = "333333334"
-COLLECTIVE = "444444442"
-CLOSED = "555555556"
-BANK_TIMEOUT = "666666664"
-REGISTRY_ERROR = "777777772"
-ACCOUNTING_MALFORMED = "888888880"
-BANK_TRUNCATED = "999999998"
-NO_BANK_CONSENT = "123456782"
+HEALTHY = SCENARIOS["healthy"]
+THIN_FILE = SCENARIOS["thin_file_startup"]
+CASH_STRAPPED = SCENARIOS["cash_strapped"]
+COLLECTIVE = SCENARIOS["collective_proceedings"]
+CLOSED = SCENARIOS["closed_company"]
+BANK_TIMEOUT = SCENARIOS["bank_timeout"]
+REGISTRY_ERROR = SCENARIOS["registry_error"]
+ACCOUNTING_MALFORMED = SCENARIOS["accounting_malformed"]
+BANK_TRUNCATED = SCENARIOS["bank_truncated"]
+NO_BANK_CONSENT = SCENARIOS["no_bank_consent"]
 
 
 def body(

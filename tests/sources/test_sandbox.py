@@ -17,7 +17,7 @@ from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.fanout import gather_sources
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import SourceBundle, SourceStatus
-from b2bscore.training.world import company
+from b2bscore.training.world import SCENARIOS, company
 
 TOKENIZER = Tokenizer(b"sandbox-test-key-0123456789")
 OK, CACHED, TIMEOUT, ERROR, UNAVAILABLE = (
@@ -27,16 +27,16 @@ OK, CACHED, TIMEOUT, ERROR, UNAVAILABLE = (
     SourceStatus.ERROR,
     SourceStatus.UNAVAILABLE,
 )
-HEALTHY = "111111118"
-THIN_FILE = "222222226"
-CASH_STRAPPED = "333333334"
-COLLECTIVE = "444444442"
-CLOSED = "555555556"
-BANK_TIMEOUT = "666666664"
-REGISTRY_ERROR = "777777772"
-ACCOUNTING_MALFORMED = "888888880"
-BANK_TRUNCATED = "999999998"
-NO_BANK_CONSENT = "123456782"
+HEALTHY = SCENARIOS["healthy"]
+THIN_FILE = SCENARIOS["thin_file_startup"]
+CASH_STRAPPED = SCENARIOS["cash_strapped"]
+COLLECTIVE = SCENARIOS["collective_proceedings"]
+CLOSED = SCENARIOS["closed_company"]
+BANK_TIMEOUT = SCENARIOS["bank_timeout"]
+REGISTRY_ERROR = SCENARIOS["registry_error"]
+ACCOUNTING_MALFORMED = SCENARIOS["accounting_malformed"]
+BANK_TRUNCATED = SCENARIOS["bank_truncated"]
+NO_BANK_CONSENT = SCENARIOS["no_bank_consent"]
 
 
 @pytest.fixture
@@ -108,9 +108,9 @@ async def test_healthy_company_in_full(sandbox_clients: ProviderClients) -> None
 async def test_collective_proceedings_are_read(sandbox_clients: ProviderClients) -> None:
     bundle = await _gather(COLLECTIVE, sandbox_clients)
     assert bundle.record is not None
-    assert any(
-        a.family == "collective" and a.nature for a in bundle.record.announcements
-    ), bundle.record.announcements
+    assert any(a.family == "collective" and a.nature for a in bundle.record.announcements), (
+        bundle.record.announcements
+    )
 
 
 async def test_closed_company_is_inactive(sandbox_clients: ProviderClients) -> None:
