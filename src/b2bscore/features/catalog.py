@@ -20,7 +20,7 @@ import math
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
 
 # Feature name prefixes -> where the data comes from, for the "data not available"
 # label: the applicant can fix a missing bank connection or missing books, not a registry.
@@ -47,24 +47,28 @@ _MISSING_BY_SOURCE: dict[str, tuple[str, str]] = {
 }
 
 
-class _LabelFormatter(string.Formatter):
-    """str.format with the locale's number typography (no global locale switch)."""
-
-    def __init__(self, french: bool) -> None:
-        super().__init__()
-        self.french = french
-
-    def format_field(self, value: Any, format_spec: str) -> str:
-        text = format(value, format_spec)
-        if not self.french or not isinstance(value, float | int):
-            return text
-        # 1,234.5 -> 1 234,5 and 12% -> 12 % (narrow no-break spaces, as French prints).
-        text = text.replace(",", "\u202f").replace(".", ",")
-        return text.replace("%", "\u202f%")
+@lru_cache(maxsize=512)
+def _compiled(template: str) -> tuple[tuple[str, str | None, str], ...]:
+    # Parsed once per template: string.Formatter.vformat is pure Python and would cost
+    # more per reason than the whole explanation.
+    return tuple(
+        (lit, field, spec or "") for lit, field, spec, _ in string.Formatter().parse(template)
+    )
 
 
-_FR = _LabelFormatter(french=True)
-_EN = _LabelFormatter(french=False)
+def _fill(template: str, values: Mapping[str, float], french: bool) -> str:
+    """``template.format(**values)`` with the locale's number typography."""
+    parts: list[str] = []
+    for literal, field, spec in _compiled(template):
+        parts.append(literal)
+        if field is None:
+            continue
+        text = format(values[field], spec)
+        if french:
+            # 1,234.5 -> 1 234,5 and 12% -> 12 % (narrow no-break spaces, as French prints).
+            text = text.replace(",", "\u202f").replace(".", ",").replace("%", "\u202f%")
+        parts.append(text)
+    return "".join(parts)
 
 
 def _source_of(name: str) -> str:
@@ -107,11 +111,10 @@ class FeatureSpec:
             if value == exact:
                 return fr, en
         # ``amount`` undoes log1p for the features that are logarithms of an amount.
-        extra = {"amount": math.expm1(min(value, 700.0))} if self.unit == "ln(EUR)" else {}
-        return (
-            _FR.format(self.label_fr, value=value, **extra),
-            _EN.format(self.label_en, value=value, **extra),
-        )
+        values = {"value": value}
+        if self.unit == "ln(EUR)":
+            values["amount"] = math.expm1(min(value, 700.0))
+        return _fill(self.label_fr, values, french=True), _fill(self.label_en, values, french=False)
 
 
 # Family -> (reason code, label FR, label EN). The family label is used when the

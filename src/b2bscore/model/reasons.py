@@ -49,7 +49,7 @@ class Reason:
 class _FamilyIndex:
     names: tuple[str, ...]
     ids: np.ndarray  # family id of every feature
-    members: tuple[np.ndarray, ...]  # feature indices of every family
+    members: tuple[tuple[int, ...], ...]  # feature indices of every family
 
 
 @lru_cache(maxsize=8)
@@ -61,7 +61,7 @@ def _family_index(specs: tuple[FeatureSpec, ...]) -> _FamilyIndex:
             names.append(spec.family)
         ids.append(names.index(spec.family))
     id_arr = np.asarray(ids, dtype=np.intp)
-    members = tuple(np.flatnonzero(id_arr == k) for k in range(len(names)))
+    members = tuple(tuple(np.flatnonzero(id_arr == k).tolist()) for k in range(len(names)))
     return _FamilyIndex(tuple(names), id_arr, members)
 
 
@@ -97,6 +97,7 @@ def explain(
     if len(contrib) != len(specs) or len(vector.values) != len(specs):
         raise ValueError("contributions, vector and catalog lengths differ")
     totals = np.bincount(fam.ids, weights=contrib, minlength=len(fam.names)).tolist()
+    values = contrib.tolist()
     adverse = sorted(
         (k for k, v in enumerate(totals) if v > MIN_CONTRIBUTION),
         key=lambda k: (-totals[k], fam.names[k]),
@@ -110,9 +111,12 @@ def explain(
     for k in (adverse + favourable)[: max(limit, 0)]:
         total = totals[k]
         idx = fam.members[k]
-        sign = 1.0 if total > 0.0 else -1.0
-        # The family's representative is its feature pushing hardest in the family's way.
-        best = int(idx[int(np.argmax(sign * contrib[idx]))]) if len(idx) > 1 else int(idx[0])
+        # The family's representative is its feature pushing hardest in the family's way
+        # (first one on a tie). Plain Python: families have 1-6 members.
+        if total > 0.0:
+            best = max(idx, key=lambda j: values[j])
+        else:
+            best = min(idx, key=lambda j: values[j])
         spec = specs[best]
         raw = float(vector.values[best])
         value = None if math.isnan(raw) else raw
