@@ -79,7 +79,10 @@ def _cases(n: int) -> list[tuple[Any, Any, Any, Any]]:
 
 def column_timings(cases: list[Any], passes: int) -> dict[str, Any]:
     """µs to build the transaction columns of one bank record (paid once, at parse time)."""
-    from b2bscore.sources.types import TransactionColumns
+    try:
+        from b2bscore.sources.types import TransactionColumns
+    except ImportError:  # code from before the columns existed (a "before" measurement)
+        return {}
 
     banks = [c[0] for c in cases if c[0] is not None]
     times = []
@@ -170,11 +173,11 @@ def contrib_us(bundle: Any, x: np.ndarray, rows: int = 300, passes: int = 5) -> 
 # --- child processes (pinned) ---------------------------------------------------------
 
 
-def child_latency(companies: int, passes: int) -> dict[str, Any]:
+def child_latency(companies: int, passes: int, bundle_path: str = "") -> dict[str, Any]:
     """(a) in this process: the shipped bundle on records already parsed."""
     from b2bscore.model.bundle import latest_bundle_path, load_bundle
 
-    bundle = load_bundle(latest_bundle_path(MODELS_DIR))
+    bundle = load_bundle(Path(bundle_path) if bundle_path else latest_bundle_path(MODELS_DIR))
     cases = _cases(companies)
     return {
         "model": bundle.model_id,
@@ -316,12 +319,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--fresh", type=int, default=10_000)
     ap.add_argument("--fresh-seed", type=int, default=2027)
+    ap.add_argument("--bundle", default="", help="bundle of part (a); default: the newest")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     report: dict[str, Any] = {}
     if "latency" in parts:
         runs = [
-            _pinned(["_latency", str(args.companies), str(args.passes)]) for _ in range(args.runs)
+            _pinned(["_latency", str(args.companies), str(args.passes), args.bundle])
+            for _ in range(args.runs)
         ]
         report["decision_core"] = {
             "runs": runs,
@@ -340,7 +345,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_latency":
-        print(json.dumps(child_latency(int(sys.argv[2]), int(sys.argv[3]))))
+        print(json.dumps(child_latency(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])))
     elif len(sys.argv) > 1 and sys.argv[1] == "_models":
         print(json.dumps(child_models(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
     else:

@@ -54,51 +54,42 @@ def bank_features(bank: BankData | None) -> tuple[float, ...]:
     """Bank features in ``NAMES`` order; all NaN when there is no bank data."""
     if bank is None:
         return _MISSING
-    as_of = bank.as_of.toordinal()
-
-    amt_parts: list[np.ndarray] = []
-    age_parts: list[np.ndarray] = []
-    bal_parts: list[np.ndarray] = []
-    rej_parts: list[np.ndarray] = []
     closing_total = 0.0
     has_balance = False
-    oldest = 0
+    eur: list[bool] = []
+    balanced: list[bool] = []
     for acc in bank.accounts:
-        if acc.currency != "EUR":
-            continue  # mixing currencies would make every sum meaningless
-        if acc.balance is not None:
+        is_eur = acc.currency == "EUR"  # mixing currencies would make every sum meaningless
+        eur.append(is_eur)
+        balanced.append(acc.balance is not None)
+        if is_eur and acc.balance is not None:
             has_balance = True
             closing_total += float(acc.balance)
-        # Columns are cached on the parsed record: no per-transaction Python work here.
-        cols = acc.columns()
-        if not cols.booked.any():
-            continue
-        age = as_of - cols.booking_ordinal
-        oldest = max(oldest, int(age[cols.booked].max()))
-        keep = cols.booked & (age >= 0) & (age < _AXIS_DAYS)
-        amt = cols.amount[keep]
-        rej = cols.marked(_REJECT_MARKERS)[keep] & (amt > 0.0)
-        amt_parts.append(amt)
-        age_parts.append(age[keep])
-        rej_parts.append(rej)
-        bal_parts.append(np.full(amt.size, acc.balance is not None, dtype=np.bool_))
-
     closing = closing_total if has_balance else None
-    if len(amt_parts) == 1:
-        return _compute(amt_parts[0], age_parts[0], rej_parts[0], bal_parts[0], closing, oldest)
-    if not amt_parts:
-        empty_f = np.zeros(0, dtype=np.float64)
-        empty_b = np.zeros(0, dtype=np.bool_)
-        empty_i = np.zeros(0, dtype=np.int64)
-        return _compute(empty_f, empty_i, empty_b, empty_b, closing, oldest)
-    return _compute(
-        np.concatenate(amt_parts),
-        np.concatenate(age_parts),
-        np.concatenate(rej_parts),
-        np.concatenate(bal_parts),
-        closing,
-        oldest,
-    )
+
+    # Columns of every account end to end, built at parse time: no per-transaction work.
+    cols = bank.columns()
+    assert cols.account is not None
+    booked = cols.booked
+    if not all(eur):
+        booked = booked & np.asarray(eur, dtype=np.bool_)[cols.account]
+    age = bank.as_of.toordinal() - cols.booking_ordinal
+    if not booked.any():
+        return _compute(_EMPTY_F, _EMPTY_I, _EMPTY_B, _EMPTY_B, closing, 0)
+    oldest = max(int(age[booked].max()), 0)
+    keep = booked & (age >= 0) & (age < _AXIS_DAYS)
+    amt = cols.amount[keep]
+    rej = cols.marked(_REJECT_MARKERS)[keep] & (amt > 0.0)
+    if all(balanced):
+        in_bal = np.ones(amt.size, dtype=np.bool_)
+    else:
+        in_bal = np.asarray(balanced, dtype=np.bool_)[cols.account[keep]]
+    return _compute(amt, age[keep], rej, in_bal, closing, oldest)
+
+
+_EMPTY_F = np.zeros(0, dtype=np.float64)
+_EMPTY_B = np.zeros(0, dtype=np.bool_)
+_EMPTY_I = np.zeros(0, dtype=np.int64)
 
 
 def _compute(
@@ -142,8 +133,10 @@ def _compute(
         eod[0] = closing
         eod[1:] = closing - np.cumsum(daily[: WINDOW_DAYS - 1])
         neg_days = float((eod < 0.0).sum())
-        mean = float(eod.mean())
-        std = float(eod.std())
+        # eod.mean() / eod.std() with the same reductions, minus numpy's Python wrappers.
+        mean = float(np.add.reduce(eod)) / WINDOW_DAYS
+        dev = eod - mean
+        std = math.sqrt(float(np.add.reduce(dev * dev)) / WINDOW_DAYS)
         if mean != 0.0:
             vol = min(std / abs(mean), MAX_VOLATILITY)
         else:

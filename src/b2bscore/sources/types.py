@@ -54,6 +54,7 @@ class TransactionColumns:
     amount: np.ndarray  # float64, float() of the signed Decimal amount
     booked: np.ndarray  # bool, status == "BOOK"
     remittances: tuple[str, ...]
+    account: np.ndarray | None = None  # intp, index of each row's account (BankData only)
     _marked: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -123,6 +124,42 @@ class BankData:
     as_of: date
     accounts: tuple[BankAccount, ...]
     consent_granted_on: date | None = None
+    # The accounts' columns end to end (account order, then transaction order), so that
+    # consolidated features cost the same numpy calls for one account or three.
+    _columns: TransactionColumns | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parts = [a.columns() for a in self.accounts]
+        account = np.repeat(np.arange(len(parts), dtype=np.intp), [len(p.amount) for p in parts])
+        if not parts:
+            cols = TransactionColumns.of(())
+        elif len(parts) == 1:
+            one = parts[0]
+            cols = TransactionColumns(
+                one.booking_ordinal, one.amount, one.booked, one.remittances, account=account
+            )
+        else:
+            cols = TransactionColumns(
+                np.concatenate([p.booking_ordinal for p in parts]).astype(np.int64, copy=False),
+                np.concatenate([p.amount for p in parts]).astype(np.float64, copy=False),
+                np.concatenate([p.booked for p in parts]).astype(np.bool_, copy=False),
+                tuple(r for p in parts for r in p.remittances),
+                account=account,
+            )
+        if cols.account is None:
+            cols = TransactionColumns(
+                cols.booking_ordinal, cols.amount, cols.booked, cols.remittances, account=account
+            )
+        for column in (cols.booking_ordinal, cols.amount, cols.booked, account):
+            column.flags.writeable = False
+        object.__setattr__(self, "_columns", cols)
+
+    def columns(self) -> TransactionColumns:
+        """Every account's transactions as numpy columns, with ``account`` set."""
+        cols = self._columns
+        if cols is None:  # pragma: no cover - __post_init__ always sets it
+            raise RuntimeError("BankData built without its columns")
+        return cols
 
 
 # --- accounting (trial balance on the PCG) ----------------------------------------
