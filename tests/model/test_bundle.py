@@ -94,6 +94,7 @@ def test_no_manifest_refused(tmp_path: Path) -> None:
 
 def test_latest_bundle_path(bundle: ModelBundle, tmp_path: Path) -> None:
     for model_id, version in (("m-a", "2026.9.0"), ("m-b", "2026.11.0"), ("m-c", "2026.10.2")):
-        save_bundle(dataclasses.replace(bundle, model_id=model_id, version=version), tmp_path,
-                    "card\n")
+        save_bundle(
+            dataclasses.replace(bundle, model_id=model_id, version=version), tmp_path, "card\n"
+        )
     assert latest_bundle_path(tmp_path) == tmp_path / "m-b"

@@ -27,13 +27,24 @@ def _decide(
     has_registry: bool = True,
     thresholds: dict[str, object] | None = None,
 ) -> PolicyOutcome:
-    return decide(pd, vec, req, has_bank=has_bank, has_books=True, has_registry=has_registry,
-                  thresholds=thresholds if thresholds is not None else DEFAULT_THRESHOLDS)
+    return decide(
+        pd,
+        vec,
+        req,
+        has_bank=has_bank,
+        has_books=True,
+        has_registry=has_registry,
+        thresholds=thresholds if thresholds is not None else DEFAULT_THRESHOLDS,
+    )
 
 
 def _full(req: CreditRequest | None = None, **record_kw: object) -> FeatureVector:
-    return build_features(f.healthy_bank(), f.books(f.statement()), f.record(**record_kw),  # type: ignore[arg-type]
-                          req or f.request())
+    return build_features(
+        f.healthy_bank(),
+        f.books(f.statement()),
+        f.record(**record_kw),  # type: ignore[arg-type]
+        req or f.request(),
+    )
 
 
 def test_score_scaling_and_grades() -> None:

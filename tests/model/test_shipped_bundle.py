@@ -29,17 +29,27 @@ def test_shipped_bundle_loads_and_ranks_scenarios() -> None:
 
 def test_shipped_bundle_decisions_on_scenarios() -> None:
     bundle = load_bundle(latest_bundle_path(MODELS))
-    expected = {"healthy": "approve", "closed_company": "decline",
-                "collective_proceedings": "decline", "thin_file_startup": "review"}
+    expected = {
+        "healthy": "approve",
+        "closed_company": "decline",
+        "collective_proceedings": "decline",
+        "thin_file_startup": "review",
+    }
     for name, decision in expected.items():
         siren = world.SCENARIOS[name]
         bank, books, record = parse_company(world.company(siren))
         request = CreditRequest(siren, Decimal("60000"), Product.CREDIT_LINE)
         vector = build_features(bank, books, record, request)
         scored = score(bundle, vector)
-        outcome = decide(scored.probability_of_default, vector, request,
-                         has_bank=bank is not None, has_books=books is not None,
-                         has_registry=record is not None, thresholds=bundle.policy)
+        outcome = decide(
+            scored.probability_of_default,
+            vector,
+            request,
+            has_bank=bank is not None,
+            has_books=books is not None,
+            has_registry=record is not None,
+            thresholds=bundle.policy,
+        )
         assert outcome.decision == decision, name
         if decision == "decline":
             assert outcome.rule_reasons

@@ -26,9 +26,22 @@ COLLECTIVE_LOOKBACK_DAYS = 5 * 365 + 1
 
 # INSEE trancheEffectifsUniteLegale, in increasing order of headcount.
 HEADCOUNT_ORDINAL: dict[str, float] = {
-    "NN": 0.0, "00": 0.0, "01": 1.0, "02": 2.0, "03": 3.0, "11": 4.0, "12": 5.0,
-    "21": 6.0, "22": 7.0, "31": 8.0, "32": 9.0, "41": 10.0, "42": 11.0, "51": 12.0,
-    "52": 13.0, "53": 14.0,
+    "NN": 0.0,
+    "00": 0.0,
+    "01": 1.0,
+    "02": 2.0,
+    "03": 3.0,
+    "11": 4.0,
+    "12": 5.0,
+    "21": 6.0,
+    "22": 7.0,
+    "31": 8.0,
+    "32": 9.0,
+    "41": 10.0,
+    "42": 11.0,
+    "51": 12.0,
+    "52": 13.0,
+    "53": 14.0,
 }
 
 # NAF rev. 2 division -> risk group 0 (lowest) .. 4 (highest), after the relative

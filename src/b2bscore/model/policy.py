@@ -57,7 +57,9 @@ DEFAULT_THRESHOLDS: dict[str, Any] = {
     "products": {
         "bnpl": {"revenue_share": "0.03", "inflow_multiple": "0.5", "cap_eur": "25000"},
         "invoice_financing": {
-            "revenue_share": "0.15", "inflow_multiple": "1.5", "cap_eur": "250000",
+            "revenue_share": "0.15",
+            "inflow_multiple": "1.5",
+            "cap_eur": "250000",
         },
         "credit_line": {"revenue_share": "0.10", "inflow_multiple": "1.0", "cap_eur": "150000"},
         "term_loan": {"revenue_share": "0.25", "inflow_multiple": "3.0", "cap_eur": "500000"},
@@ -173,9 +175,7 @@ def _proposed_limit(
     return max(steps * quantum, _ZERO).quantize(Decimal("1"))
 
 
-def _fraud_young_large(
-    vector: FeatureVector, request: CreditRequest, t: Mapping[str, Any]
-) -> bool:
+def _fraud_young_large(vector: FeatureVector, request: CreditRequest, t: Mapping[str, Any]) -> bool:
     age = vector.get("company_age_years")
     history = vector.get("bank_history_months")
     if age is None or history is None:
@@ -218,60 +218,91 @@ def decide(
     reviews: list[Reason] = []
 
     if vector.get("registry_active") == 0.0:
-        declines.append(_rule(
-            "RULE_CLOSED", "registry_active", 0.0,
-            "L'entreprise est fermée (cessée au répertoire Sirene)",
-            "The company is closed (ceased in the Sirene register)",
-        ))
+        declines.append(
+            _rule(
+                "RULE_CLOSED",
+                "registry_active",
+                0.0,
+                "L'entreprise est fermée (cessée au répertoire Sirene)",
+                "The company is closed (ceased in the Sirene register)",
+            )
+        )
     if vector.get("collective_proceedings") == 1.0:
         days = vector.get("days_since_collective")
-        declines.append(_rule(
-            "RULE_COLLECTIVE_PROCEEDINGS", "collective_proceedings", 1.0,
-            f"Procédure collective publiée au BODACC il y a {days or 0:.0f} jours",
-            f"Collective proceedings published in BODACC {days or 0:.0f} days ago",
-        ))
+        declines.append(
+            _rule(
+                "RULE_COLLECTIVE_PROCEEDINGS",
+                "collective_proceedings",
+                1.0,
+                f"Procédure collective publiée au BODACC il y a {days or 0:.0f} jours",
+                f"Collective proceedings published in BODACC {days or 0:.0f} days ago",
+            )
+        )
     if pd >= decline_min:
-        declines.append(_rule(
-            "RULE_PD_ABOVE_DECLINE", "probability_of_default", pd,
-            f"Probabilité de défaut estimée ({pd:.1%}) au-delà du seuil de {decline_min:.0%}",
-            f"Estimated probability of default ({pd:.1%}) above the {decline_min:.0%} limit",
-        ))
+        declines.append(
+            _rule(
+                "RULE_PD_ABOVE_DECLINE",
+                "probability_of_default",
+                pd,
+                f"Probabilité de défaut estimée ({pd:.1%}) au-delà du seuil de {decline_min:.0%}",
+                f"Estimated probability of default ({pd:.1%}) above the {decline_min:.0%} limit",
+            )
+        )
 
     if not has_bank:
-        reviews.append(_rule(
-            "RULE_NO_BANK_DATA", "has_bank", 0.0,
-            "Aucune donnée bancaire disponible : connectez votre compte professionnel",
-            "No bank data available: connect your business account",
-        ))
+        reviews.append(
+            _rule(
+                "RULE_NO_BANK_DATA",
+                "has_bank",
+                0.0,
+                "Aucune donnée bancaire disponible : connectez votre compte professionnel",
+                "No bank data available: connect your business account",
+            )
+        )
     if not has_registry:
-        reviews.append(_rule(
-            "RULE_NO_REGISTRY_DATA", "company_age_years", None,
-            "Fiche du répertoire Sirene indisponible",
-            "Company register record unavailable",
-        ))
+        reviews.append(
+            _rule(
+                "RULE_NO_REGISTRY_DATA",
+                "company_age_years",
+                None,
+                "Fiche du répertoire Sirene indisponible",
+                "Company register record unavailable",
+            )
+        )
     if _fraud_young_large(vector, request, t):
-        reviews.append(_rule(
-            "RULE_FRAUD_YOUNG_LARGE_AMOUNT", "company_age_years",
-            vector.get("company_age_years"),
-            "Entreprise de moins d'un an, compte bancaire tout juste connecté et montant "
-            "élevé : vérification manuelle",
-            "Company under one year old, bank account just connected and a large amount: "
-            "manual check",
-        ))
+        reviews.append(
+            _rule(
+                "RULE_FRAUD_YOUNG_LARGE_AMOUNT",
+                "company_age_years",
+                vector.get("company_age_years"),
+                "Entreprise de moins d'un an, compte bancaire tout juste connecté et montant "
+                "élevé : vérification manuelle",
+                "Company under one year old, bank account just connected and a large amount: "
+                "manual check",
+            )
+        )
     if approve_max <= pd < decline_min and not declines:
-        reviews.append(_rule(
-            "RULE_PD_REVIEW_BAND", "probability_of_default", pd,
-            f"Probabilité de défaut estimée ({pd:.1%}) dans la zone d'examen manuel",
-            f"Estimated probability of default ({pd:.1%}) in the manual review band",
-        ))
+        reviews.append(
+            _rule(
+                "RULE_PD_REVIEW_BAND",
+                "probability_of_default",
+                pd,
+                f"Probabilité de défaut estimée ({pd:.1%}) dans la zone d'examen manuel",
+                f"Estimated probability of default ({pd:.1%}) in the manual review band",
+            )
+        )
 
     limit = _ZERO if declines else _proposed_limit(pd, vector, request, t)
     if not declines and not reviews and limit <= _ZERO:
-        reviews.append(_rule(
-            "RULE_NO_CAPACITY", "bank_inflows_90d", vector.get("bank_inflows_90d"),
-            "Capacité de remboursement non mesurable (ni encaissements ni chiffre d'affaires)",
-            "Repayment capacity cannot be measured (no inflows and no revenue)",
-        ))
+        reviews.append(
+            _rule(
+                "RULE_NO_CAPACITY",
+                "bank_inflows_90d",
+                vector.get("bank_inflows_90d"),
+                "Capacité de remboursement non mesurable (ni encaissements ni chiffre d'affaires)",
+                "Repayment capacity cannot be measured (no inflows and no revenue)",
+            )
+        )
 
     decision: Decision = "decline" if declines else ("review" if reviews else "approve")
     return PolicyOutcome(
