@@ -230,9 +230,7 @@ async def test_second_call_is_cached_and_faster(
     assert not second.degraded
 
 
-async def test_namespaces_do_not_share(
-    fake_clients: ProviderClients, redis_cache: Cache
-) -> None:
+async def test_namespaces_do_not_share(fake_clients: ProviderClients, redis_cache: Cache) -> None:
     namespace = f"test-{uuid.uuid4().hex}"
     await _gather(fp.OK, fake_clients, cache=redis_cache, namespace=namespace)
     other = await _gather(fp.OK, fake_clients, cache=redis_cache, namespace=namespace + "-b")

@@ -201,7 +201,9 @@ async def _pages(
 
 
 async def _account(
-    client: httpx.AsyncClient, account: Mapping[str, Any], headers: Mapping[str, str],
+    client: httpx.AsyncClient,
+    account: Mapping[str, Any],
+    headers: Mapping[str, str],
     max_pages: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     links = account.get("_links") or {}
@@ -248,7 +250,5 @@ async def fetch_open_banking(
     return {
         "accounts": accounts,
         "balances": {a["resourceId"]: b for a, (b, _) in zip(listed, per_account, strict=True)},
-        "transactions": {
-            a["resourceId"]: p for a, (_, p) in zip(listed, per_account, strict=True)
-        },
+        "transactions": {a["resourceId"]: p for a, (_, p) in zip(listed, per_account, strict=True)},
     }
