@@ -121,7 +121,7 @@ class RedisCache:
     def __init__(self, url: str) -> None:
         # Short timeouts: a slow Redis must cost a request milliseconds, not its budget.
         self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=0.05, socket_connect_timeout=0.1, health_check_interval=0
+            url, socket_timeout=0.2, socket_connect_timeout=0.25, health_check_interval=0
         )
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -47,6 +48,8 @@ from b2bscore.sources.fanout import gather_sources
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import SourceBundle, SourceResult
 from b2bscore.tenants.auth import Principal
+
+log = logging.getLogger(__name__)
 
 MAX_REASONS = 4
 MIN_AUDIT_SECONDS = 0.25
@@ -155,6 +158,7 @@ async def score_request(
         return _replayed_answer(earlier, fingerprint, started)
     except AuditUnavailable as error:
         AUDIT_FAILURES.inc()
+        log.warning("no decision for %s: audit unavailable (%s)", request.siren, error)
         if idempotency_key:
             await idempotency.release(cache, principal.tenant_id, idempotency_key)
         raise Problem(
