@@ -24,12 +24,9 @@ from b2bscore.features.build import FeatureVector
 from b2bscore.features.catalog import FEATURE_NAMES
 from b2bscore.features.types import CreditRequest, Product
 from b2bscore.model.bundle import BundleError, ModelBundle, load_bundle
-from b2bscore.model.policy import decide
-from b2bscore.model.reasons import Reason, explain
-from b2bscore.model.scorer import score
+from b2bscore.model.core import decide_on
 
 # How many reasons the scoring service records; replay must cut the list at the same place.
-MAX_REASONS: Final = 4
 # Statuses under which the scoring service had the source's data (SourceResult.usable).
 _USABLE: Final = frozenset({"ok", "cached"})
 # Rounding of reason contributions in the stored row (see scoring.service._reason_json).
@@ -97,14 +94,6 @@ def _usable(sources: Mapping[str, Any], name: str) -> bool:
     return isinstance(source, Mapping) and source.get("status") in _USABLE
 
 
-def _ordered_reasons(
-    rule_reasons: Sequence[Reason], model_reasons: Sequence[Reason]
-) -> list[Reason]:
-    # As the scoring service orders them: hard rules first, then the model's own reasons.
-    seen = {r.code for r in rule_reasons}
-    return [*rule_reasons, *(r for r in model_reasons if r.code not in seen)]
-
-
 def _pd_at_precision(recorded: str, replayed: float) -> str:
     # The service stores the PD as a fixed-point string; compare at that many decimals.
     _, _, decimals = recorded.partition(".")
@@ -140,18 +129,15 @@ def replay_decision(decision: Decision, bundle: ModelBundle) -> ReplayResult:
     vector = vector_from_features(decision.features)
     request = _request_of(decision)
     sources = decision.sources if isinstance(decision.sources, Mapping) else {}
-    scored = score(bundle, vector)
-    model_reasons = explain(bundle, scored, vector, limit=MAX_REASONS)
-    outcome = decide(
-        scored.probability_of_default,
+    core = decide_on(
+        bundle,
         vector,
         request,
         has_bank=_usable(sources, "open_banking"),
         has_books=_usable(sources, "accounting"),
         has_registry=_usable(sources, "registry"),
-        thresholds=bundle.policy,
     )
-    reasons = _ordered_reasons(outcome.rule_reasons, model_reasons)
+    scored, outcome, reasons = core.scored, core.outcome, core.reasons
 
     recorded_pd = str(decision.probability_of_default)
     comparisons: list[tuple[str, Any, Any]] = [

@@ -38,9 +38,8 @@ from b2bscore.kit.metrics import (
 from b2bscore.kit.problems import Problem
 from b2bscore.kit.settings import Settings
 from b2bscore.model.bundle import ModelBundle
-from b2bscore.model.policy import decide
-from b2bscore.model.reasons import Reason, explain
-from b2bscore.model.scorer import score
+from b2bscore.model.core import decide_on
+from b2bscore.model.reasons import Reason
 from b2bscore.scoring import idempotency
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.sources.clients import ProviderClients
@@ -51,7 +50,6 @@ from b2bscore.tenants.auth import Principal
 
 log = logging.getLogger(__name__)
 
-MAX_REASONS = 4
 MIN_AUDIT_SECONDS = 0.25
 
 
@@ -109,18 +107,15 @@ async def score_request(
     # 2-5. The decision core: features, one pred_contrib call, reasons, policy.
     core_started = time.perf_counter()
     vector = build_features(sources.bank, sources.books, sources.record, request)
-    scored = score(bundle, vector)
-    model_reasons = explain(bundle, scored, vector, limit=MAX_REASONS)
-    outcome = decide(
-        scored.probability_of_default,
+    core = decide_on(
+        bundle,
         vector,
         request,
         has_bank=sources.bank is not None,
         has_books=sources.books is not None,
         has_registry=sources.record is not None,
-        thresholds=bundle.policy,
     )
-    reasons = _ordered_reasons(outcome.rule_reasons, model_reasons)
+    scored, outcome, reasons = core.scored, core.outcome, core.reasons
     STAGE_LATENCY.labels("decision_core").observe(time.perf_counter() - core_started)
 
     # 6. The audit row, committed before anything is answered.
@@ -234,12 +229,6 @@ def _replayed_answer(previous: Decision, fingerprint: str, started: float) -> Sc
             "This Idempotency-Key was used for another request body; use a new key.",
         )
     return answer_from_decision(previous, latency_ms=_elapsed_ms(started))
-
-
-def _ordered_reasons(rule_reasons: list[Reason], model_reasons: list[Reason]) -> list[Reason]:
-    # Hard rules come first: they decided. Model reasons follow, adverse before favourable.
-    seen = {r.code for r in rule_reasons}
-    return [*rule_reasons, *(r for r in model_reasons if r.code not in seen)]
 
 
 def _reason_json(reason: Reason) -> dict[str, Any]:
