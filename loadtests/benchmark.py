@@ -6,7 +6,8 @@ Prints, each as the median of --runs runs:
      req/s at saturation and p50/p99 at a fixed 200 req/s, durable audit rows in PostgreSQL;
   2. the decision core alone (features, prediction + contributions, reasons, policy), µs per
      call on one core;
-  3. audit writes per second (committed) under concurrency, one tenant and several;
+  3. audit writes per second (committed) under concurrency, one tenant and several, with
+     group commit (as the API writes) and with one transaction per row;
   4. MLServer + mlserver-lightgbm serving the same model.txt, same generator and concurrency,
      and the ratio of our throughput to its throughput.
 """
@@ -168,11 +169,17 @@ def run_core(runs: int) -> list[dict[str, Any]]:
 
 
 async def audit_benchmark(
-    database: str, concurrency: int, tenants: int, duration_s: float
+    database: str, concurrency: int, tenants: int, duration_s: float, *, group: bool = True
 ) -> dict[str, Any]:
-    """Committed audit rows per second: `concurrency` tasks, each with its own session."""
+    """Committed audit rows per second from `concurrency` concurrent tasks.
+
+    group=True goes through `AuditWriter` as the API does (a tenant's concurrent rows share
+    the chain lock and one commit); group=False writes each row in its own transaction with
+    `record_decision` (one lock hand-over and one commit per row), for comparison.
+    """
     from b2bscore.decisions.crypto import DataKeyring
     from b2bscore.decisions.service import DecisionRecord, record_decision
+    from b2bscore.decisions.writer import AuditWriter
     from b2bscore.kit.db import create_engine, create_sessionmaker
     from b2bscore.sandbox import wire
     from b2bscore.tenants import service as tenant_service
@@ -230,8 +237,16 @@ async def audit_benchmark(
 
     committed = 0
     errors = 0
+    audit = AuditWriter(maker, keyring)
     t_start = time.perf_counter()
     t_end = t_start + duration_s
+
+    async def one_row(tenant_id: str) -> None:
+        if group:
+            await audit.record(record(tenant_id))
+            return
+        async with maker() as session:
+            await record_decision(session, record=record(tenant_id), keyring=keyring)
 
     async def writer(i: int) -> None:
         nonlocal committed, errors
@@ -239,30 +254,38 @@ async def audit_benchmark(
         for _ in range(1_000_000):  # bounded; the clock ends it first
             if time.perf_counter() >= t_end:
                 return
-            async with maker() as session:
-                try:
-                    await record_decision(session, record=record(tenant_id), keyring=keyring)
-                    committed += 1
-                except Exception:  # counted: a failed write is a figure here, not a crash
-                    errors += 1
+            try:
+                await one_row(tenant_id)
+                committed += 1
+            except Exception:  # counted: a failed write is a figure here, not a crash
+                errors += 1
 
     await asyncio.gather(*(writer(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - t_start
+    await audit.close()
     await engine.dispose()
     return {"rows_per_s": committed / elapsed, "committed": committed, "errors": errors}
 
 
 def run_audit(runs: int, concurrency: int, duration_s: float) -> dict[str, list[dict[str, Any]]]:
-    """Audit write runs on a fresh database: one tenant (chain lock) and 8 tenants."""
+    """Audit write runs on a fresh database: one tenant (chain lock) and 8 tenants, with
+    group commit (as the API writes) and one transaction per row."""
     database = f"b2bscore_bench_audit_{os.getpid()}"
     create_database(database)
     try:
         run_cli(["db", "upgrade"], {**os.environ, "B2BSCORE_DATABASE_URL": pg_url(database)})
-        out: dict[str, list[dict[str, Any]]] = {"1 tenant": [], "8 tenants": []}
+        cases = [
+            (f"{tenants} tenant{'s' if tenants > 1 else ''}, {mode}", tenants, group)
+            for group, mode in ((True, "group commit"), (False, "one commit per row"))
+            for tenants in (1, 8)
+        ]
+        out: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in cases}
         for _ in range(runs):
-            for label, tenants in (("1 tenant", 1), ("8 tenants", 8)):
+            for label, tenants, group in cases:
                 out[label].append(
-                    asyncio.run(audit_benchmark(database, concurrency, tenants, duration_s))
+                    asyncio.run(
+                        audit_benchmark(database, concurrency, tenants, duration_s, group=group)
+                    )
                 )
         return out
     finally:
