@@ -146,6 +146,7 @@ def main() -> int:
             )
             ids_file = run_locust(stack, key, args, out_dir)
             metrics = httpx.get(f"{stack.api_url}/metrics", timeout=10).text
+            (out_dir / "metrics.txt").write_text(metrics)
             lines = [line.split(",") for line in ids_file.read_text().splitlines() if line]
             statuses = Counter(int(f[0]) for f in lines)
             ok = [f for f in lines if f[0] == "200"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -190,6 +191,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.b2b = await build_state(settings)
+        # Everything loaded so far (modules, the model, pools) lives as long as the
+        # process: moved out of the collector's reach, a full collection no longer walks
+        # it, which takes tens of milliseconds off the pauses that hit the latency tail.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     # Whole server-side budget of POST /v1/score, and what is kept back from the
     # fan-out for features, scoring and the audit commit.
     deadline_ms: int = Field(default=500, ge=50, le=30_000)
-    scoring_reserve_ms: int = Field(default=80, ge=5, le=10_000)
+    scoring_reserve_ms: int = Field(default=120, ge=5, le=10_000)
 
     # Sandbox providers answer sk_test_ keys; live providers answer sk_live_ keys.
     # When sandbox_url is unset the embedded default starts the sandbox itself.

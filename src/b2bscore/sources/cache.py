@@ -55,7 +55,7 @@ class CachedRecord:
 # Records already opened in this process, by cache key and the nonce of the sealed value
 # (unique per write): a hit on the same write skips decryption, JSON and parsing, while a
 # newer write (new nonce) or an expiry in the shared cache is still seen at once.
-_OPENED_MAX = 2048  # a bank record is ~100-250 kB parsed: bounded to a few hundred MB
+_OPENED_MAX = 1024  # a bank record is ~100-250 kB parsed: bounded to ~100-250 MB
 _opened: OrderedDict[tuple[str, bytes], CachedRecord] = OrderedDict()
 
 
