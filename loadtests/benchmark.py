@@ -82,11 +82,7 @@ def core_benchmark(companies: int, passes: int) -> dict[str, Any]:
     """µs per decision-core call on realistic companies, measured in this process."""
     import gc
 
-    from b2bscore.features.build import build_features
     from b2bscore.model.bundle import latest_bundle_path, load_bundle
-    from b2bscore.model.policy import decide
-    from b2bscore.model.reasons import explain
-    from b2bscore.model.scorer import score
     from b2bscore.training import world
     from b2bscore.training.dataset import parse_company, sample_request
 
@@ -97,26 +93,10 @@ def core_benchmark(companies: int, passes: int) -> dict[str, Any]:
         bank, books, record = parse_company(company)
         cases.append((bank, books, record, sample_request(siren, 4242, company)))
 
+    from core_benchmark import stage_timings_ns
+
     def once(case: Any) -> tuple[int, int, int, int]:
-        bank, books, record, request = case
-        t0 = time.perf_counter_ns()
-        vector = build_features(bank, books, record, request)
-        t1 = time.perf_counter_ns()
-        scored = score(bundle, vector)
-        t2 = time.perf_counter_ns()
-        explain(bundle, scored, vector, limit=4)
-        t3 = time.perf_counter_ns()
-        decide(
-            scored.probability_of_default,
-            vector,
-            request,
-            has_bank=bank is not None,
-            has_books=books is not None,
-            has_registry=record is not None,
-            thresholds=bundle.policy,
-        )
-        t4 = time.perf_counter_ns()
-        return t1 - t0, t2 - t1, t3 - t2, t4 - t3
+        return stage_timings_ns(bundle, *case)
 
     for case in cases:  # warm caches and lazy imports
         once(case)

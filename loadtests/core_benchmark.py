@@ -95,32 +95,40 @@ def column_timings(cases: list[Any], passes: int) -> dict[str, Any]:
     return {"records": len(banks), "p50_us": _pct(times, 50), "p99_us": _pct(times, 99)}
 
 
-def core_timings(bundle: Any, cases: list[Any], passes: int) -> dict[str, Any]:
-    """Per-call µs of the decision core (and of each stage) over ``passes`` passes."""
+def stage_timings_ns(
+    bundle: Any, bank: Any, books: Any, record: Any, request: Any
+) -> tuple[int, int, int, int]:
+    """Nanoseconds of features, prediction with contributions, reasons and policy for one case."""
     from b2bscore.features.build import build_features
     from b2bscore.model.policy import decide
     from b2bscore.model.reasons import explain
     from b2bscore.model.scorer import score
 
+    t0 = time.perf_counter_ns()
+    vector = build_features(bank, books, record, request)
+    t1 = time.perf_counter_ns()
+    scored = score(bundle, vector)
+    t2 = time.perf_counter_ns()
+    explain(bundle, scored, vector, limit=4)
+    t3 = time.perf_counter_ns()
+    decide(
+        scored.probability_of_default,
+        vector,
+        request,
+        has_bank=bank is not None,
+        has_books=books is not None,
+        has_registry=record is not None,
+        thresholds=bundle.policy,
+    )
+    t4 = time.perf_counter_ns()
+    return t1 - t0, t2 - t1, t3 - t2, t4 - t3
+
+
+def core_timings(bundle: Any, cases: list[Any], passes: int) -> dict[str, Any]:
+    """Per-call µs of the decision core (and of each stage) over ``passes`` passes."""
+
     def once(bank: Any, books: Any, record: Any, request: Any) -> tuple[int, int, int, int]:
-        t0 = time.perf_counter_ns()
-        vector = build_features(bank, books, record, request)
-        t1 = time.perf_counter_ns()
-        scored = score(bundle, vector)
-        t2 = time.perf_counter_ns()
-        explain(bundle, scored, vector, limit=4)
-        t3 = time.perf_counter_ns()
-        decide(
-            scored.probability_of_default,
-            vector,
-            request,
-            has_bank=bank is not None,
-            has_books=books is not None,
-            has_registry=record is not None,
-            thresholds=bundle.policy,
-        )
-        t4 = time.perf_counter_ns()
-        return t1 - t0, t2 - t1, t3 - t2, t4 - t3
+        return stage_timings_ns(bundle, bank, books, record, request)
 
     for case in cases:  # warm lazy imports, caches and the prepared predictor
         once(*case)
