@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -286,6 +287,28 @@ class TestIdempotency:
         # The same decision, word for word; only the answer's own latency differs.
         assert {**third.json(), "latency_ms": 0} == {**first.json(), "latency_ms": 0}
         assert await count_decisions(pg_engine) == before + 1
+
+    async def test_retry_after_the_cache_forgot_the_key_still_replays(
+        self, api: httpx.AsyncClient, keys: Keys, pg_engine: AsyncEngine, redis_url: str
+    ) -> None:
+        key = str(uuid.uuid4())
+        headers = {**bearer(keys.writer), "Idempotency-Key": key}
+        first = await api.post("/v1/score", json=body(), headers=headers)
+        assert first.status_code == 200, first.text
+        before = await count_decisions(pg_engine)
+        # As after the cache's 24 hours: only the audit store still knows the key.
+        client = redis.Redis.from_url(redis_url)
+        forgotten = [k for k in client.scan_iter(match=f"idem:*:{key}")]
+        assert forgotten
+        client.delete(*forgotten)
+        client.close()
+        for _ in range(2):
+            retry = await api.post("/v1/score", json=body(), headers=headers)
+            assert retry.status_code == 200, retry.text
+            assert retry.json()["decision_id"] == first.json()["decision_id"]
+        other = await api.post("/v1/score", json=body(amount="1.00"), headers=headers)
+        assert_problem(other, 409, "idempotency_key_reused")
+        assert await count_decisions(pg_engine) == before
 
     async def test_same_key_different_body_is_409(self, api: httpx.AsyncClient, keys: Keys) -> None:
         headers = {**bearer(keys.writer), "Idempotency-Key": str(uuid.uuid4())}

@@ -8,6 +8,7 @@ that was committed for it, so what the lender reads is exactly what was recorded
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -75,21 +76,67 @@ async def score_request(
     """Decide on one request inside the budget and record it before answering."""
     deadline = started + settings.deadline_ms / 1000
     fingerprint = request_fingerprint(body)
+    decide = functools.partial(
+        decide_and_record,
+        body,
+        principal=principal,
+        session=session,
+        settings=settings,
+        bundle=bundle,
+        clients=clients,
+        cache=cache,
+        audit=audit,
+        tokenizer=tokenizer,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        started=started,
+        deadline=deadline,
+    )
+    if not idempotency_key:
+        return await decide()
+
+    tenant_id = principal.tenant_id
+    earlier_id = await idempotency.claim(cache, tenant_id, idempotency_key, fingerprint, deadline)
     decisions = DecisionRepository(session)
+    # Past the cache's 24 hours the audit store still knows the key.
+    earlier = (
+        await decisions.get(tenant_id, earlier_id)
+        if earlier_id
+        else await decisions.get_by_idempotency_key(tenant_id, idempotency_key)
+    )
+    if earlier is not None:
+        if earlier_id is None:  # this request claimed a key the store already knew
+            await idempotency.complete(
+                cache, tenant_id, idempotency_key, earlier.request_hash, earlier.id
+            )
+        return _replayed_answer(earlier, fingerprint, started)
+    try:
+        answer = await decide()
+    except BaseException:
+        # No decision came of it: free the key so that the client's retry can decide.
+        await idempotency.release(cache, tenant_id, idempotency_key)
+        raise
+    await idempotency.complete(cache, tenant_id, idempotency_key, fingerprint, answer.decision_id)
+    return answer
 
-    if idempotency_key:
-        earlier_id = await idempotency.claim(
-            cache, principal.tenant_id, idempotency_key, fingerprint, deadline
-        )
-        # Past the cache's 24 hours the audit store still knows the key.
-        earlier = (
-            await decisions.get(principal.tenant_id, earlier_id)
-            if earlier_id
-            else await decisions.get_by_idempotency_key(principal.tenant_id, idempotency_key)
-        )
-        if earlier is not None:
-            return _replayed_answer(earlier, fingerprint, started)
 
+async def decide_and_record(
+    body: ScoreRequest,
+    *,
+    principal: Principal,
+    session: AsyncSession,
+    settings: Settings,
+    bundle: ModelBundle,
+    clients: ProviderClients | None,
+    cache: Cache,
+    audit: AuditWriter,
+    tokenizer: Tokenizer,
+    idempotency_key: str | None,
+    fingerprint: str,
+    started: float,
+    deadline: float,
+) -> ScoreResponse:
+    """The decision itself: sources, core, audit row, answer."""
     request = CreditRequest(body.siren, body.requested_amount, body.product)
     as_of = datetime.now(UTC).date()
 
@@ -147,15 +194,13 @@ async def score_request(
         row = await _record(audit, record, deadline)
     except IdempotencyConflict as conflict:
         # A concurrent retry with the same key committed first: answer with its decision.
-        earlier = await decisions.get(principal.tenant_id, conflict.decision_id)
+        earlier = await DecisionRepository(session).get(principal.tenant_id, conflict.decision_id)
         if earlier is None:
             raise Problem(409, "idempotency_conflict", "Idempotency key in use") from conflict
         return _replayed_answer(earlier, fingerprint, started)
     except AuditUnavailable as error:
         AUDIT_FAILURES.inc()
         log.warning("no decision for %s: audit unavailable (%s)", request.siren, error)
-        if idempotency_key:
-            await idempotency.release(cache, principal.tenant_id, idempotency_key)
         raise Problem(
             503,
             "audit_unavailable",
@@ -163,9 +208,6 @@ async def score_request(
             "The audit record could not be written, so no decision was issued. Retry later.",
             headers={"Retry-After": "2"},
         ) from error
-    if idempotency_key:
-        await idempotency.complete(cache, principal.tenant_id, idempotency_key, fingerprint, row.id)
-
     DECISIONS.labels(outcome.decision, principal.mode).inc()
     SCORES.observe(outcome.score)
     PROBABILITY_OF_DEFAULT.observe(scored.probability_of_default)
