@@ -13,7 +13,7 @@ _ACCOUNT_PATH = re.compile(r"(/accounts/)[^/\s?\"']+")
 
 
 def redact(text: str) -> str:
-    """text with IBANs and account ids replaced by placeholders."""
+    """text with IBANs shown as [iban] and account ids as [account]."""
     return _ACCOUNT_PATH.sub(r"\1[account]", _IBAN.sub("[iban]", text))
 
 

@@ -8,10 +8,10 @@ that was committed for it, so what the lender reads is exactly what was recorded
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -59,39 +59,44 @@ def request_fingerprint(body: ScoreRequest) -> str:
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class ScoringTools:
+    """The long-lived things a decision uses: settings, model, providers, cache, audit."""
+
+    settings: Settings
+    bundle: ModelBundle
+    clients: ProviderClients | None  # the providers of the caller's mode (sandbox or live)
+    cache: Cache
+    audit: AuditWriter
+    tokenizer: Tokenizer
+
+
 async def score_request(
     body: ScoreRequest,
     *,
     principal: Principal,
     session: AsyncSession,
-    settings: Settings,
-    bundle: ModelBundle,
-    clients: ProviderClients | None,
-    cache: Cache,
-    audit: AuditWriter,
-    tokenizer: Tokenizer,
+    tools: ScoringTools,
     idempotency_key: str | None,
     started: float,
 ) -> ScoreResponse:
     """Decide on one request inside the budget and record it before answering."""
+    settings, cache = tools.settings, tools.cache
     deadline = started + settings.deadline_ms / 1000
     fingerprint = request_fingerprint(body)
-    decide = functools.partial(
-        decide_and_record,
-        body,
-        principal=principal,
-        session=session,
-        settings=settings,
-        bundle=bundle,
-        clients=clients,
-        cache=cache,
-        audit=audit,
-        tokenizer=tokenizer,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        started=started,
-        deadline=deadline,
-    )
+
+    async def decide() -> ScoreResponse:
+        return await decide_and_record(
+            body,
+            principal=principal,
+            session=session,
+            tools=tools,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            started=started,
+            deadline=deadline,
+        )
+
     if not idempotency_key:
         return await decide()
 
@@ -125,28 +130,24 @@ async def decide_and_record(
     *,
     principal: Principal,
     session: AsyncSession,
-    settings: Settings,
-    bundle: ModelBundle,
-    clients: ProviderClients | None,
-    cache: Cache,
-    audit: AuditWriter,
-    tokenizer: Tokenizer,
+    tools: ScoringTools,
     idempotency_key: str | None,
     fingerprint: str,
     started: float,
     deadline: float,
 ) -> ScoreResponse:
     """The decision itself: sources, core, audit row, answer."""
+    settings, bundle = tools.settings, tools.bundle
     request = CreditRequest(body.siren, body.requested_amount, body.product)
     as_of = datetime.now(UTC).date()
 
     # 1. Fresh data from the three providers, in parallel, each cut off at the deadline.
     sources = await gather_sources(
         request.siren,
-        clients,
+        tools.clients,
         deadline=deadline - settings.scoring_reserve_ms / 1000,
-        cache=cache,
-        tokenizer=tokenizer,
+        cache=tools.cache,
+        tokenizer=tools.tokenizer,
         as_of=as_of,
         cache_namespace=_cache_namespace(principal),
     )
@@ -191,7 +192,7 @@ async def decide_and_record(
         payloads={r.name.value: r.raw for r in sources.all() if r.raw},
     )
     try:
-        row = await _record(audit, record, deadline)
+        row = await _record(tools.audit, record, deadline)
     except IdempotencyConflict as conflict:
         # A concurrent retry with the same key committed first: answer with its decision.
         earlier = await DecisionRepository(session).get(principal.tenant_id, conflict.decision_id)
