@@ -161,6 +161,7 @@ async def audit_benchmark(
     from b2bscore.decisions.service import DecisionRecord, record_decision
     from b2bscore.decisions.writer import AuditWriter
     from b2bscore.kit.db import create_engine, create_sessionmaker
+    from b2bscore.kit.packed import pack_json
     from b2bscore.sandbox import wire
     from b2bscore.tenants import service as tenant_service
     from b2bscore.training import world
@@ -176,7 +177,9 @@ async def audit_benchmark(
         await session.commit()
     # Realistic row: the raw provider payloads of one company (the largest part of a row).
     siren = world.sample_sirens(1, 99)[0]
-    payloads = wire.render_company(world.company(siren), datetime.now(UTC).date())
+    raw = wire.render_company(world.company(siren), datetime.now(UTC).date())
+    # Packed once, as the fan-out packs a record when it arrives (kit.packed).
+    payloads = {name: pack_json(value) for name, value in raw.items() if value}
     features = {f"f{i}": 0.5 * i for i in range(60)}
     reasons = [
         {

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from b2bscore.decisions.service import DecisionRecord, hash_request
+from b2bscore.kit.packed import pack_json
 from b2bscore.tenants.models import Tenant
 from b2bscore.tenants.service import create_tenant
 
@@ -51,6 +52,8 @@ def make_record(tenant_id: str, **overrides: Any) -> DecisionRecord:
         },
         degraded=True,
         latency_ms=143.25,
-        payloads={"open_banking": {"accounts": [{"resourceId": "abc", "balance": "12.30"}]}},
+        payloads={
+            "open_banking": pack_json({"accounts": [{"resourceId": "abc", "balance": "12.30"}]})
+        },
     )
     return replace(record, **overrides)

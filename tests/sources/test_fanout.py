@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from b2bscore.kit.cache import Cache, RedisCache, create_cache
+from b2bscore.kit.packed import pack_json
 from b2bscore.sources.cache import SourceCache, cache_key
 from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.fanout import gather_sources
@@ -276,10 +277,10 @@ async def test_freshness_is_per_source_and_overridable(redis_cache: Cache) -> No
     namespace = f"test-{uuid.uuid4().hex}"
     source_cache = SourceCache(redis_cache, TOKENIZER, {SourceName.REGISTRY: 0.05})
     raw = {"sirene": payloads.sirene(), "bodacc": None}
-    await source_cache.put(namespace, SourceName.REGISTRY, "111111118", raw, AS_OF)
+    await source_cache.put(namespace, SourceName.REGISTRY, "111111118", pack_json(raw), AS_OF)
     hit = await source_cache.get(namespace, SourceName.REGISTRY, "111111118")
     assert hit is not None
-    assert hit.raw == raw
+    assert hit.raw() == raw
     assert hit.as_of == AS_OF
     assert hit.fetched_at.tzinfo is not None
     await asyncio.sleep(0.1)

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +26,7 @@ from b2bscore.decisions.chain import (
 from b2bscore.decisions.crypto import DataKeyring, DecryptionError, payload_aad
 from b2bscore.decisions.models import CENT, Decision
 from b2bscore.decisions.repository import DecisionRepository
+from b2bscore.kit.packed import join_object, unpack_json
 from b2bscore.tenants.models import new_id
 
 # Namespace of our advisory locks, so that they cannot collide with another user's.
@@ -47,7 +47,7 @@ class IdempotencyConflict(Exception):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DecisionRecord:
-    """Everything the audit row holds, as plain Python values, plus the raw payloads."""
+    """Everything the audit row holds, as plain Python values, plus the packed raw payloads."""
 
     tenant_id: str
     mode: str
@@ -69,7 +69,8 @@ class DecisionRecord:
     sources: Mapping[str, Mapping[str, Any]]
     degraded: bool
     latency_ms: float
-    payloads: Mapping[str, Any]
+    # Raw provider payloads by source name, each packed (kit.packed.pack_json).
+    payloads: Mapping[str, bytes]
     idempotency_key: str | None = None
     api_key_id: str | None = None
     decision_id: str | None = None  # pre-assigned by the caller, or a new UUID
@@ -128,33 +129,15 @@ def _probability_text(value: float | Decimal) -> str:
     return repr(float(value))
 
 
-def _payload_default(value: Any) -> Any:
-    # Only what orjson cannot write natively reaches here; raw wire payloads are plain
-    # JSON almost always, so this is the rare path.
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=orjson.dumps)
-    raise TypeError(f"cannot put {type(value).__name__} into the audit payload")
-
-
-def serialize_payloads(payloads: Mapping[str, Any]) -> bytes:
-    """Canonical bytes of the raw payloads (sorted keys; NaN as null, Decimals as strings)."""
-    return orjson.dumps(
-        payloads,
-        default=_payload_default,
-        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
-    )
-
-
 def _prepare(*, tenant_id: str, record: DecisionRecord, keyring: DataKeyring) -> Decision:
     """The row without its place in the chain: everything that can happen outside the lock.
 
-    Serializing, hashing and encrypting 80-160 KiB of payloads takes milliseconds; done
-    under the per-tenant chain lock it would cap one tenant's throughput.
+    Hashing and encrypting the payloads is done here, not under the per-tenant chain lock,
+    where it would cap one tenant's throughput.
     """
     decision_id = record.decision_id or new_id()
-    plaintext = serialize_payloads(record.payloads)
+    # Joined from the sources' packed records: nothing is re-encoded per decision.
+    plaintext = join_object(record.payloads)
     key_id, nonce, ciphertext = keyring.encrypt(plaintext, payload_aad(tenant_id, decision_id))
     return Decision(
         id=decision_id,
@@ -274,5 +257,6 @@ def open_payloads(decision: Decision, keyring: DataKeyring) -> dict[str, Any] | 
     )
     if sha256_hex(plaintext) != decision.payload_digest:
         raise DecryptionError("payload does not match the digest in the chain")
-    payloads: dict[str, Any] = orjson.loads(plaintext)
+    # Rows written before payloads were packed hold plain JSON; unpack_json reads both.
+    payloads: dict[str, Any] = unpack_json(plaintext)
     return payloads

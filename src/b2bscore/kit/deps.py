@@ -12,20 +12,27 @@ from b2bscore.kit.settings import Settings
 from b2bscore.kit.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+def app_state(request: Request) -> AppState:
     """The application's long-lived resources."""
     state: AppState = request.app.state.b2b
     return state
 
 
-def get_settings_dep(request: Request) -> Settings:
-    """The settings the application was created with."""
-    return get_state(request).settings
+# The dependencies are coroutines on purpose: FastAPI runs a plain `def` dependency in its
+# thread pool, a thread hand-over per request for a mere attribute read.
+async def get_state(request: Request) -> AppState:
+    """The application's long-lived resources (dependency)."""
+    return app_state(request)
+
+
+async def get_settings_dep(request: Request) -> Settings:
+    """The settings the application was created with (dependency)."""
+    return app_state(request).settings
 
 
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, closed when the response is done."""
-    async with get_state(request).sessionmaker() as session:
+    async with app_state(request).sessionmaker() as session:
         yield session
 
 

@@ -189,7 +189,7 @@ async def decide_and_record(
         sources=_sources_json(sources),
         degraded=sources.degraded,
         latency_ms=_elapsed_ms(started),
-        payloads={r.name.value: r.raw for r in sources.all() if r.raw},
+        payloads={r.name.value: r.packed_raw for r in sources.all() if r.packed_raw},
     )
     try:
         row = await _record(tools.audit, record, deadline)

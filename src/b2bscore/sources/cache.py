@@ -5,9 +5,10 @@ the sandbox world from live data and, in live mode, tenants, because a company's
 books consent is given to one lender; sharing them across tenants would show a lender data
 it was never granted. The service therefore passes ``f"{mode}:{tenant_id}"``.
 
-Values are the raw record (plus ``as_of`` and ``fetched_at``) as orjson, sealed with
-AES-256-GCM under a key derived from the tokenization key and bound to the cache key:
-raw open banking records hold IBANs, which must not sit in clear in Redis.
+Values are a one-line JSON header (``as_of``, ``fetched_at``) and the packed raw record
+(kit.packed: canonical JSON, gzip), sealed with AES-256-GCM under a key derived from the
+tokenization key and bound to the cache key: raw open banking records hold IBANs, which
+must not sit in clear in Redis. The packed record is what the audit row embeds as is.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.exceptions import RedisError
 
 from b2bscore.kit.cache import Cache
+from b2bscore.kit.packed import unpack_json
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import SourceName
 
@@ -38,24 +40,35 @@ DEFAULT_FRESHNESS_SECONDS: Mapping[SourceName, float] = {
     SourceName.OPEN_BANKING: 5 * 60,
 }
 _NONCE_BYTES = 12
-_VERSION = b"\x01"
+# Version 1 held the raw record as plain JSON; such values now read as misses.
+_VERSION = b"\x02"
 
 
 @dataclass(slots=True)
 class CachedRecord:
     """A raw record read back from the cache, with its parsed form once parsed."""
 
-    raw: dict[str, Any]
+    packed_raw: bytes
     as_of: date
     fetched_at: datetime
     # Filled by the first reader in this process, so that a warm hit costs no re-parse.
     parsed: Any = None
+    detail: str | None = None
+
+    def raw(self) -> dict[str, Any]:
+        """The raw record, unpacked (only needed to parse it)."""
+        raw: dict[str, Any] = unpack_json(self.packed_raw)
+        return raw
 
 
 # Records already opened in this process, by cache key and the nonce of the sealed value
 # (unique per write): a hit on the same write skips decryption, JSON and parsing, while a
 # newer write (new nonce) or an expiry in the shared cache is still seen at once.
-_OPENED_MAX = 1024  # a bank record is ~100-250 kB parsed: bounded to ~100-250 MB
+# It holds parsed records (numpy columns) and packed raw bytes (~10-15 kB for a bank
+# record), no raw JSON trees, so it stays small and out of the garbage collector's way.
+# An LRU smaller than the set of companies seen in turn misses on every access: it is
+# sized for thousands of active companies (3 records each).
+_OPENED_MAX = 8192
 _opened: OrderedDict[tuple[str, bytes], CachedRecord] = OrderedDict()
 
 
@@ -95,9 +108,10 @@ class SourceCache:
             if opened is not None:
                 _opened.move_to_end(version)
                 return opened
-            body = orjson.loads(self._open(key, sealed))
+            header, _, packed_raw = self._open(key, sealed).partition(b"\n")
+            body = orjson.loads(header)
             record = CachedRecord(
-                raw=body["raw"],
+                packed_raw=packed_raw,
                 as_of=date.fromisoformat(body["as_of"]),
                 fetched_at=datetime.fromisoformat(body["fetched_at"]),
             )
@@ -113,26 +127,28 @@ class SourceCache:
         namespace: str,
         source: SourceName,
         siren: str,
-        raw: dict[str, Any],
+        packed_raw: bytes,
         as_of: date,
         parsed: Any = None,
+        detail: str | None = None,
     ) -> None:
-        """Store a successful raw record for its source's freshness; failures are logged."""
+        """Store a successful packed raw record for its source's freshness; failures logged."""
         ttl = self.freshness_seconds[source]
         if ttl <= 0:
             return
         key = cache_key(namespace, source, siren)
         fetched_at = datetime.now(UTC)
-        body = orjson.dumps(
-            {"raw": raw, "as_of": as_of.isoformat(), "fetched_at": fetched_at.isoformat()}
-        )
-        sealed = self._seal(key, body)
+        header = orjson.dumps({"as_of": as_of.isoformat(), "fetched_at": fetched_at.isoformat()})
+        sealed = self._seal(key, header + b"\n" + packed_raw)
         try:
             await self._cache.set(key, sealed, ttl)
         except (RedisError, OSError) as error:
             log.warning("source cache write failed for %s: %s", key, type(error).__name__)
             return
-        _remember((key, sealed[: 1 + _NONCE_BYTES]), CachedRecord(raw, as_of, fetched_at, parsed))
+        _remember(
+            (key, sealed[: 1 + _NONCE_BYTES]),
+            CachedRecord(packed_raw, as_of, fetched_at, parsed, detail),
+        )
 
     def _seal(self, key: str, body: bytes) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)

@@ -16,6 +16,7 @@ from typing import Any
 
 from b2bscore.kit.cache import Cache
 from b2bscore.kit.metrics import SOURCE_LATENCY, SOURCE_STATUS
+from b2bscore.kit.packed import pack_json
 from b2bscore.sources import accounting, open_banking, registry
 from b2bscore.sources.cache import SourceCache
 from b2bscore.sources.clients import ProviderClients
@@ -106,33 +107,38 @@ class _Run:
             if self.cache is not None:
                 hit = await self.cache.get(self.namespace, name, self.siren)
                 if hit is not None:
-                    try:
-                        data = hit.parsed if hit.parsed is not None else parse(hit.raw, hit.as_of)
-                    except SourceError:
-                        pass  # written by another version of the parser: fetch afresh
-                    else:
-                        hit.parsed = data
+                    if hit.parsed is None:
+                        try:
+                            raw = hit.raw()
+                            hit.parsed, hit.detail = parse(raw, hit.as_of), _detail(name, raw)
+                        except SourceError:
+                            hit = None  # written by another version of the parser: fetch afresh
+                    if hit is not None:
                         return SourceResult(
                             name=name,
                             status=SourceStatus.CACHED,
                             latency_ms=_ms(started),
                             as_of=hit.as_of,
-                            detail=_detail(name, hit.raw),
-                            data=data,
-                            raw=hit.raw,
+                            detail=hit.detail,
+                            data=hit.parsed,
+                            packed_raw=hit.packed_raw,
                         )
             raw = await _fetcher(name, self.siren, self.clients)()
+            packed_raw = pack_json(raw) if raw else b""
             try:
                 data = parse(raw, self.as_of)
             except SourceError as error:
                 # Keep what the provider sent: the audit must show the malformed payload.
-                return _failed(name, error.status, error.reason, started, raw)
+                return _failed(name, error.status, error.reason, started, packed_raw)
+            detail = _detail(name, raw)
             if self.cache is not None:
                 # Written beside the request rather than in it; the fan-out waits for
                 # writes only while its deadline allows.
                 self.writes.append(
                     asyncio.create_task(
-                        self.cache.put(self.namespace, name, self.siren, raw, self.as_of, data)
+                        self.cache.put(
+                            self.namespace, name, self.siren, packed_raw, self.as_of, data, detail
+                        )
                     )
                 )
             return SourceResult(
@@ -140,9 +146,9 @@ class _Run:
                 status=SourceStatus.OK,
                 latency_ms=_ms(started),
                 as_of=self.as_of,
-                detail=_detail(name, raw),
+                detail=detail,
                 data=data,
-                raw=raw,
+                packed_raw=packed_raw,
             )
         except SourceError as error:
             return _failed(name, error.status, error.reason, started)
@@ -160,10 +166,10 @@ def _failed(
     status: SourceStatus,
     detail: str,
     started: float,
-    raw: dict[str, Any] | None = None,
+    packed_raw: bytes = b"",
 ) -> SourceResult:
     return SourceResult(
-        name=name, status=status, latency_ms=_ms(started), detail=detail, raw=raw or {}
+        name=name, status=status, latency_ms=_ms(started), detail=detail, packed_raw=packed_raw
     )
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from b2bscore.kit.packed import unpack_json
+
 
 class SourceName(enum.StrEnum):
     """The three kinds of provider consulted for every decision."""
@@ -235,8 +237,15 @@ class SourceResult:
     as_of: date | None = None
     detail: str | None = None
     data: BankData | AccountingData | RegistryData | None = None
-    # Raw wire payloads as received, kept for the encrypted audit record.
-    raw: dict[str, Any] = field(default_factory=dict)
+    # The raw wire payloads as received, packed once (kit.packed) for the audit record;
+    # b"" when the source sent nothing.
+    packed_raw: bytes = b""
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The raw wire payloads, unpacked ({} when the source sent nothing)."""
+        raw: dict[str, Any] = unpack_json(self.packed_raw) if self.packed_raw else {}
+        return raw
 
     @property
     def usable(self) -> bool:
