@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from b2bscore.kit.cache import Cache, RedisCache, create_cache
 from b2bscore.kit.packed import pack_json
-from b2bscore.sources.cache import SourceCache, cache_key
+from b2bscore.sources.cache import ABSENT_FRESHNESS_SECONDS, SourceCache, cache_key
 from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.fanout import gather_sources
 from b2bscore.sources.tokens import Tokenizer
@@ -238,16 +238,37 @@ async def test_namespaces_do_not_share(fake_clients: ProviderClients, redis_cach
     assert _statuses(other) == (OK, OK, OK)
 
 
-async def test_only_successes_are_cached(
-    fake_clients: ProviderClients, redis_cache: Cache, hits: Any
+async def test_absence_is_cached_and_said_so(
+    fake_clients: ProviderClients, redis_cache: Cache, redis_url: str, hits: Any
 ) -> None:
     namespace = f"test-{uuid.uuid4().hex}"
     before = hits["accounting", fp.NO_BOOKS]
+    first = await _gather(fp.NO_BOOKS, fake_clients, cache=redis_cache, namespace=namespace)
+    second = await _gather(fp.NO_BOOKS, fake_clients, cache=redis_cache, namespace=namespace)
+    assert first.accounting.status == second.accounting.status == UNAVAILABLE
+    assert first.accounting.detail is not None
+    assert second.accounting.detail == f"{first.accounting.detail} (cached)"
+    assert hits["accounting", fp.NO_BOOKS] == before + 1
+    # Absence is remembered for an hour at most, whatever the source's data freshness.
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        ttl = await client.pttl(cache_key(namespace, SourceName.ACCOUNTING, fp.NO_BOOKS))
+    finally:
+        await client.aclose()
+    assert 0 < ttl <= ABSENT_FRESHNESS_SECONDS * 1000
+
+
+async def test_failures_are_not_cached(
+    fake_clients: ProviderClients, redis_cache: Cache, hits: Any
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    before = hits["accounting", fp.BOOKS_MALFORMED]
     for _ in range(2):
-        bundle = await _gather(fp.NO_BOOKS, fake_clients, cache=redis_cache, namespace=namespace)
-        assert bundle.accounting.status == UNAVAILABLE
-        assert bundle.registry.status in (OK, CACHED)
-    assert hits["accounting", fp.NO_BOOKS] == before + 2
+        bundle = await _gather(
+            fp.BOOKS_MALFORMED, fake_clients, cache=redis_cache, namespace=namespace
+        )
+        assert bundle.accounting.status == ERROR
+    assert hits["accounting", fp.BOOKS_MALFORMED] == before + 2
 
 
 async def test_cached_values_are_sealed(

@@ -39,6 +39,9 @@ DEFAULT_FRESHNESS_SECONDS: Mapping[SourceName, float] = {
     SourceName.ACCOUNTING: 24 * 3600,
     SourceName.OPEN_BANKING: 5 * 60,
 }
+# "Nothing here" (no consent, no books yet) is kept at most an hour: a company that grants
+# consent or files its books shows up soon, while repeat checks cost no provider call.
+ABSENT_FRESHNESS_SECONDS = 3600.0
 _NONCE_BYTES = 12
 # Version 1 held the raw record as plain JSON; such values now read as misses.
 _VERSION = b"\x02"
@@ -54,6 +57,9 @@ class CachedRecord:
     # Filled by the first reader in this process, so that a warm hit costs no re-parse.
     parsed: Any = None
     detail: str | None = None
+    # Set when the provider said it has nothing for this company (no consent, no books):
+    # the reason, remembered for a shorter while than data.
+    absent: str | None = None
 
     def raw(self) -> dict[str, Any]:
         """The raw record, unpacked (only needed to parse it)."""
@@ -114,6 +120,7 @@ class SourceCache:
                 packed_raw=packed_raw,
                 as_of=date.fromisoformat(body["as_of"]),
                 fetched_at=datetime.fromisoformat(body["fetched_at"]),
+                absent=body.get("absent"),
             )
             _remember(version, record)
             return record
@@ -149,6 +156,25 @@ class SourceCache:
             (key, sealed[: 1 + _NONCE_BYTES]),
             CachedRecord(packed_raw, as_of, fetched_at, parsed, detail),
         )
+
+    async def put_absent(self, namespace: str, source: SourceName, siren: str, reason: str) -> None:
+        """Remember that the provider has nothing for siren (reason without personal data)."""
+        ttl = min(self.freshness_seconds[source], ABSENT_FRESHNESS_SECONDS)
+        if ttl <= 0:
+            return
+        key = cache_key(namespace, source, siren)
+        fetched_at = datetime.now(UTC)
+        header = orjson.dumps(
+            {
+                "as_of": fetched_at.date().isoformat(),
+                "fetched_at": fetched_at.isoformat(),
+                "absent": reason,
+            }
+        )
+        try:
+            await self._cache.set(key, self._seal(key, header + b"\n"), ttl)
+        except (RedisError, OSError) as error:
+            log.warning("source cache write failed for %s: %s", key, type(error).__name__)
 
     def _seal(self, key: str, body: bytes) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)

@@ -106,6 +106,10 @@ class _Run:
         try:
             if self.cache is not None:
                 hit = await self.cache.get(self.namespace, name, self.siren)
+                if hit is not None and hit.absent is not None:
+                    # The provider said lately that it has nothing (no consent, no books).
+                    cached_reason = f"{hit.absent} (cached)"
+                    return _failed(name, SourceStatus.UNAVAILABLE, cached_reason, started)
                 if hit is not None:
                     if hit.parsed is None:
                         try:
@@ -123,7 +127,16 @@ class _Run:
                             data=hit.parsed,
                             packed_raw=hit.packed_raw,
                         )
-            raw = await _fetcher(name, self.siren, self.clients)()
+            try:
+                raw = await _fetcher(name, self.siren, self.clients)()
+            except SourceUnavailable as error:
+                if self.cache is not None:
+                    self.writes.append(
+                        asyncio.create_task(
+                            self.cache.put_absent(self.namespace, name, self.siren, error.reason)
+                        )
+                    )
+                raise
             packed_raw = pack_json(raw) if raw else b""
             try:
                 data = parse(raw, self.as_of)
