@@ -13,8 +13,8 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from b2bscore.decisions.chain import GENESIS_HASH
@@ -35,6 +35,15 @@ from b2bscore.kit.metrics import AUDIT_BATCH_ROWS
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+_COLUMNS = tuple(column.key for column in Decision.__table__.columns)
+
+
+class _StaleConnection(Exception):
+    """The batch met a connection the database had closed, before anything was committed."""
+
+
+def _values(row: Decision) -> dict[str, object]:
+    return {key: getattr(row, key) for key in _COLUMNS}
 
 
 @dataclass(slots=True)
@@ -88,8 +97,14 @@ class AuditWriter:
 
     async def _write(self, tenant_id: str, batch: list[_Pending]) -> None:
         try:
-            async with self._sessionmaker() as session:
-                await self._commit_batch(session, tenant_id, batch)
+            try:
+                async with self._sessionmaker() as session:
+                    await self._commit_batch(session, tenant_id, batch)
+            except _StaleConnection:
+                # The pool handed out a connection the database had dropped (a restart):
+                # the pool is now invalidated, nothing was committed, one retry is safe.
+                async with self._sessionmaker() as session:
+                    await self._commit_batch(session, tenant_id, batch)
         except IntegrityError:
             # One row of the batch was refused (an idempotency key raced in from another
             # process): write them one by one so that only that row's request hears it.
@@ -102,16 +117,28 @@ class AuditWriter:
     async def _commit_batch(
         self, session: AsyncSession, tenant_id: str, batch: list[_Pending]
     ) -> None:
-        async with chain_lock(session, tenant_id):
-            accepted, replays = await self._split_replays(session, tenant_id, batch)
-            head = await DecisionRepository(session).chain_head(tenant_id)
-            seq, prev_hash = (0, GENESIS_HASH) if head is None else head
-            for pending in accepted:
-                seq += 1
-                link_into_chain(pending.row, seq=seq, prev_hash=prev_hash)
-                prev_hash = pending.row.row_hash
-            session.add_all([p.row for p in accepted])
-            await session.commit()
+        committing = False
+        try:
+            async with chain_lock(session, tenant_id):
+                accepted, replays = await self._split_replays(session, tenant_id, batch)
+                head = await DecisionRepository(session).chain_head(tenant_id)
+                seq, prev_hash = (0, GENESIS_HASH) if head is None else head
+                for pending in accepted:
+                    seq += 1
+                    link_into_chain(pending.row, seq=seq, prev_hash=prev_hash)
+                    prev_hash = pending.row.row_hash
+                if accepted:
+                    # A bulk INSERT of plain values (one executemany) instead of the unit
+                    # of work, which tracked every row object only to emit the same INSERT.
+                    await session.execute(insert(Decision), [_values(p.row) for p in accepted])
+                committing = True
+                await session.commit()
+        except DBAPIError as error:
+            # Before COMMIT a dead connection means nothing was written: safe to retry.
+            # During COMMIT the outcome is unknown, and a retry could write twice.
+            if error.connection_invalidated and not committing:
+                raise _StaleConnection from error
+            raise
         AUDIT_BATCH_ROWS.observe(len(accepted))
         for pending in accepted:
             pending.done.set_result(pending.row)
