@@ -326,3 +326,25 @@ async def test_unreadable_cache_value_is_a_miss(
     await redis_cache.set(cache_key(namespace, SourceName.ACCOUNTING, fp.OK), b"garbage", 60)
     bundle = await _gather(fp.OK, fake_clients, cache=redis_cache, namespace=namespace)
     assert bundle.accounting.status == OK
+
+
+async def test_a_fresh_record_held_in_process_needs_no_round_trip(
+    redis_cache: Cache, redis_url: str
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    source_cache = SourceCache(redis_cache, TOKENIZER)
+    raw = {"sirene": payloads.sirene(), "bodacc": None}
+    await source_cache.put(namespace, SourceName.REGISTRY, "111111118", pack_json(raw), AS_OF)
+    # Gone from the shared cache, still within its freshness here: served from memory,
+    # exactly as the shared cache would have served it until its TTL.
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.delete(cache_key(namespace, SourceName.REGISTRY, "111111118"))
+    finally:
+        await client.aclose()
+    hit = await source_cache.get(namespace, SourceName.REGISTRY, "111111118")
+    assert hit is not None
+    assert hit.raw() == raw
+    # A reader with a shorter freshness finds it stale and asks the shared cache: a miss.
+    strict = SourceCache(redis_cache, TOKENIZER, {SourceName.REGISTRY: 0.0})
+    assert await strict.get(namespace, SourceName.REGISTRY, "111111118") is None
