@@ -30,7 +30,7 @@ from b2bscore.kit.packed import join_object, unpack_json
 from b2bscore.tenants.models import new_id
 
 # Namespace of our advisory locks, so that they cannot collide with another user's.
-_ADVISORY_LOCK_CLASS: Final = 0x6232_6273  # "b2bs"
+ADVISORY_LOCK_CLASS: Final = 0x6232_6273  # "b2bs"
 
 
 class AuditUnavailable(Exception):
@@ -100,7 +100,7 @@ async def chain_lock(session: AsyncSession, tenant_id: str) -> AsyncIterator[Non
         # Held until commit or rollback, across every process sharing the database.
         await session.execute(
             text("SELECT pg_advisory_xact_lock(:space, hashtext(:tenant_id))"),
-            {"space": _ADVISORY_LOCK_CLASS, "tenant_id": tenant_id},
+            {"space": ADVISORY_LOCK_CLASS, "tenant_id": tenant_id},
         )
         yield
         return

@@ -9,19 +9,23 @@ hand-overs and N commits into one of each, which is what caps a single tenant ot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import asyncpg
+import orjson
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from b2bscore.decisions.chain import GENESIS_HASH
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.decisions.service import (
+    ADVISORY_LOCK_CLASS,
     AuditUnavailable,
     DecisionRecord,
     IdempotencyConflict,
@@ -38,12 +42,62 @@ MAX_BATCH = 64
 _COLUMNS = tuple(column.key for column in Decision.__table__.columns)
 
 
+@dataclass(slots=True)
+class _Phase:
+    """How far a batch got: past this point a failure may or may not have committed."""
+
+    committing: bool = False
+
+
 class _StaleConnection(Exception):
     """The batch met a connection the database had closed, before anything was committed."""
 
 
 def _values(row: Decision) -> dict[str, object]:
     return {key: getattr(row, key) for key in _COLUMNS}
+
+
+_TABLE = Decision.__tablename__
+_JSON_COLUMNS = frozenset({"request", "features", "reasons", "sources"})
+_LOCK_SQL = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+_KNOWN_KEYS_SQL = (
+    f"SELECT idempotency_key, id FROM {_TABLE} "  # noqa: S608 - constant names only
+    "WHERE tenant_id = $1 AND idempotency_key = ANY($2::varchar[])"
+)
+_HEAD_SQL = (
+    f"SELECT seq, row_hash FROM {_TABLE} "  # noqa: S608 - constant names only
+    "WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1"
+)
+_INSERT_SQL = (
+    f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant names only
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
+)
+
+
+def _postgres_args(row: Decision) -> tuple[object, ...]:
+    # JSONB goes as JSON text, as the engine's own codec expects (orjson, like the ORM
+    # path); money is already Decimal cents and times aware UTC (prepare_row made sure).
+    return tuple(
+        orjson.dumps(getattr(row, key)).decode() if key in _JSON_COLUMNS else getattr(row, key)
+        for key in _COLUMNS
+    )
+
+
+def _split(
+    batch: list[_Pending], known: dict[str, str]
+) -> tuple[list[_Pending], list[tuple[_Pending, str]]]:
+    """Rows to write, and rows whose idempotency key already has a decision."""
+    accepted: list[_Pending] = []
+    replays: list[tuple[_Pending, str]] = []
+    for pending in batch:
+        key = pending.record.idempotency_key
+        if key is not None and key in known:
+            replays.append((pending, known[key]))
+            continue
+        if key is not None:
+            known[key] = pending.row.id  # a later retry in this same batch replays it
+        accepted.append(pending)
+    return accepted, replays
 
 
 @dataclass(slots=True)
@@ -58,6 +112,10 @@ class AuditWriter:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], keyring: DataKeyring):
         self._sessionmaker = sessionmaker
+        engine = sessionmaker.kw["bind"]
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("the audit writer needs a sessionmaker bound to an AsyncEngine")
+        self._engine = engine
         self._keyring = keyring
         self._queues: defaultdict[str, list[_Pending]] = defaultdict(list)
         self._flushers: dict[str, asyncio.Task[None]] = {}
@@ -96,6 +154,9 @@ class AuditWriter:
                         )
 
     async def _write(self, tenant_id: str, batch: list[_Pending]) -> None:
+        if self._engine.dialect.name == "postgresql":
+            await self._write_postgres(tenant_id, batch)
+            return
         try:
             try:
                 async with self._sessionmaker() as session:
@@ -139,6 +200,68 @@ class AuditWriter:
             if error.connection_invalidated and not committing:
                 raise _StaleConnection from error
             raise
+        self._settle(accepted, replays)
+
+    async def _write_postgres(self, tenant_id: str, batch: list[_Pending]) -> None:
+        """The batch straight through asyncpg: five round trips, no ORM or Core on the way.
+
+        Through the session the same batch cost ~2 ms of CPU, most of it SQLAlchemy
+        building, caching and processing four statements; this is the hot path of every
+        decision. The connection still comes from the engine's pool (same limits, same
+        idle ping), and SQLite keeps the session path above.
+        """
+        for attempt in (1, 2):
+            async with self._engine.connect() as connection:
+                pooled = await connection.get_raw_connection()
+                pg: asyncpg.Connection = pooled.driver_connection
+                phase = _Phase()
+                try:
+                    await self._commit_batch_postgres(pg, tenant_id, batch, phase)
+                    return
+                except asyncpg.IntegrityConstraintViolationError:
+                    # An idempotency key raced in from another process: one by one, so
+                    # that only that row's request hears it.
+                    break
+                except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
+                    # Before COMMIT a dead connection means nothing was written: one retry.
+                    # During COMMIT the outcome is unknown, and a retry could write twice.
+                    if phase.committing or attempt == 2:
+                        raise AuditUnavailable("audit store unavailable") from error
+                except (asyncpg.PostgresError, TimeoutError) as error:
+                    raise AuditUnavailable("audit store unavailable") from error
+                finally:
+                    # Never hand the pool a dead connection or one inside a transaction.
+                    if pg.is_closed() or pg.is_in_transaction():
+                        with contextlib.suppress(Exception):
+                            await connection.invalidate()
+        for pending in batch:
+            if not pending.done.done():
+                await self._write_alone(pending)
+
+    async def _commit_batch_postgres(
+        self, pg: asyncpg.Connection, tenant_id: str, batch: list[_Pending], phase: _Phase
+    ) -> None:
+        async with pg.transaction():
+            await pg.execute(_LOCK_SQL, ADVISORY_LOCK_CLASS, tenant_id)
+            keys = [p.record.idempotency_key for p in batch if p.record.idempotency_key]
+            known: dict[str, str] = {}
+            if keys:
+                rows = await pg.fetch(_KNOWN_KEYS_SQL, tenant_id, keys)
+                known = {row["idempotency_key"]: row["id"] for row in rows}
+            accepted, replays = _split(batch, known)
+            head = await pg.fetchrow(_HEAD_SQL, tenant_id)
+            seq, prev_hash = (0, GENESIS_HASH) if head is None else (head["seq"], head["row_hash"])
+            for pending in accepted:
+                seq += 1
+                link_into_chain(pending.row, seq=seq, prev_hash=prev_hash)
+                prev_hash = pending.row.row_hash
+            if accepted:
+                await pg.executemany(_INSERT_SQL, [_postgres_args(p.row) for p in accepted])
+            # Leaving the block commits; from here a failure leaves the outcome unknown.
+            phase.committing = True
+        self._settle(accepted, replays)
+
+    def _settle(self, accepted: list[_Pending], replays: list[tuple[_Pending, str]]) -> None:
         AUDIT_BATCH_ROWS.observe(len(accepted))
         for pending in accepted:
             pending.done.set_result(pending.row)
@@ -159,17 +282,7 @@ class AuditWriter:
                 )
             )
             known = {key: decision_id for key, decision_id in rows.all() if key}
-        accepted: list[_Pending] = []
-        replays: list[tuple[_Pending, str]] = []
-        for pending in batch:
-            key = pending.record.idempotency_key
-            if key is not None and key in known:
-                replays.append((pending, known[key]))
-                continue
-            if key is not None:
-                known[key] = pending.row.id  # a later retry in this same batch replays it
-            accepted.append(pending)
-        return accepted, replays
+        return _split(batch, known)
 
     async def _write_alone(self, pending: _Pending) -> None:
         try:
