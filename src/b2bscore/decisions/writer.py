@@ -83,6 +83,11 @@ def _postgres_args(row: Decision) -> tuple[object, ...]:
     )
 
 
+def _outcome_read(done: asyncio.Future[Decision]) -> None:
+    if not done.cancelled():
+        done.exception()
+
+
 def _split(
     batch: list[_Pending], known: dict[str, str]
 ) -> tuple[list[_Pending], list[tuple[_Pending, str]]]:
@@ -130,6 +135,9 @@ class AuditWriter:
         flusher = self._flushers.get(tenant_id)
         if flusher is None or flusher.done():
             self._flushers[tenant_id] = asyncio.create_task(self._flush(tenant_id))
+        # A caller that gave up (its deadline) no longer reads the outcome: mark it read,
+        # so that a failed batch does not log "exception was never retrieved".
+        pending.done.add_done_callback(_outcome_read)
         # Shielded: a caller that gives up must not cancel the batch the others wait on.
         return await asyncio.shield(pending.done)
 
@@ -211,7 +219,11 @@ class AuditWriter:
         idle ping), and SQLite keeps the session path above.
         """
         for attempt in (1, 2):
-            async with self._engine.connect() as connection:
+            try:
+                connection = await self._engine.connect()
+            except (SQLAlchemyError, OSError, TimeoutError) as error:
+                raise AuditUnavailable("audit store unavailable") from error
+            try:
                 pooled = await connection.get_raw_connection()
                 pg: asyncpg.Connection = pooled.driver_connection
                 phase = _Phase()
@@ -234,6 +246,9 @@ class AuditWriter:
                     if pg.is_closed() or pg.is_in_transaction():
                         with contextlib.suppress(Exception):
                             await connection.invalidate()
+            finally:
+                with contextlib.suppress(Exception):
+                    await connection.close()
         for pending in batch:
             if not pending.done.done():
                 await self._write_alone(pending)
