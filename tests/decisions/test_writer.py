@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from b2bscore.decisions.chain import verify_chain
+from b2bscore.decisions.chain import RowContent, compute_row_hash, verify_chain
 from b2bscore.decisions.crypto import DataKeyring
-from b2bscore.decisions.service import IdempotencyConflict
+from b2bscore.decisions.service import IdempotencyConflict, link_into_chain, prepare_row
 from b2bscore.decisions.writer import AuditWriter
 from b2bscore.kit.db import create_engine, create_sessionmaker
 from tests.decisions.factories import make_record, new_tenant
@@ -78,3 +78,15 @@ async def test_same_idempotency_key_in_one_batch_records_once(
     assert len(recorded) == 1
     assert len(replays) == 4
     assert {r.decision_id for r in replays} == {recorded[0].id}
+
+
+def test_content_encoded_before_the_lock_hashes_as_the_whole_row() -> None:
+    keyring = DataKeyring({"k1": bytes(range(32))})
+    row = prepare_row(make_record("tenant-1", idempotency_key="k-1"), keyring)
+    content = RowContent.of(row)
+    link_into_chain(row, seq=7, prev_hash="ab" * 32, content=content)
+    assert row.row_hash == compute_row_hash("ab" * 32, row)
+    # The chain's own fields are in the hash: another place gives another hash.
+    assert content.row_hash("ab" * 32, row) != compute_row_hash("cd" * 32, row)
+    link_into_chain(row, seq=8, prev_hash="ab" * 32, content=content)
+    assert row.row_hash == compute_row_hash("ab" * 32, row)

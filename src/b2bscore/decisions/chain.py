@@ -115,6 +115,48 @@ def compute_row_hash(prev_hash: str, decision: Decision) -> str:
     return sha256_hex(prev_hash.encode("ascii") + canonical_json(row_content(decision)))
 
 
+# Known only under the chain lock; everything else is encoded before it is taken.
+_CHAIN_TIME_FIELDS: Final = frozenset({"seq", "created_at"})
+_SORTED_FIELDS: Final = tuple(sorted(HASHED_FIELDS))
+
+
+def _encoded_member(name: str, value: Any) -> bytes:
+    return orjson.dumps(name) + b":" + canonical_json(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RowContent:
+    """A row's hashed content, encoded before the row has its place in the chain.
+
+    Joined with seq and created_at under the chain lock it gives exactly the bytes of
+    canonical_json(row_content(row)): top-level keys in sorted order, each value encoded
+    on its own. Encoding (~0.1 ms a row) then happens outside the lock that serializes
+    a tenant's writers.
+    """
+
+    members: dict[str, bytes]
+
+    @classmethod
+    def of(cls, decision: Decision) -> RowContent:
+        """Encode every hashed field but the chain's own."""
+        return cls(
+            {
+                name: _encoded_member(name, getattr(decision, name))
+                for name in HASHED_FIELDS
+                if name not in _CHAIN_TIME_FIELDS
+            }
+        )
+
+    def row_hash(self, prev_hash: str, decision: Decision) -> str:
+        """compute_row_hash(prev_hash, decision), from the pre-encoded members."""
+        members = {
+            **self.members,
+            **{name: _encoded_member(name, getattr(decision, name)) for name in _CHAIN_TIME_FIELDS},
+        }
+        body = b"{" + b",".join(members[name] for name in _SORTED_FIELDS) + b"}"
+        return sha256_hex(prev_hash.encode("ascii") + body)
+
+
 BreakReason = Literal["seq_gap", "prev_hash", "row_hash", "payload_digest", "payload_key"]
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from b2bscore.decisions.chain import (
     GENESIS_HASH,
+    RowContent,
     canonical_json,
     compute_row_hash,
     jsonable,
@@ -169,13 +170,19 @@ def _prepare(*, tenant_id: str, record: DecisionRecord, keyring: DataKeyring) ->
     )
 
 
-def link_into_chain(decision: Decision, *, seq: int, prev_hash: str) -> None:
+def link_into_chain(
+    decision: Decision, *, seq: int, prev_hash: str, content: RowContent | None = None
+) -> None:
     """Give the prepared row its place in the chain (under the chain lock)."""
     decision.seq = seq
     # Taken under the chain lock, so created_at follows seq within a tenant.
     decision.created_at = datetime.now(UTC)
     decision.prev_hash = prev_hash
-    decision.row_hash = compute_row_hash(prev_hash, decision)
+    decision.row_hash = (
+        content.row_hash(prev_hash, decision)
+        if content is not None
+        else compute_row_hash(prev_hash, decision)
+    )
 
 
 async def _rollback_quietly(session: AsyncSession) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from b2bscore.decisions.chain import GENESIS_HASH
+from b2bscore.decisions.chain import GENESIS_HASH, RowContent
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.repository import DecisionRepository
@@ -109,6 +109,7 @@ def _split(
 class _Pending:
     row: Decision
     record: DecisionRecord
+    content: RowContent
     done: asyncio.Future[Decision] = field(default_factory=asyncio.Future)
 
 
@@ -129,7 +130,8 @@ class AuditWriter:
         """Commit the decision's row (in a shared batch) and return it once durable."""
         # Serializing and encrypting the payloads happens here, in the request's own
         # task, so that the batch writer only links and commits.
-        pending = _Pending(prepare_row(record, self._keyring), record)
+        row = prepare_row(record, self._keyring)
+        pending = _Pending(row, record, RowContent.of(row))
         tenant_id = record.tenant_id
         self._queues[tenant_id].append(pending)
         flusher = self._flushers.get(tenant_id)
@@ -194,7 +196,9 @@ class AuditWriter:
                 seq, prev_hash = (0, GENESIS_HASH) if head is None else head
                 for pending in accepted:
                     seq += 1
-                    link_into_chain(pending.row, seq=seq, prev_hash=prev_hash)
+                    link_into_chain(
+                        pending.row, seq=seq, prev_hash=prev_hash, content=pending.content
+                    )
                     prev_hash = pending.row.row_hash
                 if accepted:
                     # A bulk INSERT of plain values (one executemany) instead of the unit
@@ -268,7 +272,7 @@ class AuditWriter:
             seq, prev_hash = (0, GENESIS_HASH) if head is None else (head["seq"], head["row_hash"])
             for pending in accepted:
                 seq += 1
-                link_into_chain(pending.row, seq=seq, prev_hash=prev_hash)
+                link_into_chain(pending.row, seq=seq, prev_hash=prev_hash, content=pending.content)
                 prev_hash = pending.row.row_hash
             if accepted:
                 await pg.executemany(_INSERT_SQL, [_postgres_args(p.row) for p in accepted])
