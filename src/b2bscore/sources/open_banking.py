@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Mapping
 from datetime import date
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NotRequired, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from b2bscore.sources.clients import get_json, resolve_link
 from b2bscore.sources.errors import (
@@ -19,6 +20,7 @@ from b2bscore.sources.errors import (
     SourceFormatError,
     SourceUpstreamError,
     validate_wire,
+    validation_reason,
 )
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import BankAccount, BankData, BankTransaction
@@ -75,41 +77,68 @@ class _Balances(_Wire):
     balances: list[_Balance]
 
 
-class _Transaction(_Wire):
-    transactionAmount: _Amount  # noqa: N815
-    creditDebitIndicator: Literal["CRDT", "DBIT"]  # noqa: N815
+# Transaction pages are the bulk of a record (hundreds of entries per account): they are
+# validated as typed dicts in one pydantic-core pass, about 3x faster than building a
+# model instance per entry, and the amount is checked as a plain decimal string there
+# (a JSON number, "12,00" or "NaN" is refused) instead of by a Python validator per entry.
+_AmountText = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+(\.[0-9]+)?$")]
+
+
+class _TxAmount(TypedDict):
+    amount: _AmountText
+    currency: str
+
+
+class _Transaction(TypedDict):
+    transactionAmount: _TxAmount
+    creditDebitIndicator: Literal["CRDT", "DBIT"]
     status: Literal["BOOK", "PDNG"]
-    bookingDate: date | None = None  # noqa: N815
-    valueDate: date | None = None  # noqa: N815
-    remittanceInformation: list[str] | None = None  # noqa: N815
+    bookingDate: NotRequired[date | None]
+    valueDate: NotRequired[date | None]
+    remittanceInformation: NotRequired[list[str] | None]
 
 
-class _PageLinks(_Wire):
-    next: _Href | None = None
+class _PageHref(TypedDict):
+    href: str
 
 
-class _Page(_Wire):
+class _PageLinks(TypedDict, total=False):
+    next: _PageHref | None
+
+
+class _Page(TypedDict):
     transactions: list[_Transaction]
-    links: _PageLinks | None = Field(default=None, alias="_links")
+    _links: NotRequired[_PageLinks | None]
+
+
+_PAGE = TypeAdapter(_Page)
 
 
 # --- pure parser ----------------------------------------------------------------------
 
 
+def validate_page(page: object) -> _Page:
+    """One transaction page validated, or SourceFormatError with a short reason."""
+    try:
+        return _PAGE.validate_python(page)
+    except ValidationError as error:
+        raise SourceFormatError(validation_reason("transactions", error)) from error
+
+
 def _transaction(tx: _Transaction, as_of: date) -> BankTransaction:
     # Banks disagree on the sign of amount; the indicator is authoritative.
-    magnitude = abs(tx.transactionAmount.amount)
-    amount = magnitude if tx.creditDebitIndicator == "CRDT" else -magnitude
-    booked = tx.bookingDate or tx.valueDate
+    magnitude = abs(Decimal(tx["transactionAmount"]["amount"]))
+    amount = magnitude if tx["creditDebitIndicator"] == "CRDT" else -magnitude
+    booked = tx.get("bookingDate") or tx.get("valueDate")
     if booked is None:
-        if tx.status == "BOOK":
+        if tx["status"] == "BOOK":
             raise SourceFormatError("transactions: booked entry without bookingDate")
         booked = as_of  # a pending entry may carry no date yet
     return BankTransaction(
         booking_date=booked,
         amount=amount,
-        status=tx.status,
-        remittance=" ".join(tx.remittanceInformation or ()),
+        status=tx["status"],
+        remittance=" ".join(tx.get("remittanceInformation") or ()),
     )
 
 
@@ -135,9 +164,7 @@ def parse_raw(raw: Mapping[str, Any], tokenizer: Tokenizer, as_of: date) -> Bank
         if not isinstance(pages, list):
             raise SourceFormatError("transactions: pages are not a list")
         transactions = [
-            _transaction(tx, as_of)
-            for page in pages
-            for tx in validate_wire(_Page, page, "transactions").transactions
+            _transaction(tx, as_of) for page in pages for tx in validate_page(page)["transactions"]
         ]
         iban = account.accountId.iban
         parsed.append(
