@@ -121,6 +121,9 @@ _SORTED_FIELDS: Final = tuple(sorted(HASHED_FIELDS))
 
 
 def _encoded_member(name: str, value: Any) -> bytes:
+    # Strings, ints, booleans and None encode the same canonically or not: most columns.
+    if value is None or type(value) in (str, int, bool):
+        return orjson.dumps(name) + b":" + orjson.dumps(value)
     return orjson.dumps(name) + b":" + canonical_json(value)
 
 
