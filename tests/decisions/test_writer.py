@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from b2bscore.decisions.chain import RowContent, compute_row_hash, verify_chain
 from b2bscore.decisions.crypto import DataKeyring
-from b2bscore.decisions.service import IdempotencyConflict, link_into_chain, prepare_row
+from b2bscore.decisions.models import Decision
+from b2bscore.decisions.service import (
+    AuditUnavailable,
+    IdempotencyConflict,
+    link_into_chain,
+    prepare_row,
+)
 from b2bscore.decisions.writer import AuditWriter
 from b2bscore.kit.db import create_engine, create_sessionmaker
 from tests.decisions.factories import make_record, new_tenant
@@ -90,3 +97,60 @@ def test_content_encoded_before_the_lock_hashes_as_the_whole_row() -> None:
     assert content.row_hash("ab" * 32, row) != compute_row_hash("cd" * 32, row)
     link_into_chain(row, seq=8, prev_hash="ab" * 32, content=content)
     assert row.row_hash == compute_row_hash("ab" * 32, row)
+
+
+async def test_a_row_the_database_refuses_fails_alone(
+    engine: AsyncEngine, keyring: DataKeyring
+) -> None:
+    tenant_id = await _tenant(engine)
+    writer = AuditWriter(create_sessionmaker(engine), keyring)
+    # JSONB refuses a NUL character: that row cannot be written, its batch mates can.
+    bad = make_record(tenant_id, request={"external_reference": "x\u0000y"})
+
+    outcomes = await asyncio.gather(
+        writer.record(bad),
+        *(writer.record(make_record(tenant_id, score=i)) for i in range(5)),
+        return_exceptions=True,
+    )
+
+    assert isinstance(outcomes[0], AuditUnavailable)
+    assert all(isinstance(o, Decision) for o in outcomes[1:])
+    async with create_sessionmaker(engine)() as session:
+        result = await verify_chain(session, tenant_id)
+    assert result.ok
+    assert result.rows == 5
+
+
+async def test_a_connection_killed_before_the_batch_is_retried(
+    engine: AsyncEngine, keyring: DataKeyring, postgres_admin_dsn: str
+) -> None:
+    tenant_id = await _tenant(engine)
+    writer = AuditWriter(create_sessionmaker(engine), keyring)
+    await writer.record(make_record(tenant_id))
+    # Kill the pooled connection behind the writer's back, as a database restart would.
+    async with engine.connect() as connection:
+        pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    admin = await asyncpg.connect(postgres_admin_dsn)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+
+    row = await writer.record(make_record(tenant_id, score=2))
+
+    assert row.seq == 2
+    async with create_sessionmaker(engine)() as session:
+        assert (await verify_chain(session, tenant_id)).ok
+
+
+async def test_huge_integral_floats_verify_after_the_jsonb_round_trip(
+    engine: AsyncEngine, keyring: DataKeyring
+) -> None:
+    tenant_id = await _tenant(engine)
+    writer = AuditWriter(create_sessionmaker(engine), keyring)
+    # JSONB hands these back as integers (signed or unsigned 64-bit), or as floats.
+    features = {"a": 1e16, "b": 1e19, "c": -9.2e18, "d": 1e20, "e": 0.5}
+    await writer.record(make_record(tenant_id, features=features))
+    async with create_sessionmaker(engine)() as session:
+        result = await verify_chain(session, tenant_id)
+    assert result.ok, result.broken

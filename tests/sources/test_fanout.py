@@ -15,8 +15,9 @@ from prometheus_client import REGISTRY
 
 from b2bscore.kit.cache import Cache, RedisCache, create_cache
 from b2bscore.kit.packed import pack_json
+from b2bscore.sources import cache as cache_module
 from b2bscore.sources.cache import ABSENT_FRESHNESS_SECONDS, SourceCache, cache_key
-from b2bscore.sources.clients import ProviderClients
+from b2bscore.sources.clients import ProviderClients, sandbox_consent_token
 from b2bscore.sources.fanout import gather_sources
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import (
@@ -348,3 +349,44 @@ async def test_a_fresh_record_held_in_process_needs_no_round_trip(
     # A reader with a shorter freshness finds it stale and asks the shared cache: a miss.
     strict = SourceCache(redis_cache, TOKENIZER, {SourceName.REGISTRY: 0.0})
     assert await strict.get(namespace, SourceName.REGISTRY, "111111118") is None
+
+
+async def test_our_own_conditions_are_not_remembered_as_absence(
+    fake_clients: ProviderClients, redis_cache: Cache
+) -> None:
+    # No consent token on our side (nothing was asked): a consent granted a second later
+    # must be used at once, so nothing is cached.
+    namespace = f"test-{uuid.uuid4().hex}"
+    fake_clients.consent_token = lambda siren: None
+    first = await _gather(fp.OK, fake_clients, cache=redis_cache, namespace=namespace)
+    assert first.open_banking.detail == "no consent"
+    fake_clients.consent_token = sandbox_consent_token
+    second = await _gather(fp.OK, fake_clients, cache=redis_cache, namespace=namespace)
+    assert second.open_banking.status == OK
+
+
+async def test_the_provider_saying_no_consent_is_remembered(
+    fake_clients: ProviderClients, redis_cache: Cache
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    first = await _gather(fp.NO_CONSENT, fake_clients, cache=redis_cache, namespace=namespace)
+    second = await _gather(fp.NO_CONSENT, fake_clients, cache=redis_cache, namespace=namespace)
+    assert first.open_banking.status == second.open_banking.status == UNAVAILABLE
+    assert second.open_banking.detail == f"{first.open_banking.detail} (cached)"
+
+
+async def test_held_records_are_checked_against_the_shared_cache_after_a_while(
+    redis_cache: Cache, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    source_cache = SourceCache(redis_cache, TOKENIZER)
+    raw = {"sirene": payloads.sirene(), "bodacc": None}
+    await source_cache.put(namespace, SourceName.REGISTRY, "111111118", pack_json(raw), AS_OF)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.delete(cache_key(namespace, SourceName.REGISTRY, "111111118"))
+    finally:
+        await client.aclose()
+    # Past the local trust window a purge of the shared cache is seen.
+    monkeypatch.setattr(cache_module, "LOCAL_TRUST_SECONDS", 0.0)
+    assert await source_cache.get(namespace, SourceName.REGISTRY, "111111118") is None

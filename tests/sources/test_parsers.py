@@ -122,6 +122,10 @@ _TX = ["transactions", "acc-1", 0, "transactions", 0]
         ([*_TX, "transactionAmount", "amount"], 12.0, "amount"),  # a JSON number
         ([*_TX, "transactionAmount", "amount"], "12,00", "amount"),
         ([*_TX, "transactionAmount", "amount"], "NaN", "amount"),
+        ([*_TX, "transactionAmount", "amount"], "1E+2", "amount"),
+        ([*_TX, "transactionAmount", "amount"], "+12.00", "amount"),
+        (["balances", "acc-1", "balances", 0, "balanceAmount", "amount"], 3.0, "amount"),
+        (["balances", "acc-1", "balances", 0, "balanceAmount", "amount"], "3,00", "amount"),
         ([*_TX, "creditDebitIndicator"], "CREDIT", "creditDebitIndicator"),
         ([*_TX, "status"], "DONE", "status"),
         ([*_TX, "bookingDate"], "30/01/2026", "bookingDate"),

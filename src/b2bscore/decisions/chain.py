@@ -86,7 +86,8 @@ def jsonable(value: Any) -> Any:
 def _hash_form(value: Any) -> Any:
     # JSONB keeps numbers as NUMERIC: 1e16 written as a float comes back as an int.
     # Integral floats hash as ints so a row read back hashes as it did when written.
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+    # The range is what JSONB hands back as an integer: signed and unsigned 64-bit.
+    if isinstance(value, float) and value.is_integer() and -(2**63) <= value < 2**64:
         return int(value)
     if isinstance(value, dict):
         return {k: _hash_form(v) for k, v in value.items()}

@@ -42,11 +42,32 @@ MAX_BATCH = 64
 _COLUMNS = tuple(column.key for column in Decision.__table__.columns)
 
 
+# Errors of one row, not of the batch: server-side constraint and data errors, and
+# asyncpg's client-side encoding errors (a DataError that is also an InterfaceError).
+_ROW_REFUSED = (
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.DataError,
+    asyncpg.exceptions._base.DataError,
+)
+# The connection is gone (or the server is going away): nothing in the batch survives it.
+_CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    # A protocol left in a broken state by the server's goodbye (seen when a backend is
+    # terminated between two batches): the connection is unusable, like a closed one.
+    asyncpg.exceptions._base.InternalClientError,
+    OSError,
+)
+
+
 @dataclass(slots=True)
 class _Phase:
-    """How far a batch got: past this point a failure may or may not have committed."""
+    """How far a batch got (past `committing` a failure may or may not have committed)."""
 
     committing: bool = False
+    connection_lost: bool = False
 
 
 class _StaleConnection(Exception):
@@ -164,7 +185,7 @@ class AuditWriter:
                         )
 
     async def _write(self, tenant_id: str, batch: list[_Pending]) -> None:
-        if self._engine.dialect.name == "postgresql":
+        if self._engine.dialect.driver == "asyncpg":
             await self._write_postgres(tenant_id, batch)
             return
         try:
@@ -234,20 +255,22 @@ class AuditWriter:
                 try:
                     await self._commit_batch_postgres(pg, tenant_id, batch, phase)
                     return
-                except asyncpg.IntegrityConstraintViolationError:
-                    # An idempotency key raced in from another process: one by one, so
-                    # that only that row's request hears it.
+                except _ROW_REFUSED:
+                    # One row was refused (an idempotency key raced in from another
+                    # process, a value the column type rejects): one by one, so that only
+                    # that row's request hears it.
                     break
-                except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
+                except _CONNECTION_LOST as error:
+                    phase.connection_lost = True
                     # Before COMMIT a dead connection means nothing was written: one retry.
                     # During COMMIT the outcome is unknown, and a retry could write twice.
                     if phase.committing or attempt == 2:
                         raise AuditUnavailable("audit store unavailable") from error
-                except (asyncpg.PostgresError, TimeoutError) as error:
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
                     raise AuditUnavailable("audit store unavailable") from error
                 finally:
                     # Never hand the pool a dead connection or one inside a transaction.
-                    if pg.is_closed() or pg.is_in_transaction():
+                    if phase.connection_lost or pg.is_closed() or pg.is_in_transaction():
                         with contextlib.suppress(Exception):
                             await connection.invalidate()
             finally:

@@ -84,12 +84,16 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
     SQLAlchemy's pool_pre_ping pings on every checkout, and with asyncpg a ping is three
     round trips (BEGIN, ";", ROLLBACK): more than the audit write it precedes. A connection
     back in use within a second was alive a second ago; one that failed to ping is
-    replaced by the pool before the caller sees it.
+    replaced by the pool before the caller sees it. A restart under load still costs the
+    hot connections one failure: the first invalidates the pool, the audit writer retries
+    its batch, and a read answers 503 once.
     """
     pool_events = engine.sync_engine.pool
 
+    @event.listens_for(pool_events, "connect")
     @event.listens_for(pool_events, "checkin")
     def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        # A connection just opened is as alive as one just used.
         record.info["checked_in"] = time.monotonic()
 
     @event.listens_for(pool_events, "checkout")

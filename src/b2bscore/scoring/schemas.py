@@ -43,7 +43,11 @@ class ScoreRequest(BaseModel):
     )
     product: Product
     currency: Literal["EUR"] = "EUR"
-    external_reference: str | None = Field(default=None, max_length=64)
+    # Printable text only: it is stored in the audit row, and PostgreSQL's JSONB refuses
+    # a NUL character (which would cost the decision its audit row).
+    external_reference: str | None = Field(
+        default=None, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$"
+    )
 
     @field_validator("siren", mode="before")
     @classmethod

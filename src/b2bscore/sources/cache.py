@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,9 +40,10 @@ DEFAULT_FRESHNESS_SECONDS: Mapping[SourceName, float] = {
     SourceName.ACCOUNTING: 24 * 3600,
     SourceName.OPEN_BANKING: 5 * 60,
 }
-# "Nothing here" (no consent, no books yet) is kept at most an hour: a company that grants
-# consent or files its books shows up soon, while repeat checks cost no provider call.
-ABSENT_FRESHNESS_SECONDS = 3600.0
+# "Nothing here" (no bank consent, no books, unknown company) is kept 10 minutes at most
+# (bank consent: the bank data's own 5): a company that grants consent or connects its
+# books mid-application is seen again soon, while a burst of re-scores costs no call.
+ABSENT_FRESHNESS_SECONDS = 600.0
 _NONCE_BYTES = 12
 # Version 1 held the raw record as plain JSON; such values now read as misses.
 _VERSION = b"\x02"
@@ -68,24 +70,52 @@ class CachedRecord:
 
 
 # Records this process already holds, by cache key, with the nonce of the sealed value
-# they came from (unique per write). A record still within its freshness is served from
-# here without asking the shared cache: it is the same data the shared cache would give
-# until it expires there, and a warm decision then costs no cache round trip at all.
-# Past its freshness the shared cache is asked; the same write (same nonce) is reused
-# without decryption, JSON or parsing.
-# It holds parsed records (numpy columns) and packed raw bytes (~10-15 kB for a bank
-# record), no raw JSON trees, so it stays small and out of the garbage collector's way.
-# An LRU smaller than the set of companies seen in turn misses on every access: it is
-# sized for thousands of active companies (3 records each).
-_OPENED_MAX = 8192
-_opened: OrderedDict[str, tuple[bytes, CachedRecord]] = OrderedDict()
+# they came from (unique per write) and when this process last saw that value in the
+# shared cache. For LOCAL_TRUST_SECONDS after that, a record still within its freshness
+# is served without asking the shared cache (a repeat customer's decision then costs no
+# round trip); after it, the shared cache is asked again, so a purge or a newer write
+# there reaches every process within that delay, and the same write (same nonce) is
+# reused without decryption, JSON or parsing.
+# The parsed form (numpy columns) dominates the size, about 7-8x the packed raw bytes:
+# the cache is bounded by that estimate, not by a count, since a busy account's record
+# is a hundred times a small one. An LRU smaller than the set of companies seen in turn
+# misses on every access, so the budget is sized for thousands of active companies.
+LOCAL_TRUST_SECONDS = 30.0
+_BUDGET_BYTES = 256 * 1024 * 1024
 
 
-def _remember(key: str, nonce: bytes, record: CachedRecord) -> None:
-    _opened[key] = (nonce, record)
-    _opened.move_to_end(key)
-    while len(_opened) > _OPENED_MAX:
-        _opened.popitem(last=False)
+def _estimated_bytes(record: CachedRecord) -> int:
+    return 8 * len(record.packed_raw) + 1024
+
+
+class _Held:
+    """LRU of (nonce, seen_at, record) by cache key, bounded by estimated bytes."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self._items: OrderedDict[str, tuple[bytes, float, CachedRecord]] = OrderedDict()
+        self._bytes = 0
+        self._budget = budget_bytes
+
+    def get(self, key: str) -> tuple[bytes, float, CachedRecord] | None:
+        """The held entry of key (and mark it recently used), or None."""
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: str, nonce: bytes, record: CachedRecord) -> None:
+        """Hold record as the value seen under key just now."""
+        previous = self._items.pop(key, None)
+        if previous is not None:
+            self._bytes -= _estimated_bytes(previous[2])
+        self._items[key] = (nonce, time.monotonic(), record)
+        self._bytes += _estimated_bytes(record)
+        while self._bytes > self._budget and len(self._items) > 1:
+            _, (_, _, evicted) = self._items.popitem(last=False)
+            self._bytes -= _estimated_bytes(evicted)
+
+
+_held = _Held(_BUDGET_BYTES)
 
 
 def cache_key(namespace: str, source: SourceName, siren: str) -> str:
@@ -109,18 +139,21 @@ class SourceCache:
     async def get(self, namespace: str, source: SourceName, siren: str) -> CachedRecord | None:
         """The fresh cached raw record, or None (miss, unreadable or cache down)."""
         key = cache_key(namespace, source, siren)
-        held = _opened.get(key)
-        if held is not None and self._fresh(source, held[1]):
-            _opened.move_to_end(key)
-            return held[1]
+        held = _held.get(key)
+        if (
+            held is not None
+            and time.monotonic() - held[1] < LOCAL_TRUST_SECONDS
+            and self._fresh(source, held[2])
+        ):
+            return held[2]
         try:
             sealed = await self._cache.get(key)
             if sealed is None:
                 return None
             nonce = sealed[: 1 + _NONCE_BYTES]
             if held is not None and held[0] == nonce:
-                _opened.move_to_end(key)
-                return held[1]
+                _held.put(key, nonce, held[2])  # seen again in the shared cache just now
+                return held[2]
             header, _, packed_raw = self._open(key, sealed).partition(b"\n")
             body = orjson.loads(header)
             record = CachedRecord(
@@ -129,7 +162,7 @@ class SourceCache:
                 fetched_at=datetime.fromisoformat(body["fetched_at"]),
                 absent=body.get("absent"),
             )
-            _remember(key, nonce, record)
+            _held.put(key, nonce, record)
             return record
         except (RedisError, OSError, InvalidTag, ValueError, KeyError, TypeError) as error:
             # A cache must never cost a decision: fall back to the provider.
@@ -159,7 +192,7 @@ class SourceCache:
         except (RedisError, OSError) as error:
             log.warning("source cache write failed for %s: %s", key, type(error).__name__)
             return
-        _remember(
+        _held.put(
             key,
             sealed[: 1 + _NONCE_BYTES],
             CachedRecord(packed_raw, as_of, fetched_at, parsed, detail),
@@ -186,7 +219,7 @@ class SourceCache:
             log.warning("source cache write failed for %s: %s", key, type(error).__name__)
             return
         record = CachedRecord(b"", fetched_at.date(), fetched_at, absent=reason)
-        _remember(key, sealed[: 1 + _NONCE_BYTES], record)
+        _held.put(key, sealed[: 1 + _NONCE_BYTES], record)
 
     def _fresh(self, source: SourceName, record: CachedRecord) -> bool:
         """True while the record is within its freshness (as the shared cache's TTL)."""

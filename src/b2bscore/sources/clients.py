@@ -10,7 +10,12 @@ import httpx
 import orjson
 
 from b2bscore.kit.settings import Settings
-from b2bscore.sources.errors import SourceFormatError, SourceUnavailable, SourceUpstreamError
+from b2bscore.sources.errors import (
+    SourceAbsent,
+    SourceFormatError,
+    SourceUnavailable,
+    SourceUpstreamError,
+)
 
 SANDBOX_PATHS: Mapping[str, str] = {
     "open_banking": "/stet/v1",
@@ -123,7 +128,10 @@ async def get_json(
     status = response.status_code
     if status in (401, 403, 404):
         code = _error_code(response.content)
-        raise SourceUnavailable(f"{what}: {code or f'http {status}'}")
+        reason = f"{what}: {code or f'http {status}'}"
+        if status == 404 or code == "consent_missing":
+            raise SourceAbsent(reason)
+        raise SourceUnavailable(reason)
     if status != 200:
         raise SourceUpstreamError(f"{what}: http {status}")
     try:

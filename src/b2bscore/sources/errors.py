@@ -26,6 +26,14 @@ class SourceUnavailable(SourceError):
     status: ClassVar[SourceStatus] = SourceStatus.UNAVAILABLE
 
 
+class SourceAbsent(SourceUnavailable):
+    """The provider answered that it holds nothing for this company (404, no consent).
+
+    Unlike our own conditions (no provider configured, no consent token) or a refusal of
+    our credentials, this is a fact about the company, worth remembering for a while.
+    """
+
+
 class SourceFormatError(SourceError):
     """The provider answered with a payload that breaks its documented format."""
 

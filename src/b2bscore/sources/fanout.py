@@ -20,7 +20,7 @@ from b2bscore.kit.packed import pack_json
 from b2bscore.sources import accounting, open_banking, registry
 from b2bscore.sources.cache import SourceCache
 from b2bscore.sources.clients import ProviderClients
-from b2bscore.sources.errors import SourceError, SourceUnavailable
+from b2bscore.sources.errors import SourceAbsent, SourceError, SourceUnavailable
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import (
     AccountingData,
@@ -129,7 +129,7 @@ class _Run:
                         )
             try:
                 raw = await _fetcher(name, self.siren, self.clients)()
-            except SourceUnavailable as error:
+            except SourceAbsent as error:
                 if self.cache is not None:
                     self.writes.append(
                         asyncio.create_task(

@@ -15,9 +15,10 @@ from typing_extensions import TypedDict
 
 from b2bscore.sources.clients import get_json, resolve_link
 from b2bscore.sources.errors import (
-    DecimalStr,
+    SourceAbsent,
     SourceError,
     SourceFormatError,
+    SourceUnavailable,
     SourceUpstreamError,
     validate_wire,
     validation_reason,
@@ -63,8 +64,14 @@ class _Accounts(_Wire):
     accounts: list[_Account]
 
 
+# STET's amountType: a decimal string, optional minus, at most 14 digits and 3 decimals.
+# A JSON number, "12,00", "+1", "1E+2" or "NaN" is refused, for balances and transactions
+# alike, in pydantic-core rather than by a Python validator per entry.
+_AmountText = Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,14}(\.[0-9]{1,3})?$")]
+
+
 class _Amount(_Wire):
-    amount: DecimalStr
+    amount: _AmountText
     currency: str
 
 
@@ -79,11 +86,7 @@ class _Balances(_Wire):
 
 # Transaction pages are the bulk of a record (hundreds of entries per account): they are
 # validated as typed dicts in one pydantic-core pass, about 3x faster than building a
-# model instance per entry, and the amount is checked as a plain decimal string there
-# (a JSON number, "12,00" or "NaN" is refused) instead of by a Python validator per entry.
-_AmountText = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+(\.[0-9]+)?$")]
-
-
+# model instance per entry.
 class _TxAmount(TypedDict):
     amount: _AmountText
     currency: str
@@ -143,7 +146,7 @@ def _transaction(tx: _Transaction, as_of: date) -> BankTransaction:
 
 
 def _balance(balances: _Balances) -> Decimal | None:
-    by_type = {b.balanceType: b.balanceAmount.amount for b in balances.balances}
+    by_type = {b.balanceType: Decimal(b.balanceAmount.amount) for b in balances.balances}
     return by_type.get("CLBD", by_type.get("XPCD"))
 
 
@@ -273,7 +276,12 @@ async def fetch_open_banking(
         for a in listed
     ):
         raise SourceFormatError("accounts: missing resourceId")
-    per_account = await _all(*(_account(client, a, headers, max_pages) for a in listed))
+    try:
+        per_account = await _all(*(_account(client, a, headers, max_pages) for a in listed))
+    except SourceAbsent as error:
+        # One account's balances or history missing is not the company having no bank
+        # data: report it, but do not let it be remembered as absence.
+        raise SourceUnavailable(error.reason) from error
     return {
         "accounts": accounts,
         "balances": {a["resourceId"]: b for a, (b, _) in zip(listed, per_account, strict=True)},
