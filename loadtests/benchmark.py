@@ -420,7 +420,7 @@ _STAGES: tuple[tuple[str, str], ...] = (
     ("serialize_response", "FastAPI response serialization"),
     ("request_body_to_args", "FastAPI request validation"),
     ("solve_dependencies", "FastAPI dependencies"),
-    ("httptools", "HTTP parsing (uvicorn/httptools)"),
+    ("HttpToolsProtocol", "HTTP parsing (uvicorn/httptools)"),
     ("asyncpg", "asyncpg (other)"),
     ("sqlalchemy", "SQLAlchemy (other)"),
     ("redis", "redis client (other)"),
