@@ -330,7 +330,7 @@ async def test_unreadable_cache_value_is_a_miss(
 
 
 async def test_a_fresh_record_held_in_process_needs_no_round_trip(
-    redis_cache: Cache, redis_url: str
+    redis_cache: Cache, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     namespace = f"test-{uuid.uuid4().hex}"
     source_cache = SourceCache(redis_cache, TOKENIZER)
@@ -349,6 +349,9 @@ async def test_a_fresh_record_held_in_process_needs_no_round_trip(
     # A reader with a shorter freshness finds it stale and asks the shared cache: a miss.
     strict = SourceCache(redis_cache, TOKENIZER, {SourceName.REGISTRY: 0.0})
     assert await strict.get(namespace, SourceName.REGISTRY, "111111118") is None
+    # Past the local trust window the purge of the shared cache is seen by every reader.
+    monkeypatch.setattr(cache_module, "LOCAL_TRUST_SECONDS", 0.0)
+    assert await source_cache.get(namespace, SourceName.REGISTRY, "111111118") is None
 
 
 async def test_our_own_conditions_are_not_remembered_as_absence(
@@ -373,20 +376,3 @@ async def test_the_provider_saying_no_consent_is_remembered(
     second = await _gather(fp.NO_CONSENT, fake_clients, cache=redis_cache, namespace=namespace)
     assert first.open_banking.status == second.open_banking.status == UNAVAILABLE
     assert second.open_banking.detail == f"{first.open_banking.detail} (cached)"
-
-
-async def test_held_records_are_checked_against_the_shared_cache_after_a_while(
-    redis_cache: Cache, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    namespace = f"test-{uuid.uuid4().hex}"
-    source_cache = SourceCache(redis_cache, TOKENIZER)
-    raw = {"sirene": payloads.sirene(), "bodacc": None}
-    await source_cache.put(namespace, SourceName.REGISTRY, "111111118", pack_json(raw), AS_OF)
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        await client.delete(cache_key(namespace, SourceName.REGISTRY, "111111118"))
-    finally:
-        await client.aclose()
-    # Past the local trust window a purge of the shared cache is seen.
-    monkeypatch.setattr(cache_module, "LOCAL_TRUST_SECONDS", 0.0)
-    assert await source_cache.get(namespace, SourceName.REGISTRY, "111111118") is None
