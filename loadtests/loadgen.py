@@ -17,6 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 MAX_IN_FLIGHT = 2_000  # open loop: beyond this the target has fallen over; count as drops
+# uvicorn closes a keep-alive connection idle for 5 s; a client that reuses one after that
+# reads an empty answer. Real clients drop such connections; so does the open loop.
+REUSE_IDLE_S = 4.0
 
 
 @dataclass
@@ -172,15 +175,23 @@ async def open_loop(
     queueing (no coordinated omission).
     """
     feed = itertools.cycle(requests)
-    idle: list[Connection] = []
+    idle: list[tuple[Connection, float]] = []  # with the time each was last answered on
     in_flight: set[asyncio.Task[None]] = set()
     result = Result(duration_s=duration_s)
     t0 = time.perf_counter()
     measure_from = t0 + warmup_s
     total = int((warmup_s + duration_s) * rate)
 
+    def reusable() -> Connection | None:
+        while idle:
+            conn, last_used = idle.pop()
+            if time.perf_counter() - last_used < REUSE_IDLE_S:
+                return conn
+            conn.close()
+        return None
+
     async def one(scheduled: float, request: bytes) -> None:
-        conn = idle.pop() if idle else None
+        conn = reusable()
         try:
             if conn is None:
                 conn = await Connection.open(host, port)
@@ -192,7 +203,7 @@ async def open_loop(
                 conn.close()
             return
         done = time.perf_counter()
-        idle.append(conn)
+        idle.append((conn, done))
         if scheduled >= measure_from:
             result.statuses[status] += 1
             if status == 200:
@@ -214,6 +225,6 @@ async def open_loop(
         task.add_done_callback(in_flight.discard)
     if in_flight:
         await asyncio.wait(in_flight, timeout=timeout_s + 1)
-    for conn in idle:
+    for conn, _ in idle:
         conn.close()
     return result

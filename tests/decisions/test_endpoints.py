@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -15,7 +16,7 @@ from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.endpoints import router
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.service import record_decision
-from b2bscore.kit.deps import get_db_session
+from b2bscore.kit.deps import get_db_session, get_session_opener
 from b2bscore.kit.problems import install_problem_handlers
 from b2bscore.tenants.auth import principal_cache
 from b2bscore.tenants.service import create_api_key
@@ -63,7 +64,12 @@ async def client(db_session: AsyncSession) -> AsyncIterator[httpx.AsyncClient]:
     async def session_override() -> AsyncIterator[AsyncSession]:
         yield db_session
 
+    @asynccontextmanager
+    async def on_test_session() -> AsyncIterator[AsyncSession]:
+        yield db_session
+
     app.dependency_overrides[get_db_session] = session_override
+    app.dependency_overrides[get_session_opener] = lambda: on_test_session
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from b2bscore.kit.deps import get_db_session
+from b2bscore.kit.deps import get_db_session, get_session_opener
 from b2bscore.kit.problems import install_problem_handlers
 from b2bscore.tenants.auth import Authenticated, Principal, principal_cache, requires
 from b2bscore.tenants.keys import hash_key
@@ -42,7 +43,12 @@ async def client(db_session: AsyncSession) -> AsyncIterator[httpx.AsyncClient]:
     async def session_override() -> AsyncIterator[AsyncSession]:
         yield db_session
 
+    @asynccontextmanager
+    async def on_test_session() -> AsyncIterator[AsyncSession]:
+        yield db_session
+
     app.dependency_overrides[get_db_session] = session_override
+    app.dependency_overrides[get_session_opener] = lambda: on_test_session
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http

@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from b2bscore.decisions.replay import ReplayUnavailable, bundle_for, replay_decision
@@ -14,26 +14,15 @@ from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.decisions.schemas import DecisionOut, DecisionPage, DifferenceOut, ModelRef, ReplayOut
 from b2bscore.kit.deps import DbSession, State
 from b2bscore.kit.problems import Problem
-from b2bscore.kit.state import AppState
 from b2bscore.tenants.auth import requires
-from b2bscore.tenants.limits import enforce_rate_limit
 from b2bscore.tenants.service import Principal
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
 
-async def _limited_reader(
-    request: Request, principal: Annotated[Principal, requires("decisions:read")]
-) -> Principal:
-    # Reads count against the key's limit too: listing and probing ids is what a stolen
-    # key would do at volume.
-    state: AppState | None = getattr(request.app.state, "b2b", None)
-    if state is not None:
-        await enforce_rate_limit(state.cache, principal, state.settings)
-    return principal
-
-
-DecisionsReader = Annotated[Principal, Depends(_limited_reader)]
+# Reads count against the key's limit too: listing and probing ids is what a stolen key
+# would do at volume.
+DecisionsReader = Annotated[Principal, requires("decisions:read", rate_limited=True)]
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _READ_PROBLEMS: dict[int | str, dict[str, Any]] = {

@@ -43,6 +43,12 @@ class Cache(Protocol):
         """Count one hit in the current window; returns (hits so far, seconds left)."""
         ...
 
+    async def incr_window_unless(
+        self, marker: str, key: str, window_seconds: int
+    ) -> tuple[int, float] | None:
+        """None when marker exists, else count one hit as `incr_window` does."""
+        ...
+
     async def ping(self) -> bool:
         """True when the backing store answers."""
         ...
@@ -50,6 +56,13 @@ class Cache(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+def fixed_window(key: str, window_seconds: int) -> tuple[str, float]:
+    """The counter key of the current wall-clock window of key, and the seconds it has left."""
+    now = time.time()
+    window_start = math.floor(now / window_seconds) * window_seconds
+    return f"{key}:{window_start}", window_start + window_seconds - now
 
 
 class MemoryCache:
@@ -98,13 +111,19 @@ class MemoryCache:
 
     async def incr_window(self, key: str, window_seconds: int) -> tuple[int, float]:
         """Count one hit in the current fixed window."""
-        now = time.time()
-        window_start = math.floor(now / window_seconds) * window_seconds
-        window_key = f"{key}:{window_start}"
+        window_key, seconds_left = fixed_window(key, window_seconds)
         current = self._live(window_key, time.monotonic())
         hits = (int(current) if current else 0) + 1
         self._put(window_key, str(hits).encode(), window_seconds, time.monotonic())
-        return hits, window_start + window_seconds - now
+        return hits, seconds_left
+
+    async def incr_window_unless(
+        self, marker: str, key: str, window_seconds: int
+    ) -> tuple[int, float] | None:
+        """None when marker exists, else count one hit in the current fixed window."""
+        if self._live(marker, time.monotonic()) is not None:
+            return None
+        return await self.incr_window(key, window_seconds)
 
     async def ping(self) -> bool:
         """Always answers."""
@@ -118,6 +137,14 @@ class MemoryCache:
 _COUNT_HIT_LUA = """
 local hits = redis.call('INCR', KEYS[1])
 if hits == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return hits
+"""
+# The same count behind a marker check: a request from a cached principal asks "revoked?"
+# and "how many hits?" in one round trip, the only shared-cache trip of a warm request.
+_COUNT_HIT_UNLESS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local hits = redis.call('INCR', KEYS[2])
+if hits == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
 return hits
 """
 
@@ -134,6 +161,7 @@ class RedisCache:
         # One EVALSHA per hit instead of a MULTI/INCR/EXPIRE/EXEC transaction: same
         # atomicity, one command for the client to build and parse on every request.
         self._count_hit = self._redis.register_script(_COUNT_HIT_LUA)
+        self._count_hit_unless = self._redis.register_script(_COUNT_HIT_UNLESS_LUA)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -161,11 +189,19 @@ class RedisCache:
 
     async def incr_window(self, key: str, window_seconds: int) -> tuple[int, float]:
         """Count one hit in the current fixed window, atomically across processes."""
-        now = time.time()
-        window_start = math.floor(now / window_seconds) * window_seconds
-        window_key = f"{key}:{window_start}"
+        window_key, seconds_left = fixed_window(key, window_seconds)
         hits = await self._count_hit(keys=[window_key], args=[window_seconds + 1])
-        return int(hits), window_start + window_seconds - now
+        return int(hits), seconds_left
+
+    async def incr_window_unless(
+        self, marker: str, key: str, window_seconds: int
+    ) -> tuple[int, float] | None:
+        """None when marker exists, else count one hit; one EVALSHA either way."""
+        window_key, seconds_left = fixed_window(key, window_seconds)
+        hits = int(
+            await self._count_hit_unless(keys=[marker, window_key], args=[window_seconds + 1])
+        )
+        return None if hits < 0 else (hits, seconds_left)
 
     async def ping(self) -> bool:
         """True when Redis answers PING."""
@@ -233,6 +269,16 @@ class FallbackCache:
         except (RedisError, OSError) as error:
             self._failed(error)
             return await self.fallback.incr_window(key, window_seconds)
+
+    async def incr_window_unless(
+        self, marker: str, key: str, window_seconds: int
+    ) -> tuple[int, float] | None:
+        """Marker check and count in one trip; per process while Redis is down."""
+        try:
+            return await self.primary.incr_window_unless(marker, key, window_seconds)
+        except (RedisError, OSError) as error:
+            self._failed(error)
+            return await self.fallback.incr_window_unless(marker, key, window_seconds)
 
     async def ping(self) -> bool:
         """True when Redis answers; the fallback keeps the service up either way."""

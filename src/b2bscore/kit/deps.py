@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, TypeAlias
 
 from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,6 +50,18 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
             log.warning("closing a request's database session failed: %s", type(error).__name__)
 
 
+# Opens a session that closes when its `async with` block ends (an async_sessionmaker is one).
+SessionOpener: TypeAlias = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+async def get_session_opener(request: Request) -> SessionOpener:
+    """Opens sessions on demand, for paths that touch the database only sometimes."""
+    # The hot score path (a cached principal, no idempotency replay) needs no session: a
+    # generator dependency per request costs an exit stack and a cancel scope for nothing.
+    return app_state(request).sessionmaker
+
+
 State = Annotated[AppState, Depends(get_state)]
 AppSettings = Annotated[Settings, Depends(get_settings_dep)]
 DbSession = Annotated[AsyncSession, Depends(get_db_session)]
+Sessions = Annotated[SessionOpener, Depends(get_session_opener)]

@@ -7,16 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 
-from b2bscore.kit.deps import DbSession, State
+from b2bscore.kit.deps import Sessions, State
 from b2bscore.kit.problems import Problem
 from b2bscore.scoring import service
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.tenants.auth import Principal, require_scope
-from b2bscore.tenants.limits import enforce_rate_limit
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 
-ScoreWriter = Annotated[Principal, Depends(require_scope("score:write"))]
+ScoreWriter = Annotated[Principal, Depends(require_scope("score:write", rate_limited=True))]
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
@@ -40,7 +39,7 @@ async def score_company(
     request: Request,
     body: ScoreRequest,
     principal: ScoreWriter,
-    session: DbSession,
+    sessions: Sessions,
     state: State,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)
@@ -48,7 +47,6 @@ async def score_company(
 ) -> ScoreResponse:
     """An instant decision with reasons, recorded before it is answered."""
     started: float = request.scope.get("b2b.started", time.monotonic())
-    await enforce_rate_limit(state.cache, principal, state.settings)
     clients = state.sandbox_clients if principal.mode == "test" else state.live_clients
     if idempotency_key is not None and not idempotency_key.isprintable():
         raise Problem(
@@ -60,7 +58,7 @@ async def score_company(
     return await service.score_request(
         body,
         principal=principal,
-        session=session,
+        sessions=sessions,
         tools=service.ScoringTools(
             settings=state.settings,
             bundle=state.bundle,

@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.decisions.service import (
@@ -29,6 +27,7 @@ from b2bscore.decisions.writer import AuditWriter
 from b2bscore.features.build import build_features
 from b2bscore.features.types import CreditRequest
 from b2bscore.kit.cache import Cache
+from b2bscore.kit.deps import SessionOpener
 from b2bscore.kit.metrics import (
     AUDIT_FAILURES,
     DECISIONS,
@@ -75,7 +74,7 @@ async def score_request(
     body: ScoreRequest,
     *,
     principal: Principal,
-    session: AsyncSession,
+    sessions: SessionOpener,
     tools: ScoringTools,
     idempotency_key: str | None,
     started: float,
@@ -89,7 +88,7 @@ async def score_request(
         return await decide_and_record(
             body,
             principal=principal,
-            session=session,
+            sessions=sessions,
             tools=tools,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
@@ -102,13 +101,14 @@ async def score_request(
 
     tenant_id = principal.tenant_id
     earlier_id = await idempotency.claim(cache, tenant_id, idempotency_key, fingerprint, deadline)
-    decisions = DecisionRepository(session)
-    # Past the cache's 24 hours the audit store still knows the key.
-    earlier = (
-        await decisions.get(tenant_id, earlier_id)
-        if earlier_id
-        else await decisions.get_by_idempotency_key(tenant_id, idempotency_key)
-    )
+    async with sessions() as session:
+        decisions = DecisionRepository(session)
+        # Past the cache's 24 hours the audit store still knows the key.
+        earlier = (
+            await decisions.get(tenant_id, earlier_id)
+            if earlier_id
+            else await decisions.get_by_idempotency_key(tenant_id, idempotency_key)
+        )
     if earlier is not None:
         if earlier_id is None:  # this request claimed a key the store already knew
             await idempotency.complete(
@@ -129,7 +129,7 @@ async def decide_and_record(
     body: ScoreRequest,
     *,
     principal: Principal,
-    session: AsyncSession,
+    sessions: SessionOpener,
     tools: ScoringTools,
     idempotency_key: str | None,
     fingerprint: str,
@@ -195,7 +195,10 @@ async def decide_and_record(
         row = await _record(tools.audit, record, deadline)
     except IdempotencyConflict as conflict:
         # A concurrent retry with the same key committed first: answer with its decision.
-        earlier = await DecisionRepository(session).get(principal.tenant_id, conflict.decision_id)
+        async with sessions() as session:
+            earlier = await DecisionRepository(session).get(
+                principal.tenant_id, conflict.decision_id
+            )
         if earlier is None:
             raise Problem(409, "idempotency_conflict", "Idempotency key in use") from conflict
         return _replayed_answer(earlier, fingerprint, started)

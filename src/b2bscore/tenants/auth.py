@@ -20,11 +20,12 @@ from typing import Annotated, Any, Final
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from b2bscore.kit.cache import Cache
-from b2bscore.kit.deps import DbSession
+from b2bscore.kit.deps import SessionOpener, Sessions
 from b2bscore.kit.problems import Problem
+from b2bscore.kit.state import AppState
 from b2bscore.tenants.keys import hash_key
-from b2bscore.tenants.revocation import is_marked_revoked
+from b2bscore.tenants.limits import WINDOW_SECONDS, rate_key, refuse_past_limit
+from b2bscore.tenants.revocation import is_marked_revoked, marker_key
 from b2bscore.tenants.service import Principal, Scope, authenticate
 
 __all__ = [
@@ -100,30 +101,21 @@ def _unauthorized(detail: str) -> Problem:
     )
 
 
-def _shared_cache(request: Request) -> Cache | None:
+def _app_state(request: Request) -> AppState | None:
     # Apps built without the service state (small test apps) have no shared cache.
-    state = getattr(request.app.state, "b2b", None)
-    cache: Cache | None = getattr(state, "cache", None)
-    return cache
+    state: AppState | None = getattr(request.app.state, "b2b", None)
+    return state
 
 
-async def get_principal(
-    request: Request,
-    session: DbSession,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller behind `Authorization: Bearer <key>`; 401 problem otherwise."""
+def _presented_key(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or not credentials.credentials:
         raise _unauthorized("Missing bearer API key.")
-    presented = credentials.credentials
-    key_hash = hash_key(presented)
-    principal = principal_cache.get(key_hash)
-    if principal is not None:
-        cache = _shared_cache(request)
-        if cache is None or not await is_marked_revoked(cache, key_hash):
-            return principal
-        principal_cache.forget(key_hash)
-    principal = await authenticate(session, presented)
+    return credentials.credentials
+
+
+async def _from_database(sessions: SessionOpener, presented: str, key_hash: str) -> Principal:
+    async with sessions() as session:
+        principal = await authenticate(session, presented)
     if principal is None:
         # One message for unknown, revoked, expired and malformed keys: no oracle.
         raise _unauthorized("Invalid, revoked or expired API key.")
@@ -131,25 +123,83 @@ async def get_principal(
     return principal
 
 
+async def get_principal(
+    request: Request,
+    sessions: Sessions,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller behind `Authorization: Bearer <key>`; 401 problem otherwise."""
+    presented = _presented_key(credentials)
+    key_hash = hash_key(presented)
+    principal = principal_cache.get(key_hash)
+    if principal is not None:
+        state = _app_state(request)
+        if state is None or not await is_marked_revoked(state.cache, key_hash):
+            return principal
+        principal_cache.forget(key_hash)
+    return await _from_database(sessions, presented, key_hash)
+
+
 Authenticated = Annotated[Principal, Depends(get_principal)]
 
 
-def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
-    """A dependency returning the principal when it carries scope; 403 problem otherwise."""
+def _check_scope(principal: Principal, scope: Scope) -> None:
+    if not principal.has_scope(scope):
+        raise Problem(
+            403,
+            "insufficient_scope",
+            "Insufficient scope",
+            f"This API key lacks the '{scope}' scope.",
+        )
+
+
+def require_scope(
+    scope: Scope, *, rate_limited: bool = False
+) -> Callable[..., Awaitable[Principal]]:
+    """A dependency returning the principal when it carries scope; 403 problem otherwise.
+
+    With rate_limited, the request also counts against the key's per-minute limit (429).
+    """
 
     async def check_scope(principal: Authenticated) -> Principal:
-        if not principal.has_scope(scope):
-            raise Problem(
-                403,
-                "insufficient_scope",
-                "Insufficient scope",
-                f"This API key lacks the '{scope}' scope.",
-            )
+        _check_scope(principal, scope)
         return principal
 
-    return check_scope
+    async def admit(
+        request: Request,
+        sessions: Sessions,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        state = _app_state(request)
+        if state is None:
+            return await check_scope(await get_principal(request, sessions, credentials))
+        presented = _presented_key(credentials)
+        key_hash = hash_key(presented)
+        principal = principal_cache.get(key_hash)
+        counted: tuple[int, float] | None = None
+        if principal is not None and principal.has_scope(scope):
+            # The revocation check and the hit count share one round trip: on the hot path
+            # this is the request's only trip to the shared cache.
+            counted = await state.cache.incr_window_unless(
+                marker_key(key_hash), rate_key(principal), WINDOW_SECONDS
+            )
+            if counted is None:
+                principal_cache.forget(key_hash)
+                principal = None
+        elif principal is not None and await is_marked_revoked(state.cache, key_hash):
+            principal_cache.forget(key_hash)
+            principal = None
+        if principal is None:
+            principal = await _from_database(sessions, presented, key_hash)
+        _check_scope(principal, scope)
+        if counted is None:
+            counted = await state.cache.incr_window(rate_key(principal), WINDOW_SECONDS)
+        refuse_past_limit(principal, state.settings, *counted)
+        return principal
+
+    return admit if rate_limited else check_scope
 
 
-def requires(scope: Scope) -> Any:
+def requires(scope: Scope, *, rate_limited: bool = False) -> Any:
     """`Depends` marker for `Annotated[Principal, requires("decisions:read")]`."""
-    return Depends(require_scope(scope))
+    return Depends(require_scope(scope, rate_limited=rate_limited))

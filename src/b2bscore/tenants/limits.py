@@ -7,15 +7,21 @@ import math
 from b2bscore.kit.cache import Cache
 from b2bscore.kit.problems import Problem
 from b2bscore.kit.settings import Settings
-from b2bscore.tenants.auth import Principal
+from b2bscore.tenants.service import Principal
 
 WINDOW_SECONDS = 60
 
 
-async def enforce_rate_limit(cache: Cache, principal: Principal, settings: Settings) -> None:
-    """Count this request against its key; 429 with Retry-After past the limit."""
+def rate_key(principal: Principal) -> str:
+    """Cache key under which the key's hits are counted."""
+    return f"rl:{principal.key_id}"
+
+
+def refuse_past_limit(
+    principal: Principal, settings: Settings, hits: int, seconds_left: float
+) -> None:
+    """429 with Retry-After when hits exceed the key's per-minute limit."""
     limit = principal.rate_limit_per_minute or settings.rate_limit_per_minute
-    hits, seconds_left = await cache.incr_window(f"rl:{principal.key_id}", WINDOW_SECONDS)
     if hits > limit:
         raise Problem(
             429,
@@ -24,3 +30,9 @@ async def enforce_rate_limit(cache: Cache, principal: Principal, settings: Setti
             f"This key may make {limit} requests per minute.",
             headers={"Retry-After": str(max(1, math.ceil(seconds_left)))},
         )
+
+
+async def enforce_rate_limit(cache: Cache, principal: Principal, settings: Settings) -> None:
+    """Count this request against its key; 429 with Retry-After past the limit."""
+    hits, seconds_left = await cache.incr_window(rate_key(principal), WINDOW_SECONDS)
+    refuse_past_limit(principal, settings, hits, seconds_left)
