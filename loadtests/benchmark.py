@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -26,8 +27,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
+    BIN,
     HOST,
     MODELS_DIR,
     REPO,
@@ -157,14 +157,13 @@ async def audit_benchmark(
     the chain lock and one commit); group=False writes each row in its own transaction with
     `record_decision` (one lock hand-over and one commit per row), for comparison.
     """
+    from records import record_factory
+
     from b2bscore.decisions.crypto import DataKeyring
-    from b2bscore.decisions.service import DecisionRecord, record_decision
+    from b2bscore.decisions.service import record_decision
     from b2bscore.decisions.writer import AuditWriter
     from b2bscore.kit.db import create_engine, create_sessionmaker
-    from b2bscore.kit.packed import pack_json
-    from b2bscore.sandbox import wire
     from b2bscore.tenants import service as tenant_service
-    from b2bscore.training import world
 
     engine = create_engine(pg_url(database), pool_size=concurrency)
     maker = create_sessionmaker(engine)
@@ -175,48 +174,7 @@ async def audit_benchmark(
             tenant = await tenant_service.create_tenant(session, f"bench-{i}-{time.time_ns()}")
             tenant_ids.append(tenant.id)
         await session.commit()
-    # Realistic row: the raw provider payloads of one company (the largest part of a row).
-    siren = world.sample_sirens(1, 99)[0]
-    raw = wire.render_company(world.company(siren), datetime.now(UTC).date())
-    # Packed once, as the fan-out packs a record when it arrives (kit.packed).
-    payloads = {name: pack_json(value) for name, value in raw.items() if value}
-    features = {f"f{i}": 0.5 * i for i in range(60)}
-    reasons = [
-        {
-            "code": "LIQUIDITY",
-            "family": "liquidity",
-            "direction": "adverse",
-            "contribution": 0.4,
-            "feature": "cash_ratio",
-            "value": 0.1,
-            "label_fr": "x" * 60,
-            "label_en": "y" * 60,
-        }
-    ] * 4
-
-    def record(tenant_id: str) -> DecisionRecord:
-        return DecisionRecord(
-            tenant_id=tenant_id,
-            mode="test",
-            siren=siren,
-            product="term_loan",
-            requested_amount=Decimal("25000.00"),
-            request_hash="0" * 64,
-            request={"siren": siren, "requested_amount": "25000.00", "product": "term_loan"},
-            features=features,
-            model_id="bench",
-            model_version="1",
-            probability_of_default=0.0123,
-            score=700,
-            grade="B",
-            decision="approve",
-            proposed_limit=Decimal("25000.00"),
-            reasons=reasons,
-            sources={"open_banking": {"status": "ok", "latency_ms": 1.0}},
-            degraded=False,
-            latency_ms=12.0,
-            payloads=payloads,
-        )
+    record = record_factory()
 
     committed = 0
     errors = 0
@@ -396,6 +354,111 @@ def _source_statuses(metrics: str) -> dict[str, float]:
             status = labels.split('status="', 1)[1].split('"', 1)[0]
             out[status] = out.get(status, 0.0) + float(value)
     return out
+
+
+# --- 5. the floors ------------------------------------------------------------------------
+
+
+async def _floor_tenant(database: str) -> str:
+    from b2bscore.kit.db import create_engine, create_sessionmaker
+    from b2bscore.tenants import service as tenant_service
+
+    engine = create_engine(pg_url(database))
+    try:
+        async with create_sessionmaker(engine)() as session:
+            tenant = await tenant_service.create_tenant(session, "floor")
+            await session.commit()
+            return tenant.id
+    finally:
+        await engine.dispose()
+
+
+def run_floors(args: argparse.Namespace) -> dict[str, list[Result]]:
+    """The HTTP floor and the HTTP + durable audit floor (loadtests/floors_app.py)."""
+    database = f"b2bscore_floors_{os.getpid()}"
+    create_database(database)
+    port = free_port()
+    env = {
+        **os.environ,
+        "B2BSCORE_DATABASE_URL": pg_url(database),
+        "FLOOR_DATABASE_URL": pg_url(database),
+        "FLOOR_DATA_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    results: dict[str, list[Result]] = {}
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        run_cli(["db", "upgrade"], env)
+        env["FLOOR_TENANT_ID"] = asyncio.run(_floor_tenant(database))
+        proc = subprocess.Popen(
+            [
+                str(BIN / "uvicorn"),
+                "floors_app:app",
+                "--app-dir",
+                str(Path(__file__).resolve().parent),
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        mix = RequestMix(MixSpec(distinct=300, repeat_pool=100, scenario_share=0.0), rng_seed=7)
+        bodies = [mix.payload() for _ in range(2_000)]
+        headers = {"Content-Type": "application/json"}
+        for floor in ("http", "audit"):
+            path = f"/floor/{floor}"
+            wait_http_post(f"http://{HOST}:{port}{path}", bodies[0], 60, proc)
+            requests = [build_request(HOST, port, path, headers, body) for body in bodies]
+            results[floor] = []
+            for run in range(args.runs):
+                res = asyncio.run(
+                    closed_loop(
+                        HOST, port, requests, concurrency=args.concurrency, duration_s=args.duration
+                    )
+                )
+                results[floor].append(res)
+                print(
+                    f"  {floor} floor run {run + 1}: {res.rps:.0f} req/s {dict(res.statuses)} "
+                    f"err {res.errors} p50 {res.pct(50):.1f} p99 {res.pct(99):.1f} ms",
+                    flush=True,
+                )
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        drop_database(database)
+    return results
+
+
+def wait_http_post(
+    url: str, body: bytes, timeout: float, proc: subprocess.Popen[bytes] | None
+) -> None:
+    """Wait until url answers a POST of body with 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited ({proc.returncode})")
+        try:
+            response = httpx.post(
+                url, content=body, headers={"Content-Type": "application/json"}, timeout=2
+            )
+            if response.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 # --- profile ------------------------------------------------------------------------------
@@ -676,7 +739,7 @@ def main() -> int:
         help="MLServer parallel_workers (0 = inference in the HTTP process)",
     )
     parser.add_argument("--mlserver-omp", default="1", help="OMP_NUM_THREADS for MLServer")
-    parser.add_argument("--only", default="core,audit,service,mlserver")
+    parser.add_argument("--only", default="core,audit,service,floors,mlserver")
     parser.add_argument("--profile", type=Path, help="write a py-spy collapsed profile here")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
@@ -749,6 +812,17 @@ def main() -> int:
                     print(f"    {share:6.1%}  {stage}")
                 if "error" in info["profile"]:
                     print(f"    {info['profile']['error']}")
+        floors: dict[str, list[Result]] = {}
+        if "floors" in only:
+            print(
+                f"\n[5] floors, {args.workers} workers, {args.concurrency} connections: the "
+                "validated request alone, then with its durable audit row",
+                flush=True,
+            )
+            floors = run_floors(args)
+            figures["floors"] = {k: [r.rps for r in v] for k, v in floors.items()}
+            for floor, runs in floors.items():
+                print(f"  {floor} floor: {median([r.rps for r in runs]):.0f} req/s", flush=True)
         if "mlserver" in only:
             print(
                 f"\n[4] MLServer + mlserver-lightgbm, same model.txt, {args.concurrency} "
@@ -770,6 +844,10 @@ def main() -> int:
                 print(
                     f"\nratio b2bscore / MLServer throughput: {ratio:.2f} (goal >= 1.0)", flush=True
                 )
+            for floor, runs in floors.items():
+                floor_ratio = median([r.rps for r in runs]) / m
+                figures[f"ratio_{floor}_floor"] = floor_ratio
+                print(f"ratio {floor} floor / MLServer: {floor_ratio:.2f}", flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2, default=str))
