@@ -69,6 +69,40 @@ async def test_concurrent_rows_share_commits_and_keep_one_chain(
     assert result.rows == REQUESTS
 
 
+async def test_two_processes_batching_one_tenant_never_collide(
+    engine: AsyncEngine, postgres_url: str, keyring: DataKeyring
+) -> None:
+    # Two writers on two engines, as two API workers: each batch reads the chain head
+    # under the lock, so no batch may meet the other's seq (a collision would show as rows
+    # written one by one after a refused batch, not in the batch counter).
+    tenant_id = await _tenant(engine)
+    other_engine = create_engine(postgres_url, pool_size=5)
+    writers = [
+        AuditWriter(create_sessionmaker(engine), keyring),
+        AuditWriter(create_sessionmaker(other_engine), keyring),
+    ]
+    _, rows_before = _batches()
+    try:
+        for wave in range(5):
+            await asyncio.gather(
+                *(
+                    writer.record(make_record(tenant_id, score=wave * 100 + i))
+                    for i in range(REQUESTS // 4)
+                    for writer in writers
+                )
+            )
+    finally:
+        await other_engine.dispose()
+
+    _, rows = _batches()
+    total = 5 * (REQUESTS // 4) * len(writers)
+    assert rows - rows_before == total
+    async with create_sessionmaker(engine)() as session:
+        result = await verify_chain(session, tenant_id)
+    assert result.ok
+    assert result.rows == total
+
+
 async def test_same_idempotency_key_in_one_batch_records_once(
     engine: AsyncEngine, keyring: DataKeyring
 ) -> None:
