@@ -104,6 +104,10 @@ def stage_timings_ns(
     from b2bscore.model.reasons import explain
     from b2bscore.model.scorer import score
 
+    if bank is not None:
+        # Measure the features as a first decision on the record computes them: the memo
+        # that spares repeat decisions on a cached record would otherwise time a lookup.
+        bank.derived.clear()
     t0 = time.perf_counter_ns()
     vector = build_features(bank, books, record, request)
     t1 = time.perf_counter_ns()

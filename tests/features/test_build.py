@@ -225,3 +225,14 @@ def test_transaction_columns_are_cached_and_not_part_of_equality() -> None:
     assert acc == twin
     assert hash(acc) == hash(twin)
     assert bank_features(f.bank(acc)) == bank_features(f.bank(twin))
+
+
+def test_bank_features_are_computed_once_per_record() -> None:
+    bank = f.healthy_bank()
+    first = bank_features(bank)
+    assert bank_features(bank) is first  # remembered with the record the cache reuses
+    bank.derived.clear()
+    assert bank_features(bank) == first  # the memo holds exactly what a fresh pass computes
+    overdrawn = f.bank(f.account("-500.00", [f.tx(2, "-900.00")]))
+    assert bank_features(overdrawn) != first  # per record, never shared between records
+    assert f.bank(*bank.accounts) == bank  # the memo is not part of equality

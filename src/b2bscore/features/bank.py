@@ -54,6 +54,16 @@ def bank_features(bank: BankData | None) -> tuple[float, ...]:
     """Bank features in ``NAMES`` order; all NaN when there is no bank data."""
     if bank is None:
         return _MISSING
+    # A pure function of the (frozen) record: computed once per parsed record, which the
+    # source cache hands to every decision on that company while it is fresh.
+    values: tuple[float, ...] | None = bank.derived.get(__name__)
+    if values is None:
+        values = _computed_bank_features(bank)
+        bank.derived[__name__] = values
+    return values
+
+
+def _computed_bank_features(bank: BankData) -> tuple[float, ...]:
     closing_total = 0.0
     has_balance = False
     eur: list[bool] = []

@@ -129,6 +129,10 @@ class BankData:
     # The accounts' columns end to end (account order, then transaction order), so that
     # consolidated features cost the same numpy calls for one account or three.
     _columns: TransactionColumns | None = field(default=None, init=False, repr=False, compare=False)
+    # Results of pure functions of this record (the bank features), keyed by the function:
+    # a parsed record is reused by every decision served from the source cache, so what is
+    # derived from it alone is computed once per record. Not part of equality.
+    derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = [a.columns() for a in self.accounts]
