@@ -1,0 +1,85 @@
+"""The canonical JSON that row hashes are computed over: pinned, since a change breaks chains."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import OrderedDict
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from b2bscore.decisions.chain import canonical_json, jsonable
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+def test_plain_data_as_json() -> None:
+    value = {
+        "b": [1, 2.5, True, None, "x"],
+        "a": {"nested": [{"z": 1, "y": 2}]},
+        3: "int key",
+    }
+    assert jsonable(value) == {
+        "b": [1, 2.5, True, None, "x"],
+        "a": {"nested": [{"z": 1, "y": 2}]},
+        "3": "int key",
+    }
+    assert canonical_json(value) == (
+        b'{"3":"int key","a":{"nested":[{"y":2,"z":1}]},"b":[1,2.5,true,null,"x"]}'
+    )
+
+
+def test_values_json_cannot_hold() -> None:
+    paris = timezone(timedelta(hours=1))
+    value = {
+        "money": Decimal("12.50"),
+        "at": datetime(2026, 12, 3, 8, 0, tzinfo=paris),
+        "day": date(2026, 12, 3),
+        "colour": Colour.RED,
+        "level": Level.HIGH,
+        "tags": {"b", "a"},
+        "pair": (1, "two"),
+        "missing": [math.nan, math.inf, -math.inf],
+        "ordered": OrderedDict([("k", Decimal("1"))]),
+    }
+    assert jsonable(value) == {
+        "money": "12.50",
+        "at": "2026-12-03T07:00:00+00:00",
+        "day": "2026-12-03",
+        "colour": "red",
+        "level": 3,
+        "tags": ["a", "b"],
+        "pair": [1, "two"],
+        "missing": [None, None, None],
+        "ordered": {"k": "1"},
+    }
+    with pytest.raises(ValueError, match="naive"):
+        jsonable(datetime(2026, 12, 3, 8, 0))  # noqa: DTZ001 - the refusal is the point
+    with pytest.raises(TypeError, match="object"):
+        jsonable(object())
+
+
+def test_integral_floats_hash_as_ints_within_64_bits() -> None:
+    # JSONB hands these back as integers: they must hash as the integers they become.
+    assert canonical_json([1.0, -0.0, 1e16, 2.0**63, -(2.0**63), 0.5]) == (
+        b"[1,0,10000000000000000,9223372036854775808,-9223372036854775808,0.5]"
+    )
+    assert canonical_json([2.0**64, 1e300]) == b"[1.8446744073709552e+19,1e+300]"
+    assert canonical_json({"t": datetime(2026, 1, 1, tzinfo=UTC)}) == (
+        b'{"t":"2026-01-01T00:00:00+00:00"}'
+    )
+
+
+def test_jsonable_is_idempotent() -> None:
+    value = {"a": [Decimal("1.5"), {"b": math.nan}], "c": (1.0, "x")}
+    once = jsonable(value)
+    assert jsonable(once) == once
+    assert canonical_json(once) == canonical_json(value)
