@@ -62,7 +62,7 @@ def test_values_json_cannot_hold() -> None:
         "ordered": {"k": "1"},
     }
     with pytest.raises(ValueError, match="naive"):
-        jsonable(datetime(2026, 12, 3, 8, 0))  # noqa: DTZ001 - the refusal is the point
+        jsonable(datetime(2026, 12, 3, 8, 0))  # naive on purpose: the refusal is the point
     with pytest.raises(TypeError, match="object"):
         jsonable(object())
 
