@@ -478,7 +478,7 @@ _STAGES: tuple[tuple[str, str], ...] = (
     ("get_json", "sources: provider HTTP calls (httpx/httpcore)"),
     ("SourceCache.put", "sources: cache write (AES-GCM + Redis SET)"),
     ("gather_sources", "sources: fan-out orchestration"),
-    ("enforce_rate_limit", "rate limit (Redis EVALSHA)"),
+    ("admit", "auth + rate limit (principal cache, one Redis EVALSHA)"),
     ("get_principal", "auth (principal cache + Redis revocation marker)"),
     ("serialize_response", "FastAPI response serialization"),
     ("request_body_to_args", "FastAPI request validation"),
@@ -821,8 +821,10 @@ def main() -> int:
             )
             floors = run_floors(args)
             figures["floors"] = {k: [r.rps for r in v] for k, v in floors.items()}
-            for floor, runs in floors.items():
-                print(f"  {floor} floor: {median([r.rps for r in runs]):.0f} req/s", flush=True)
+            for floor, floor_runs in floors.items():
+                print(
+                    f"  {floor} floor: {median([r.rps for r in floor_runs]):.0f} req/s", flush=True
+                )
         if "mlserver" in only:
             print(
                 f"\n[4] MLServer + mlserver-lightgbm, same model.txt, {args.concurrency} "
@@ -844,8 +846,8 @@ def main() -> int:
                 print(
                     f"\nratio b2bscore / MLServer throughput: {ratio:.2f} (goal >= 1.0)", flush=True
                 )
-            for floor, runs in floors.items():
-                floor_ratio = median([r.rps for r in runs]) / m
+            for floor, floor_runs in floors.items():
+                floor_ratio = median([r.rps for r in floor_runs]) / m
                 figures[f"ratio_{floor}_floor"] = floor_ratio
                 print(f"ratio {floor} floor / MLServer: {floor_ratio:.2f}", flush=True)
     if args.json is not None:

@@ -60,16 +60,22 @@ async def test_a_tenant_limit_holds_across_two_instances(
     clients = [stack.client, twin]
     answers = [
         await clients[i % 2].post("/v1/score", json=score_body(), headers=bearer(key))
-        for i in range(LIMIT + 1)
+        for i in range(LIMIT - 1)
     ]
-    assert [a.status_code for a in answers[:LIMIT]] == [200] * LIMIT, answers[-1].text
-    refused = answers[LIMIT]
+    assert [a.status_code for a in answers] == [200] * (LIMIT - 1), answers[-1].text
+    # The limit is counted before the body is read: a refused body uses up a request too.
+    invalid = await twin.post("/v1/score", json={"siren": "123"}, headers=bearer(key))
+    assert invalid.status_code == 422
+    refused = await stack.client.post("/v1/score", json=score_body(), headers=bearer(key))
     assert refused.status_code == 429
     assert assert_problem_json(refused)["code"] == "rate_limited"
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     # The other instance refuses too: the count is shared, not per process.
-    again = await clients[(LIMIT + 1) % 2].post("/v1/score", json=score_body(), headers=bearer(key))
+    again = await twin.post("/v1/score", json=score_body(), headers=bearer(key))
     assert again.status_code == 429
+    # Past the limit a bad body is not even read: 429, not 422.
+    invalid = await twin.post("/v1/score", json={"siren": "123"}, headers=bearer(key))
+    assert invalid.status_code == 429
     # Reads of the audit store count against the same limit.
     assert (await twin.get("/v1/decisions", headers=bearer(key))).status_code == 429
 

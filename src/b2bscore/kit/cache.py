@@ -141,6 +141,8 @@ return hits
 """
 # The same count behind a marker check: a request from a cached principal asks "revoked?"
 # and "how many hits?" in one round trip, the only shared-cache trip of a warm request.
+# Two keys in one script need one Redis node (or both keys in one Cluster hash slot): the
+# service talks to a single Redis (or a primary with replicas), never to a Cluster.
 _COUNT_HIT_UNLESS_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local hits = redis.call('INCR', KEYS[2])
@@ -265,7 +267,9 @@ class FallbackCache:
     async def incr_window(self, key: str, window_seconds: int) -> tuple[int, float]:
         """Count one hit; per process while Redis is down."""
         try:
-            return await self.primary.incr_window(key, window_seconds)
+            counted = await self.primary.incr_window(key, window_seconds)
+            self.degraded = False
+            return counted
         except (RedisError, OSError) as error:
             self._failed(error)
             return await self.fallback.incr_window(key, window_seconds)
@@ -275,7 +279,9 @@ class FallbackCache:
     ) -> tuple[int, float] | None:
         """Marker check and count in one trip; per process while Redis is down."""
         try:
-            return await self.primary.incr_window_unless(marker, key, window_seconds)
+            counted = await self.primary.incr_window_unless(marker, key, window_seconds)
+            self.degraded = False
+            return counted
         except (RedisError, OSError) as error:
             self._failed(error)
             return await self.fallback.incr_window_unless(marker, key, window_seconds)

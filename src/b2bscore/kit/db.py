@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
@@ -113,13 +116,25 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+# Opens a session that closes when its `async with` block ends (an async_sessionmaker is one).
+SessionOpener: TypeAlias = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
 @asynccontextmanager
-async def session_scope(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """One session for one unit of work, closed at the end."""
-    async with sessionmaker() as session:
+async def opened_session(sessions: SessionOpener) -> AsyncIterator[AsyncSession]:
+    """A session for one unit of work; a failure to close it is logged, not raised."""
+    opened = sessions()
+    session = await opened.__aenter__()
+    try:
         yield session
+    finally:
+        try:
+            await opened.__aexit__(None, None, None)
+        except (SQLAlchemyError, OSError) as error:
+            # The work is done and its answer may be on its way: a connection that died
+            # under the session (a database restart) is discarded by the pool, and must
+            # not turn a finished unit of work into a server error.
+            log.warning("closing a database session failed: %s", type(error).__name__)
 
 
 def alembic_config(url: str) -> Any:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Annotated, TypeAlias
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from b2bscore.kit.db import SessionOpener, opened_session
 from b2bscore.kit.settings import Settings
 from b2bscore.kit.state import AppState
-
-log = logging.getLogger(__name__)
 
 
 def app_state(request: Request) -> AppState:
@@ -37,21 +33,8 @@ async def get_settings_dep(request: Request) -> Settings:
 
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, closed when the response is done."""
-    session = app_state(request).sessionmaker()
-    try:
+    async with opened_session(app_state(request).sessionmaker) as session:
         yield session
-    finally:
-        try:
-            await session.close()
-        except (SQLAlchemyError, OSError) as error:
-            # The answer is already on its way: a connection that died under the session
-            # (a database restart) is discarded by the pool, and must not turn a sent
-            # answer into a server error.
-            log.warning("closing a request's database session failed: %s", type(error).__name__)
-
-
-# Opens a session that closes when its `async with` block ends (an async_sessionmaker is one).
-SessionOpener: TypeAlias = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 async def get_session_opener(request: Request) -> SessionOpener:

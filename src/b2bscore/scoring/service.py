@@ -27,7 +27,7 @@ from b2bscore.decisions.writer import AuditWriter
 from b2bscore.features.build import build_features
 from b2bscore.features.types import CreditRequest
 from b2bscore.kit.cache import Cache
-from b2bscore.kit.deps import SessionOpener
+from b2bscore.kit.db import SessionOpener, opened_session
 from b2bscore.kit.metrics import (
     AUDIT_FAILURES,
     DECISIONS,
@@ -101,7 +101,7 @@ async def score_request(
 
     tenant_id = principal.tenant_id
     earlier_id = await idempotency.claim(cache, tenant_id, idempotency_key, fingerprint, deadline)
-    async with sessions() as session:
+    async with opened_session(sessions) as session:
         decisions = DecisionRepository(session)
         # Past the cache's 24 hours the audit store still knows the key.
         earlier = (
@@ -195,7 +195,7 @@ async def decide_and_record(
         row = await _record(tools.audit, record, deadline)
     except IdempotencyConflict as conflict:
         # A concurrent retry with the same key committed first: answer with its decision.
-        async with sessions() as session:
+        async with opened_session(sessions) as session:
             earlier = await DecisionRepository(session).get(
                 principal.tenant_id, conflict.decision_id
             )

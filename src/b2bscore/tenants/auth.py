@@ -20,7 +20,9 @@ from typing import Annotated, Any, Final
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from b2bscore.kit.deps import SessionOpener, Sessions
+from b2bscore.kit.cache import Cache
+from b2bscore.kit.db import SessionOpener, opened_session
+from b2bscore.kit.deps import Sessions
 from b2bscore.kit.problems import Problem
 from b2bscore.kit.state import AppState
 from b2bscore.tenants.keys import hash_key
@@ -114,7 +116,7 @@ def _presented_key(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 
 async def _from_database(sessions: SessionOpener, presented: str, key_hash: str) -> Principal:
-    async with sessions() as session:
+    async with opened_session(sessions) as session:
         principal = await authenticate(session, presented)
     if principal is None:
         # One message for unknown, revoked, expired and malformed keys: no oracle.
@@ -123,21 +125,40 @@ async def _from_database(sessions: SessionOpener, presented: str, key_hash: str)
     return principal
 
 
+# Asks the shared cache whether a principal found in this process's cache was revoked
+# since; True when it was.
+RevocationProbe = Callable[[Cache, str, Principal], Awaitable[bool]]
+
+
+async def _marked_revoked(cache: Cache, key_hash: str, principal: Principal) -> bool:
+    return await is_marked_revoked(cache, key_hash)
+
+
+async def _resolve(
+    request: Request,
+    sessions: SessionOpener,
+    credentials: HTTPAuthorizationCredentials | None,
+    revoked: RevocationProbe = _marked_revoked,
+) -> Principal:
+    """The principal of the presented key: this process's cache, checked, else the database."""
+    presented = _presented_key(credentials)
+    key_hash = hash_key(presented)
+    principal = principal_cache.get(key_hash)
+    if principal is not None:
+        state = _app_state(request)
+        if state is None or not await revoked(state.cache, key_hash, principal):
+            return principal
+        principal_cache.forget(key_hash)
+    return await _from_database(sessions, presented, key_hash)
+
+
 async def get_principal(
     request: Request,
     sessions: Sessions,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller behind `Authorization: Bearer <key>`; 401 problem otherwise."""
-    presented = _presented_key(credentials)
-    key_hash = hash_key(presented)
-    principal = principal_cache.get(key_hash)
-    if principal is not None:
-        state = _app_state(request)
-        if state is None or not await is_marked_revoked(state.cache, key_hash):
-            return principal
-        principal_cache.forget(key_hash)
-    return await _from_database(sessions, presented, key_hash)
+    return await _resolve(request, sessions, credentials)
 
 
 Authenticated = Annotated[Principal, Depends(get_principal)]
@@ -158,7 +179,8 @@ def require_scope(
 ) -> Callable[..., Awaitable[Principal]]:
     """A dependency returning the principal when it carries scope; 403 problem otherwise.
 
-    With rate_limited, the request also counts against the key's per-minute limit (429).
+    With rate_limited, the request also counts against the key's per-minute limit (429),
+    before its body is read.
     """
 
     async def check_scope(principal: Authenticated) -> Principal:
@@ -170,29 +192,25 @@ def require_scope(
         sessions: Sessions,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        state = _app_state(request)
-        if state is None:
-            return await check_scope(await get_principal(request, sessions, credentials))
-        presented = _presented_key(credentials)
-        key_hash = hash_key(presented)
-        principal = principal_cache.get(key_hash)
         counted: tuple[int, float] | None = None
-        if principal is not None and principal.has_scope(scope):
+
+        async def revoked_or_counted(cache: Cache, key_hash: str, principal: Principal) -> bool:
+            nonlocal counted
+            if not principal.has_scope(scope):  # refused below (403): not counted
+                return await is_marked_revoked(cache, key_hash)
             # The revocation check and the hit count share one round trip: on the hot path
             # this is the request's only trip to the shared cache.
-            counted = await state.cache.incr_window_unless(
+            counted = await cache.incr_window_unless(
                 marker_key(key_hash), rate_key(principal), WINDOW_SECONDS
             )
-            if counted is None:
-                principal_cache.forget(key_hash)
-                principal = None
-        elif principal is not None and await is_marked_revoked(state.cache, key_hash):
-            principal_cache.forget(key_hash)
-            principal = None
-        if principal is None:
-            principal = await _from_database(sessions, presented, key_hash)
+            return counted is None
+
+        principal = await _resolve(request, sessions, credentials, revoked_or_counted)
         _check_scope(principal, scope)
-        if counted is None:
+        state = _app_state(request)
+        if state is None:  # small apps without the service state have no limits
+            return principal
+        if counted is None:  # not from this process's cache: counted on its own
             counted = await state.cache.incr_window(rate_key(principal), WINDOW_SECONDS)
         refuse_past_limit(principal, state.settings, *counted)
         return principal

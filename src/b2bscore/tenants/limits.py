@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from b2bscore.kit.cache import Cache
 from b2bscore.kit.problems import Problem
 from b2bscore.kit.settings import Settings
 from b2bscore.tenants.service import Principal
@@ -30,9 +29,3 @@ def refuse_past_limit(
             f"This key may make {limit} requests per minute.",
             headers={"Retry-After": str(max(1, math.ceil(seconds_left)))},
         )
-
-
-async def enforce_rate_limit(cache: Cache, principal: Principal, settings: Settings) -> None:
-    """Count this request against its key; 429 with Retry-After past the limit."""
-    hits, seconds_left = await cache.incr_window(rate_key(principal), WINDOW_SECONDS)
-    refuse_past_limit(principal, settings, hits, seconds_left)
