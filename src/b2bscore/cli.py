@@ -109,8 +109,7 @@ def serve(
     ] = "zero",
 ) -> None:
     """Start the API; on the embedded default, with SQLite, in-process cache and sandbox."""
-    import uvicorn
-
+    from b2bscore.kit import serving
     from b2bscore.kit.db import upgrade_database
 
     settings = _settings()
@@ -145,7 +144,7 @@ def serve(
             '"product": "term_loan"}\''
         )
     try:
-        uvicorn.run(
+        serving.run(
             "b2bscore.app:create_app_from_env",
             factory=True,
             host=host,

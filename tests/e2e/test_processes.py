@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -164,6 +165,51 @@ def test_postgres_redis_and_a_separate_sandbox(
         _score_scenarios(f"http://127.0.0.1:{api_port}", key)
         metrics = httpx.get(f"http://127.0.0.1:{api_port}/metrics").text
         assert "b2bscore_decisions_total" in metrics
+        if sys.platform == "linux":
+            _connections_reach_both_workers(api, api_port)
     finally:
         _stop(api)
         _stop(sandbox)
+
+
+def _connections_reach_both_workers(api: subprocess.Popen[str], port: int) -> None:
+    # Sixteen keep-alive clients connecting at once: with one shared listening socket the
+    # first worker to wake took them all; with a listener per worker the kernel spreads
+    # them (all 16 on one of two workers by chance: 2 in 65,536).
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+    try:
+        deadline = time.monotonic() + 10
+        held: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            held = _connections_held(api.pid, port)
+            if sum(held.values()) >= len(clients):
+                break
+            time.sleep(0.1)
+        assert sum(held.values()) >= len(clients), held
+        assert sum(1 for count in held.values() if count > 0) == 2, held
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _connections_held(parent: int, port: int) -> dict[int, int]:
+    """Established connections on port held by each child process of parent (Linux /proc)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
+                inodes.add(fields[9])
+    held: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            after_name = stat.read_text().rsplit(")", 1)[1].split()
+            if int(after_name[1]) != parent:  # the field after the state is the parent pid
+                continue
+            links = [os.readlink(fd) for fd in (stat.parent / "fd").iterdir()]
+        except OSError:
+            continue  # the process ended meanwhile
+        pid = int(stat.parent.name)
+        held[pid] = sum(1 for link in links if link.removeprefix("socket:[")[:-1] in inodes)
+    return held
