@@ -35,7 +35,6 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
-    BIN,
     HOST,
     MODELS_DIR,
     REPO,
@@ -391,23 +390,14 @@ def run_floors(args: argparse.Namespace) -> dict[str, list[Result]]:
         env["FLOOR_TENANT_ID"] = asyncio.run(_floor_tenant(database))
         proc = subprocess.Popen(
             [
-                str(BIN / "uvicorn"),
-                "floors_app:app",
-                "--app-dir",
-                str(Path(__file__).resolve().parent),
+                sys.executable,
+                str(Path(__file__).resolve().parent / "floors_app.py"),
                 "--host",
                 HOST,
                 "--port",
                 str(port),
                 "--workers",
                 str(args.workers),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
             ],
             env=env,
             stdout=subprocess.DEVNULL,

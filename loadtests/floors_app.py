@@ -1,6 +1,7 @@
 """The floors under POST /v1/score: what any design on this stack pays before deciding.
 
-Served exactly like the API (uvicorn, uvloop, httptools, the same worker count):
+Served exactly like the API (`kit.serving.run`: uvicorn, uvloop, httptools, a listener per
+worker, the same worker count); `python loadtests/floors_app.py --port P --workers N`:
 
 - POST /floor/http validates the same `ScoreRequest` body and returns a fixed answer: the
   cost of HTTP, FastAPI and pydantic alone, with no source, model, cache or database.
@@ -13,6 +14,7 @@ The gap between these floors and a bare model server is what the ratio goal runs
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 from collections.abc import AsyncIterator
@@ -23,6 +25,7 @@ from records import record_factory
 
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.writer import AuditWriter
+from b2bscore.kit import serving
 from b2bscore.kit.db import create_engine, create_sessionmaker
 from b2bscore.scoring.schemas import ScoreRequest
 
@@ -56,3 +59,21 @@ async def audit_floor(body: ScoreRequest) -> dict[str, str]:
     """A validated request and a committed audit row."""
     row = await app.state.writer.record(app.state.record(app.state.tenant_id))
     return {"siren": body.siren, "decision_id": row.id}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    serving.run(
+        "floors_app:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
