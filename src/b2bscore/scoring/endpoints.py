@@ -58,7 +58,6 @@ async def score_company(
     return await service.score_request(
         body,
         principal=principal,
-        sessions=sessions,
         tools=service.ScoringTools(
             settings=state.settings,
             bundle=state.bundle,
@@ -66,6 +65,7 @@ async def score_company(
             cache=state.cache,
             audit=state.audit,
             tokenizer=state.tokenizer,
+            sessions=sessions,
         ),
         idempotency_key=idempotency_key,
         started=started,

@@ -60,7 +60,7 @@ def request_fingerprint(body: ScoreRequest) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ScoringTools:
-    """The long-lived things a decision uses: settings, model, providers, cache, audit."""
+    """The long-lived things a decision uses: settings, model, providers, cache, stores."""
 
     settings: Settings
     bundle: ModelBundle
@@ -68,13 +68,13 @@ class ScoringTools:
     cache: Cache
     audit: AuditWriter
     tokenizer: Tokenizer
+    sessions: SessionOpener  # the audit store, for idempotency lookups only
 
 
 async def score_request(
     body: ScoreRequest,
     *,
     principal: Principal,
-    sessions: SessionOpener,
     tools: ScoringTools,
     idempotency_key: str | None,
     started: float,
@@ -88,7 +88,6 @@ async def score_request(
         return await decide_and_record(
             body,
             principal=principal,
-            sessions=sessions,
             tools=tools,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
@@ -101,7 +100,7 @@ async def score_request(
 
     tenant_id = principal.tenant_id
     earlier_id = await idempotency.claim(cache, tenant_id, idempotency_key, fingerprint, deadline)
-    async with opened_session(sessions) as session:
+    async with opened_session(tools.sessions) as session:
         decisions = DecisionRepository(session)
         # Past the cache's 24 hours the audit store still knows the key.
         earlier = (
@@ -129,7 +128,6 @@ async def decide_and_record(
     body: ScoreRequest,
     *,
     principal: Principal,
-    sessions: SessionOpener,
     tools: ScoringTools,
     idempotency_key: str | None,
     fingerprint: str,
@@ -195,7 +193,7 @@ async def decide_and_record(
         row = await _record(tools.audit, record, deadline)
     except IdempotencyConflict as conflict:
         # A concurrent retry with the same key committed first: answer with its decision.
-        async with opened_session(sessions) as session:
+        async with opened_session(tools.sessions) as session:
             earlier = await DecisionRepository(session).get(
                 principal.tenant_id, conflict.decision_id
             )
