@@ -127,14 +127,32 @@ async def opened_session(sessions: SessionOpener) -> AsyncIterator[AsyncSession]
     session = await opened.__aenter__()
     try:
         yield session
-    finally:
-        try:
+    except BaseException as error:
+        await _close_quietly(opened, error)
+        raise
+    await _close_quietly(opened, None)
+
+
+async def _close_quietly(
+    opened: AbstractAsyncContextManager[AsyncSession], error: BaseException | None
+) -> None:
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
+    try:
+        if error is None:
             await opened.__aexit__(None, None, None)
-        except (SQLAlchemyError, OSError) as error:
-            # The work is done and its answer may be on its way: a connection that died
-            # under the session (a database restart) is discarded by the pool, and must
-            # not turn a finished unit of work into a server error.
-            log.warning("closing a database session failed: %s", type(error).__name__)
+        else:
+            await opened.__aexit__(type(error), error, error.__traceback__)
+    except (SQLAlchemyError, OSError) as close_error:
+        if close_error is error:
+            return  # the unit of work's own error, re-raised by the caller
+        # The work is done and its answer may be on its way: a connection that died
+        # under the session (a database restart) is discarded by the pool, and must not
+        # turn a finished unit of work into a server error.
+        log.warning("closing a database session failed: %s", type(close_error).__name__)
+        if task is not None and task.cancelling() > cancelling:
+            # A cancellation that arrived during the close must not be lost with it.
+            raise asyncio.CancelledError from close_error
 
 
 def alembic_config(url: str) -> Any:

@@ -11,26 +11,56 @@ them by a hash of their addresses.
 uvicorn's supervisor (health checks, restarts, signals) is kept. The parent only reserves
 the port with a socket it never listens on; handed to a worker, that socket pickles as
 "bind a listener of your own", so every worker the supervisor starts or restarts does.
+
+The trade-offs of per-worker queues: a worker whose event loop stalls still receives its
+share of new connections (the shared queue would have let another worker take them);
+connections waiting in a worker's own queue when it exits are reset, unless
+`net.ipv4.tcp_migrate_req=1` (Linux >= 5.14) hands them to the others.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
+
+log = logging.getLogger("uvicorn.error")
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to host:port in the port's SO_REUSEPORT group."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    # Bound without SO_REUSEPORT, so it fails while anything listens there, another
+    # b2bscore included: two instances must not silently share one port.
+    probe = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 class _PortReservation(socket.socket):
@@ -56,6 +86,7 @@ def run(app: str, **options: Any) -> None:
     config = uvicorn.Config(app, **options)
     if (
         config.workers <= 1
+        or config.should_reload
         or not balanced_workers_supported()
         or config.uds
         or config.fd is not None
@@ -63,7 +94,16 @@ def run(app: str, **options: Any) -> None:
     ):
         uvicorn.run(app, **options)
         return
+    if not _port_is_free(config.host, config.port):
+        log.error("%s:%d is already in use", config.host, config.port)
+        sys.exit(STARTUP_FAILURE)
     reservation = _PortReservation(config.host, config.port)
+    log.info(
+        "Uvicorn running on http://%s:%d with %d workers, a listener each",
+        config.host,
+        config.port,
+        config.workers,
+    )
     try:
         Multiprocess(config, sockets=[reservation]).run()
     except KeyboardInterrupt:
