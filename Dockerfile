@@ -7,7 +7,6 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install .
-COPY migrations ./migrations
 COPY models ./models
 RUN useradd --system --uid 10001 b2bscore && mkdir -p /app/var && chown b2bscore /app/var
 USER b2bscore

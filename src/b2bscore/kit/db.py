@@ -23,7 +23,8 @@ from sqlalchemy.orm import DeclarativeBase
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
+# Inside the package, so that an installed wheel finds them as a source checkout does.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
 class Base(DeclarativeBase):
