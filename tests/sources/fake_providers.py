@@ -126,8 +126,8 @@ def create_fake_app() -> FastAPI:
             return JSONResponse({"error": "boom"}, status_code=500)
         return JSONResponse(payloads.bodacc(siren))
 
-    @app.get("/accounting/v1/companies/{siren}/trial-balances")
-    async def trial_balances(siren: str) -> Response:
+    @app.get("/accounting/v1/companies/{siren}/fec")
+    async def fec_index(siren: str) -> Response:
         hits["accounting", siren] += 1
         if siren == ALL_HANG:
             await asyncio.sleep(HANG_SECONDS)
@@ -135,9 +135,15 @@ def create_fake_app() -> FastAPI:
             return JSONResponse({"error": "not_found"}, status_code=404)
         if siren == BOOKS_MALFORMED:
             return Response('{"siren": "1000', media_type="application/json")
+        name = payloads.fec_name(siren, 2025)
+        href = f"/accounting/v1/companies/{siren}/fec/{name}"
+        return JSONResponse({"siren": siren, "files": [{"name": name, "href": href}]})
+
+    @app.get("/accounting/v1/companies/{siren}/fec/{name}")
+    async def fec_file(siren: str, name: str) -> Response:
+        lines = payloads.SMALL_TRIAL_BALANCE
         if siren == BOOKS_UNBALANCED:
-            lines = [*payloads.SMALL_TRIAL_BALANCE, payloads.line("471000", debit="50.00")]
-            return JSONResponse(payloads.trial_balances(siren, years=[lines]))
-        return JSONResponse(payloads.trial_balances(siren))
+            lines = [*lines, payloads.line("471000", debit="50.00")]
+        return Response(payloads.fec_text(lines), media_type="text/plain")
 
     return app

@@ -207,7 +207,7 @@ def test_registry_shape_errors(path: list[Any], value: object, reason: str) -> N
 
 
 def test_pcg_mapping_on_a_small_balanced_trial_balance() -> None:
-    data = accounting.parse_raw({"trial_balances": payloads.trial_balances()}, AS_OF)
+    data = accounting.parse_raw(payloads.fec_raw(), AS_OF)
     (s,) = data.statements
     d = Decimal
     assert (s.fiscal_year, s.closing_date) == (2025, date(2025, 12, 31))
@@ -230,37 +230,35 @@ def test_pcg_mapping_on_a_small_balanced_trial_balance() -> None:
 
 def test_statements_newest_first() -> None:
     older = [dict(line) for line in payloads.SMALL_TRIAL_BALANCE]
-    books = payloads.trial_balances(years=[older, payloads.SMALL_TRIAL_BALANCE])
-    books["fiscal_years"].reverse()  # provider sent oldest first
-    data = accounting.parse_raw({"trial_balances": books}, AS_OF)
+    raw = payloads.fec_raw(years=[older, payloads.SMALL_TRIAL_BALANCE])
+    raw["fec"].reverse()  # provider sent oldest first
+    data = accounting.parse_raw(raw, AS_OF)
     assert [s.fiscal_year for s in data.statements] == [2025, 2024]
 
 
-def test_rounding_within_one_euro_is_tolerated_beyond_it_is_unbalanced() -> None:
-    lines = [*payloads.SMALL_TRIAL_BALANCE, payloads.line("471000", debit="0.99")]
-    accounting.parse_raw({"trial_balances": payloads.trial_balances(years=[lines])}, AS_OF)
-    lines = [*payloads.SMALL_TRIAL_BALANCE, payloads.line("471000", debit="1.01")]
-    with pytest.raises(SourceFormatError, match="unbalanced"):
-        accounting.parse_raw({"trial_balances": payloads.trial_balances(years=[lines])}, AS_OF)
+def test_an_unbalanced_entry_is_refused_even_by_a_cent() -> None:
+    lines = [*payloads.SMALL_TRIAL_BALANCE, payloads.line("471000", debit="0.01")]
+    with pytest.raises(SourceFormatError, match=r"line 2, column Debit: entry OD OD2025-1"):
+        accounting.parse_raw(payloads.fec_raw(years=[lines]), AS_OF)
 
 
-def test_no_fiscal_year_is_empty_books() -> None:
-    data = accounting.parse_raw({"trial_balances": payloads.trial_balances(years=[])}, AS_OF)
-    assert data.statements == ()
+def test_no_file_is_a_format_error() -> None:
+    with pytest.raises(SourceFormatError, match="no file"):
+        accounting.parse_raw(payloads.fec_raw(years=[]), AS_OF)
 
 
 @pytest.mark.parametrize(
     ("path", "value", "reason"),
     [
-        (["trial_balances"], _DELETE, "trial_balances"),
-        (["trial_balances", "fiscal_years", 0, "lines", 0, "debit"], _DELETE, "debit"),
-        (["trial_balances", "fiscal_years", 0, "lines", 0, "credit"], 10000, "credit"),
-        (["trial_balances", "fiscal_years", 0, "lines", 0, "account"], "10A000", "account"),
-        (["trial_balances", "fiscal_years", 0, "closing_date"], _DELETE, "closing_date"),
-        (["trial_balances", "currency"], "USD", "EUR"),
+        (["fec"], _DELETE, "fec"),
+        (["fec", 0, "text"], _DELETE, "text"),
+        (["fec", 0, "text"], "", "line 1: empty file"),
+        (["fec", 0, "text"], "JournalCode;JournalLib\n", "line 1: header"),
+        (["fec", 0, "text"], payloads.FEC_HEADER.replace("|Debit", ""), "column Debit: missing"),
+        (["fec", 0, "text"], payloads.FEC_HEADER + "\nOD|x", "line 2: 2 columns, the header has 18"),
     ],
 )
 def test_accounting_shape_errors(path: list[Any], value: object, reason: str) -> None:
-    raw = {"trial_balances": payloads.trial_balances()}
+    raw = payloads.fec_raw()
     with pytest.raises(SourceFormatError, match=reason):
         accounting.parse_raw(_break(raw, path, value), AS_OF)

@@ -110,6 +110,36 @@ def _error_code(content: bytes) -> str | None:
     return code if isinstance(code, str) and len(code) <= 64 and code.isidentifier() else None
 
 
+# A fiscal year's FEC of a large SME is a few megabytes; beyond this it is not one company's.
+MAX_TEXT_BYTES = 32 * 1024 * 1024
+
+
+async def get_text(client: httpx.AsyncClient, url: str, *, what: str) -> str:
+    """GET url and return its body as text (a FEC file), mapping failures to SourceErrors."""
+    try:
+        response = await client.get(resolve_link(client, url), headers={"Accept": "text/plain"})
+    except httpx.TimeoutException as error:
+        raise SourceUpstreamError(f"{what}: timeout") from error
+    except httpx.HTTPError as error:
+        raise SourceUpstreamError(f"{what}: {type(error).__name__}") from error
+    status = response.status_code
+    if status in (401, 403, 404):
+        reason = f"{what}: http {status}"
+        if status == 404:
+            raise SourceAbsent(reason)
+        raise SourceUnavailable(reason)
+    if status != 200:
+        raise SourceUpstreamError(f"{what}: http {status}")
+    if len(response.content) > MAX_TEXT_BYTES:
+        raise SourceFormatError(f"{what}: body over {MAX_TEXT_BYTES} bytes")
+    # Encoding (UTF-8 or Latin-1) is the FEC reader's to sort out; keep every byte.
+    raw = response.content
+    try:
+        return raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 async def get_json(
     client: httpx.AsyncClient,
     url: str,
