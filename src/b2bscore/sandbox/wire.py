@@ -26,7 +26,7 @@ _FAMILY_LABELS = {
     "modification": "Modifications diverses",
     "vente": "Ventes et cessions",
     "radiation": "Radiations",
-    "depot": "Dépôts des comptes",
+    "dpc": "Dépôts des comptes",
 }
 
 
