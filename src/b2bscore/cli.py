@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from b2bscore.decisions.cli import audit_app
+from b2bscore.sources.cli import providers_app
 from b2bscore.tenants.cli import keys_app
 
 app = typer.Typer(help="b2bscore: instant, explainable B2B credit decisions.", no_args_is_help=True)
@@ -23,6 +24,7 @@ db_app = typer.Typer(help="Audit store schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(providers_app, name="providers")
 
 SANDBOX_TENANT = "sandbox"
 SANDBOX_SCOPES = ("score:write", "decisions:read")
