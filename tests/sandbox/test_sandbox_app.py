@@ -16,8 +16,8 @@ import uvicorn
 from b2bscore.sandbox import wire
 from b2bscore.sandbox.app import create_sandbox_app
 from b2bscore.sandbox.profile import SandboxProfile
-from b2bscore.training.world import SCENARIOS, company, sample_sirens
 from b2bscore.sources.fec import FecError, parse_fec
+from b2bscore.training.world import SCENARIOS, company, sample_sirens
 
 
 def _free_port() -> int:

@@ -245,7 +245,11 @@ def fec_raw(
     years = years if years is not None else [SMALL_TRIAL_BALANCE]
     return {
         "fec": [
-            {"name": fec_name(siren, 2025 - i), "origin": "provider", "text": fec_text(lines, 2025 - i)}
+            {
+                "name": fec_name(siren, 2025 - i),
+                "origin": "provider",
+                "text": fec_text(lines, 2025 - i),
+            }
             for i, lines in enumerate(years)
         ]
     }

@@ -188,7 +188,9 @@ def test_jugement_without_nature_or_not_an_object() -> None:
     assert [a.nature for a in data.announcements] == [None, None]
 
 
-def _notice(day: str, nature: str | None, family: str = "collective", **extra: Any) -> dict[str, Any]:
+def _notice(
+    day: str, nature: str | None, family: str = "collective", **extra: Any
+) -> dict[str, Any]:
     jugement = None if nature is None else orjson.dumps({"nature": nature, "date": day}).decode()
     return {"familleavis": family, "dateparution": day, "jugement": jugement, **extra}
 
@@ -208,14 +210,16 @@ def test_a_malformed_record_is_dropped_and_counted_never_fatal() -> None:
     )
     assert [a.family for a in data.announcements] == ["collective", "vente"]
     assert data.dropped == 3
-    assert data.note is not None and "3 malformed record(s) dropped" in data.note
+    assert data.note is not None
+    assert "3 malformed record(s) dropped" in data.note
     assert data.note.endswith("(dateparution: missing or not a date)")
     assert (data.siren, data.naf) == ("111111118", "62.01Z")  # Sirene data survives
 
 
 def test_a_bad_bodacc_envelope_leaves_sirene_usable() -> None:
-    for bodacc in ({"results": "x"}, [], "garbage", {"total_count": 3}):
-        data = registry.parse_raw({"sirene": payloads.sirene(), "bodacc": bodacc}, AS_OF)
+    answers: tuple[object, ...] = ({"results": "x"}, [], "garbage", {"total_count": 3})
+    for answer in answers:
+        data = registry.parse_raw({"sirene": payloads.sirene(), "bodacc": answer}, AS_OF)
         assert data.announcements == ()
         assert data.note == "bodacc: results missing: no announcements"
         assert data.siren == "111111118"
@@ -231,7 +235,9 @@ def test_jugement_as_an_object_and_the_dpc_family() -> None:
 
 
 def test_a_closed_procedure_is_not_ongoing_and_later_notices_do_not_reset_it() -> None:
-    opening = _notice("2023-01-10", "Jugement d'ouverture d'une procédure de redressement judiciaire")
+    opening = _notice(
+        "2023-01-10", "Jugement d'ouverture d'une procédure de redressement judiciaire"
+    )
     plan = _notice("2023-09-01", "Jugement arrêtant le plan de redressement")
     creditors = _notice("2024-02-01", "Avis de dépôt de l'état des créances")
     data = _registry(creditors, plan, opening)
@@ -243,7 +249,9 @@ def test_a_closed_procedure_is_not_ongoing_and_later_notices_do_not_reset_it() -
     assert vector[NAMES.index("collective_proceedings")] == 0.0
     assert vector[NAMES.index("days_since_collective")] == (AS_OF - date(2023, 1, 10)).days
     # A new procedure after the closed one starts afresh.
-    conversion = _notice("2025-09-01", "Jugement prononçant la conversion en liquidation judiciaire")
+    conversion = _notice(
+        "2025-09-01", "Jugement prononçant la conversion en liquidation judiciaire"
+    )
     reopened = _notice("2025-07-01", "Jugement d'ouverture d'une procédure de sauvegarde")
     data = _registry(creditors, closure, plan, opening, conversion, reopened)
     assert (data.proceedings_opened_on, data.ongoing_proceeding) == (date(2025, 7, 1), True)
@@ -253,7 +261,9 @@ def test_a_closed_procedure_is_not_ongoing_and_later_notices_do_not_reset_it() -
 
 
 def test_lifecycle_steps() -> None:
-    assert bodacc.classify("collective", "Jugement de clôture pour insuffisance d'actif") == "closure"
+    assert (
+        bodacc.classify("collective", "Jugement de clôture pour insuffisance d'actif") == "closure"
+    )
     assert bodacc.classify("collective", "Jugement de conversion en liquidation judiciaire") == (
         "conversion"
     )
@@ -354,7 +364,11 @@ def test_no_file_is_a_format_error() -> None:
         (["fec", 0, "text"], "", "line 1: empty file"),
         (["fec", 0, "text"], "JournalCode;JournalLib\n", "line 1: header"),
         (["fec", 0, "text"], payloads.FEC_HEADER.replace("|Debit", ""), "column Debit: missing"),
-        (["fec", 0, "text"], payloads.FEC_HEADER + "\nOD|x", "line 2: 2 columns, the header has 18"),
+        (
+            ["fec", 0, "text"],
+            payloads.FEC_HEADER + "\nOD|x",
+            "line 2: 2 columns, the header has 18",
+        ),
     ],
 )
 def test_accounting_shape_errors(path: list[Any], value: object, reason: str) -> None:

@@ -66,7 +66,7 @@ class Dialect:
 def dialect_of(siren: str) -> Dialect:
     """The FEC dialect of a company's accounting software (deterministic per SIREN)."""
     h = hashlib.blake2b(f"fec-dialect:{siren}".encode(), digest_size=8).digest()
-    columns = BASE_COLUMNS + CURRENCY_COLUMNS
+    columns: tuple[str, ...] = BASE_COLUMNS + CURRENCY_COLUMNS
     if h[4] % 4 == 1:
         columns = BASE_COLUMNS
     elif h[4] % 4 == 2:

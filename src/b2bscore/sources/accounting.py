@@ -125,10 +125,7 @@ def statement_of(balances: Mapping[str, Decimal], closing_date: date) -> Financi
     other_receivables = g.debit_side(*_THIRD_PARTIES, exclude=("41",)) + g.bal(
         "49", exclude=("491",)
     )
-    cash = (
-        g.bal("50", "52", "53", "54", "58", "59")
-        + g.debit_side(*_BANKS, exclude=_OVERDRAFT)
-    )
+    cash = g.bal("50", "52", "53", "54", "58", "59") + g.debit_side(*_BANKS, exclude=_OVERDRAFT)
     overdraft = g.cr(*_OVERDRAFT) + g.credit_side(*_BANKS, exclude=_OVERDRAFT)
     current_assets = inventory + receivables + other_receivables + cash
     current_liabilities = g.credit_side(*_THIRD_PARTIES) + overdraft
@@ -198,9 +195,7 @@ async def fetch_accounting(client: httpx.AsyncClient, siren: str) -> dict[str, A
     if not index.files:
         raise SourceFormatError("fec index: no file")
     wanted = index.files[:MAX_YEARS]
-    texts = await asyncio.gather(
-        *(get_text(client, f.href, what="fec") for f in wanted)
-    )
+    texts = await asyncio.gather(*(get_text(client, f.href, what="fec") for f in wanted))
     return {
         "fec": [
             {"name": f.name, "origin": "provider", "text": text}

@@ -20,8 +20,8 @@ from b2bscore.kit.packed import pack_json
 from b2bscore.sources import accounting, open_banking, registry
 from b2bscore.sources.cache import SourceCache
 from b2bscore.sources.clients import ProviderClients
-from b2bscore.sources.sirene import SireneQuota
 from b2bscore.sources.errors import SourceAbsent, SourceError, SourceUnavailable
+from b2bscore.sources.sirene import SireneQuota
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import (
     AccountingData,

@@ -17,7 +17,7 @@ import httpx
 from b2bscore.sources import bodacc as bodacc_source
 from b2bscore.sources import sirene as sirene_source
 from b2bscore.sources.errors import SourceFormatError
-from b2bscore.sources.types import RegistryData
+from b2bscore.sources.types import Announcement, RegistryData
 
 
 def parse_raw(raw: Mapping[str, Any], as_of: date) -> RegistryData:
@@ -26,7 +26,7 @@ def parse_raw(raw: Mapping[str, Any], as_of: date) -> RegistryData:
     current = unit.current()
     if current is None:
         raise SourceFormatError("sirene: no period")
-    announcements: tuple[bodacc_source.Announcement, ...] = ()
+    announcements: tuple[Announcement, ...] = ()
     dropped = 0
     bodacc_note: str | None = None
     bodacc_raw = raw.get("bodacc")
@@ -40,7 +40,9 @@ def parse_raw(raw: Mapping[str, Any], as_of: date) -> RegistryData:
         else:
             announcements, dropped = notices.announcements, notices.dropped
             if dropped:
-                bodacc_note = f"bodacc: {dropped} malformed record(s) dropped ({notices.first_error})"
+                bodacc_note = (
+                    f"bodacc: {dropped} malformed record(s) dropped ({notices.first_error})"
+                )
     state = bodacc_source.lifecycle(announcements)
     return RegistryData(
         as_of=as_of,

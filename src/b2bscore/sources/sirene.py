@@ -95,7 +95,9 @@ def parse_unit(body: object) -> UniteLegale:
 
 def absent_message(body: object) -> str | None:
     """The message of a Sirene 'not found' answer (``header.statut`` 404), else None."""
-    header = body.get("header") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return None
+    header = body.get("header")
     if isinstance(header, dict) and header.get("statut") == 404 and "uniteLegale" not in body:
         message = header.get("message")
         return message if isinstance(message, str) else "not found"
