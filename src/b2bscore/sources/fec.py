@@ -67,7 +67,7 @@ class FecError(ValueError):
 class FecBooks:
     """The balances of one FEC file (one fiscal year), by general account number."""
 
-    balances: dict[str, Decimal]  # account -> debit - credit, account as written (no padding cut)
+    balances: dict[str, Decimal]  # canonical account (see canonical_account) -> debit - credit
     first_date: date
     last_date: date
     closing_date: date
@@ -100,6 +100,13 @@ def _canonical(name: str) -> str:
 _CANONICAL_NAMES = {
     _canonical(n): n for n in (*REQUIRED_COLUMNS, "Montantdevise", "Idevise", *_SIGNED_COLUMNS)
 }
+
+
+def canonical_account(account: str) -> str:
+    """One spelling per account whatever the padding: 401, 401000 and 40100000 are one."""
+    # Trailing zeros carry no meaning in the PCG (4010 is 401's first sub-account, written
+    # as 401 padded), so they are dropped and the number padded back to 8 characters.
+    return account.rstrip("0").ljust(8, "0")
 
 
 def parse_amount(text: str, *, line: int, column: str) -> Decimal:
@@ -216,7 +223,7 @@ def parse_fec(raw: bytes | str, *, closing_date: date | None = None) -> FecBooks
         else:
             sums[0] += debit
             sums[1] += credit
-        balances[account] += debit - credit
+        balances[canonical_account(account)] += debit - credit
         total_debit += debit
         total_credit += credit
         first = when if first is None or when < first else first
