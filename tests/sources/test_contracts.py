@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -24,7 +25,7 @@ def _files() -> list[tuple[str, Path]]:
     return [(provider, path) for (provider, _), path in sorted(seen.items())]
 
 
-def _parse(provider: str, path: Path) -> tuple[int, str, dict[str, object] | None]:
+def _parse(provider: str, path: Path) -> tuple[int, str, dict[str, Any] | None]:
     result = CliRunner().invoke(app, ["providers", "parse", provider, str(path)])
     lines = result.stdout.strip().splitlines()
     record = json.loads(lines[-1]) if result.exit_code == 0 and lines else None
@@ -79,7 +80,9 @@ def test_bodacc_liquidation() -> None:
 def test_fec_odoo() -> None:
     _, _, record = _parse("fec", HERE / "fec/odoo_l10n_fr_fec_pipe.txt")
     assert record is not None
-    (year,) = record["fiscal_years"]  # type: ignore[misc]
+    years = record["fiscal_years"]
+    assert isinstance(years, list)
+    (year,) = years
     assert year["closing_date"] == "2021-05-02"
     assert year["revenue"] == "6467.04"  # 1437.12 + 1676.64 + 3353.28
     assert year["result"] == "6467.04"
