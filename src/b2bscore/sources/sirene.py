@@ -110,11 +110,12 @@ class SireneQuota:
 
     cache: Cache
     per_minute: int
+    key: str = QUOTA_KEY
 
     async def acquire(self, deadline: float | None) -> None:
         """Count one call, waiting for the next window if the deadline allows; else raise."""
         while True:
-            hits, seconds_left = await self.cache.incr_window(QUOTA_KEY, QUOTA_WINDOW_SECONDS)
+            hits, seconds_left = await self.cache.incr_window(self.key, QUOTA_WINDOW_SECONDS)
             if hits <= self.per_minute:
                 return
             if deadline is None or time.monotonic() + seconds_left >= deadline:
