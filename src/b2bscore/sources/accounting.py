@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -52,52 +51,47 @@ class _Index(_Wire):
     files: list[_IndexFile]
 
 
-@dataclass(frozen=True, slots=True)
 class Ledger:
-    """Balances by account of one fiscal year, read by PCG prefix."""
+    """Balances by account of one fiscal year, read by PCG prefix (prefixes of 1-4 digits)."""
 
-    balances: Mapping[str, Decimal]
+    __slots__ = ("_credit", "_debit", "_net")
+
+    def __init__(self, balances: Mapping[str, Decimal]) -> None:
+        # One pass builds every prefix's sums, so each lookup below is a dict read.
+        net: dict[str, Decimal] = {}
+        debit: dict[str, Decimal] = {}
+        credit: dict[str, Decimal] = {}
+        for account, amount in balances.items():
+            side = debit if amount > 0 else credit if amount < 0 else None
+            for n in range(1, 5):
+                prefix = account[:n]
+                net[prefix] = net.get(prefix, _ZERO) + amount
+                if side is not None:
+                    side[prefix] = side.get(prefix, _ZERO) + amount
+        self._net, self._debit, self._credit = net, debit, credit
+
+    @staticmethod
+    def _sum(
+        table: Mapping[str, Decimal], prefixes: tuple[str, ...], exclude: tuple[str, ...]
+    ) -> Decimal:
+        total = sum((table.get(p, _ZERO) for p in prefixes), _ZERO)
+        return total - sum((table.get(p, _ZERO) for p in exclude), _ZERO)
 
     def bal(self, *prefixes: str, exclude: tuple[str, ...] = ()) -> Decimal:
-        """Sum of (debit - credit) over accounts starting with any of prefixes."""
-        return sum(
-            (
-                amount
-                for account, amount in self.balances.items()
-                if account.startswith(prefixes) and not (exclude and account.startswith(exclude))
-            ),
-            _ZERO,
-        )
+        """Sum of (debit - credit) over accounts starting with prefixes (exclude: inside them)."""
+        return self._sum(self._net, prefixes, exclude)
 
     def cr(self, *prefixes: str, exclude: tuple[str, ...] = ()) -> Decimal:
-        """Sum of (credit - debit) over accounts starting with any of prefixes."""
+        """Sum of (credit - debit) over accounts starting with any of prefixes, less exclude."""
         return -self.bal(*prefixes, exclude=exclude)
 
     def debit_side(self, *prefixes: str, exclude: tuple[str, ...] = ()) -> Decimal:
         """Sum of the debit balances (assets) among accounts starting with prefixes."""
-        return sum(
-            (
-                amount
-                for account, amount in self.balances.items()
-                if amount > 0
-                and account.startswith(prefixes)
-                and not (exclude and account.startswith(exclude))
-            ),
-            _ZERO,
-        )
+        return self._sum(self._debit, prefixes, exclude)
 
     def credit_side(self, *prefixes: str, exclude: tuple[str, ...] = ()) -> Decimal:
         """Sum of the credit balances (liabilities), as positive amounts, among prefixes."""
-        return -sum(
-            (
-                amount
-                for account, amount in self.balances.items()
-                if amount < 0
-                and account.startswith(prefixes)
-                and not (exclude and account.startswith(exclude))
-            ),
-            _ZERO,
-        )
+        return -self._sum(self._credit, prefixes, exclude)
 
 
 _THIRD_PARTIES = ("40", "41", "42", "43", "44", "45", "46", "47", "48")
@@ -111,7 +105,7 @@ def statement_of(balances: Mapping[str, Decimal], closing_date: date) -> Financi
     # Income statement. A pre-closing file still holds classes 6 and 7: its result is
     # theirs. A closed file has moved it to account 12.
     pl_result = g.cr("7") - g.bal("6")
-    pre_closing = any(a.startswith(("6", "7")) and v for a, v in balances.items())
+    pre_closing = any(v for a, v in balances.items() if a[:1] in ("6", "7"))
     revenue = g.cr("70")
     ebitda = g.cr("70", "71", "72", "74", "75") - g.bal("60", "61", "62", "63", "64", "65")
     ebit = ebitda - g.bal("681") + g.cr("781")
