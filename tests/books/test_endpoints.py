@@ -245,3 +245,11 @@ class TestPostBooks:
         assert r.status_code == 201, r.text
         assert r.json()["mode"] == "live"
         assert r.json()["revenue"] == "6467.04"
+        # No live provider is configured here: the live decision still reads these books.
+        score = {"siren": THIN, "requested_amount": "2000.00", "product": "credit_line"}
+        answer = await api.post(
+            "/v1/score", json=score, headers={"Authorization": f"Bearer {keys.live}"}
+        )
+        sources = answer.json()["sources"]
+        assert sources["accounting"]["status"] == "ok"
+        assert sources["registry"]["status"] == sources["open_banking"]["status"] == "unavailable"

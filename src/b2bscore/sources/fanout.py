@@ -251,16 +251,20 @@ async def gather_sources(
 ) -> SourceBundle:
     """The three sources of siren, each with its status, by deadline (time.monotonic()).
 
-    clients None (no provider configured for this mode) makes every source unavailable.
+    clients None (no provider configured for this mode) makes every source unavailable, but
+    for the lender's uploaded books.
     uploaded_books, when given, is asked for the lender's own books before the accounting
     provider; accounting_namespace then keeps their cache entries apart per tenant.
     """
     started = time.perf_counter()
     order = (SourceName.OPEN_BANKING, SourceName.ACCOUNTING, SourceName.REGISTRY)
     if clients is None:
-        return _bundle(
-            {n: _failed(n, SourceStatus.UNAVAILABLE, "not configured", started) for n in order}
-        )
+        if uploaded_books is None:
+            return _bundle(
+                {n: _failed(n, SourceStatus.UNAVAILABLE, "not configured", started) for n in order}
+            )
+        # No provider for this mode, but the lender's own books may be there.
+        clients = ProviderClients(None, None, None, None)
     if not _valid_siren(siren):
         return _bundle(
             {n: _failed(n, SourceStatus.UNAVAILABLE, "invalid siren", started) for n in order}
