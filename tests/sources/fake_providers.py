@@ -10,6 +10,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -28,6 +29,7 @@ BANK_FOREIGN_LINK = "100000010"
 ALL_HANG = "100000011"
 UNKNOWN = "100000012"
 BOOKS_UNBALANCED = "100000013"
+BODACC_GARBLED = "100000014"  # one record without dateparution, one jugement as an object
 
 HANG_SECONDS = 3.0
 
@@ -124,7 +126,12 @@ def create_fake_app() -> FastAPI:
         hits["bodacc", siren] += 1
         if siren == BODACC_DOWN:
             return JSONResponse({"error": "boom"}, status_code=500)
-        return JSONResponse(payloads.bodacc(siren))
+        body = payloads.bodacc(siren)
+        if siren == BODACC_GARBLED:
+            del body["results"][0]["dateparution"]
+            collective = body["results"][1]
+            collective["jugement"] = orjson.loads(collective["jugement"])
+        return JSONResponse(body)
 
     @app.get("/accounting/v1/companies/{siren}/fec")
     async def fec_index(siren: str) -> Response:

@@ -156,6 +156,19 @@ async def test_bodacc_down_leaves_registry_ok(fake_clients: ProviderClients) -> 
     assert "bodacc" in (bundle.registry.detail or "")
 
 
+async def test_a_garbled_bodacc_record_is_dropped_counted_and_never_fatal(
+    fake_clients: ProviderClients,
+) -> None:
+    bundle = await _gather(fp.BODACC_GARBLED, fake_clients)
+    assert bundle.registry.status == OK
+    assert bundle.record is not None
+    assert [a.family for a in bundle.record.announcements] == ["collective"]
+    assert bundle.record.ongoing_proceeding is True  # read from the jugement object
+    assert bundle.registry.detail == (
+        "bodacc: 1 malformed record(s) dropped (dateparution: missing or not a date)"
+    )
+
+
 async def test_missing_providers_and_consent_are_unavailable(fake_url: str) -> None:
     clients = ProviderClients(open_banking=None, sirene=None, bodacc=None, accounting=None)
     bundle = await _gather(fp.OK, clients)
