@@ -134,6 +134,13 @@ class TestPostBooks:
         r = await api.post(f"/v1/companies/{THIN}/books", content=b"", headers=_auth(keys.writer))
         assert r.status_code == 422
         assert r.json()["errors"][0]["field"] == "body"
+        r = await api.post(
+            f"/v1/companies/{THIN}/books?filename=552100554FEC20251231.txt",
+            content=_books_fec(),
+            headers=_auth(keys.writer),
+        )
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "filename"
         assert await _stored(pg_engine) == before
 
     async def test_422_bad_file_names_line_and_column_and_stores_nothing(

@@ -18,6 +18,7 @@ from b2bscore.tenants.service import Principal
 router = APIRouter(prefix="/v1/companies", tags=["books"])
 # The guard middleware lets this path through with its own size limit and any media type.
 BOOKS_PATH = re.compile(r"^/v1/companies/[^/]+/books$")
+FEC_FILE_NAME = re.compile(r"(?P<siren>\d{9})FEC\d{8}", re.IGNORECASE)
 
 BooksWriter = Annotated[Principal, requires("score:write", rate_limited=True)]
 
@@ -70,6 +71,10 @@ async def post_books(
     compact = siren.replace(" ", "")
     if not (len(compact) == 9 and compact.isdigit() and std_siren.is_valid(compact)):
         raise _invalid("siren", "not a valid SIREN")
+    named = FEC_FILE_NAME.search(filename or "")
+    if named is not None and named.group("siren") != compact:
+        # A file named after another company is most likely the wrong upload.
+        raise _invalid("filename", "names another SIREN than the path")
     raw = await _body(request, state.settings.books_max_bytes)
     if not raw:
         raise _invalid("body", "empty: send the FEC file as the body")
