@@ -103,6 +103,17 @@ def test_without_currency_columns_with_regime_columns_and_montant_sens() -> None
     assert books.balances["70600000"] == Decimal("-10000.00")
 
 
+def test_a_separator_inside_the_label_and_thousands_separators() -> None:
+    rows = [
+        "OD|J|1|20250101|512|Banque|||P|20250101|Virement | loyer | mars|1,437.12|0,00|||"
+        "20250101||",
+        "OD|J|1|20250101|101|Capital|||P|20250101|x|0,00|1 437,12|||20250101||",
+    ]
+    books = parse_fec(_text(rows))
+    assert books.balances["51200000"] == Decimal("1437.12")
+    assert books.balanced
+
+
 def test_padded_signed_amounts_and_lowercase_headers() -> None:
     rows = [_row("OD", "1", "20250101", "512", " 000000000001437,12", "0,00"),
             _row("OD", "1", "20250101", "101", "0,00", "1.437,12")]  # fmt: skip

@@ -114,8 +114,12 @@ def parse_amount(text: str, *, line: int, column: str) -> Decimal:
     cleaned = text.strip().replace(" ", "").replace("\u00a0", "")
     if not cleaned:
         return _ZERO
-    if "," in cleaned:
-        cleaned = cleaned.replace(".", "").replace(",", ".")
+    if "," in cleaned and "." in cleaned:
+        # Both marks: the last one is the decimal separator, the other groups thousands.
+        thousands = "." if cleaned.rfind(",") > cleaned.rfind(".") else ","
+        cleaned = cleaned.replace(thousands, "").replace(",", ".")
+    elif "," in cleaned:
+        cleaned = cleaned.replace(",", ".")
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
@@ -179,6 +183,7 @@ def parse_fec(raw: bytes | str, *, closing_date: date | None = None) -> FecBooks
     width = len(names)
     col_journal, col_num = index["JournalCode"], index["EcritureNum"]
     col_date, col_account = index["EcritureDate"], index["CompteNum"]
+    col_label = index.get("EcritureLib")
 
     balances: dict[str, Decimal] = defaultdict(lambda: _ZERO)
     entry_sums: dict[tuple[str, str], list[Decimal]] = {}
@@ -191,6 +196,12 @@ def parse_fec(raw: bytes | str, *, closing_date: date | None = None) -> FecBooks
         if not row.strip():
             continue
         cells = row.split(separator)
+        if len(cells) > width and col_label is not None:
+            # Exporters leave the separator inside EcritureLib, the free-text label; the
+            # columns around it are fixed, so the extra cells belong to it.
+            extra = len(cells) - width
+            label = separator.join(cells[col_label : col_label + extra + 1])
+            cells = [*cells[:col_label], label, *cells[col_label + extra + 1 :]]
         if len(cells) != width:
             raise FecError(f"{len(cells)} columns, the header has {width}", line=number)
         journal = cells[col_journal].strip()
