@@ -233,6 +233,7 @@ class TestPostBooks:
         )
         assert after.status_code == 200
         assert after.json()["sources"]["accounting"]["status"] == "ok"
+        assert after.json()["sources"]["accounting"]["detail"] == "books uploaded by the lender"
         decision = await api.get(
             f"/v1/decisions/{after.json()['decision_id']}",
             headers={"Authorization": f"Bearer {keys.writer}"},

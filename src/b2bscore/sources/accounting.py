@@ -176,7 +176,8 @@ def parse_raw(raw: Mapping[str, Any], as_of: date) -> AccountingData:
     if not record.fec:
         raise SourceFormatError("fec: no file")
     statements = statements_of_files((f.name, f.text) for f in record.fec)
-    return AccountingData(as_of=as_of, statements=statements[:MAX_YEARS])
+    origin = "upload" if any(f.origin == "upload" for f in record.fec) else "provider"
+    return AccountingData(as_of=as_of, statements=statements[:MAX_YEARS], origin=origin)
 
 
 async def fetch_accounting(client: httpx.AsyncClient, siren: str) -> dict[str, Any]:

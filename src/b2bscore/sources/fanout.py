@@ -94,8 +94,13 @@ def _parser(name: SourceName, tokenizer: Tokenizer) -> Parse:
 
 
 def _detail(data: Data) -> str | None:
-    # What a usable source still lacks: BODACC down, malformed records dropped.
-    return data.note if isinstance(data, RegistryData) else None
+    # What a usable source still lacks (BODACC down, malformed records dropped), or where
+    # it came from when that is not the provider (the lender's own books).
+    if isinstance(data, RegistryData):
+        return data.note
+    if isinstance(data, AccountingData) and data.origin == "upload":
+        return "books uploaded by the lender"
+    return None
 
 
 class _Run:

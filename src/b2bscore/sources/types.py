@@ -199,6 +199,7 @@ class AccountingData:
 
     as_of: date
     statements: tuple[FinancialStatement, ...]
+    origin: str | None = None  # "upload" (the lender's FEC) or "provider"
 
 
 # --- registry (INSEE Sirene + BODACC) ---------------------------------------------
