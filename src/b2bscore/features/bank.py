@@ -89,7 +89,7 @@ def _computed_bank_features(bank: BankData) -> tuple[float, ...]:
     oldest = max(int(age[booked].max()), 0)
     keep = booked & (age >= 0) & (age < _AXIS_DAYS)
     amt = cols.amount[keep]
-    rej = cols.marked(_REJECT_MARKERS)[keep] & (amt > 0.0)
+    rej = (cols.marked(_REJECT_MARKERS) | cols.coded_reject)[keep] & (amt > 0.0)
     if all(balanced):
         in_bal = np.ones(amt.size, dtype=np.bool_)
     else:

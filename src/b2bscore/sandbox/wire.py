@@ -305,9 +305,12 @@ def render_trial_balances(company: Company, as_of: date) -> dict[str, Any] | Non
 
 def render_company(company: Company, as_of: date) -> dict[str, Any]:
     """The fault-free raw records of all three sources, exactly as the adapters store them."""
+    # stet.py builds its second dialect on this module's renderers, hence the late import.
+    from b2bscore.sandbox import stet
+
     books = render_trial_balances(company, as_of)
     return {
-        "open_banking": render_open_banking(company, as_of),
+        "open_banking": stet.render_open_banking(company, as_of),
         "accounting": None if books is None else {"trial_balances": books},
         "registry": render_registry(company, as_of),
     }

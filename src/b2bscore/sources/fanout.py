@@ -43,17 +43,18 @@ def _valid_siren(siren: str) -> bool:
     return len(siren) == 9 and siren.isascii() and siren.isdigit()
 
 
-def _fetcher(name: SourceName, siren: str, clients: ProviderClients) -> Fetch:
+def _fetcher(name: SourceName, siren: str, clients: ProviderClients, deadline: float) -> Fetch:
     """The fetch of one source, raising SourceUnavailable when it cannot be asked at all."""
 
     async def fetch() -> dict[str, Any]:
         if name is SourceName.OPEN_BANKING:
-            if clients.open_banking is None:
+            bank = clients.bank_client(siren)
+            if bank is None:
                 raise SourceUnavailable("not configured")
             token = clients.consent_token(siren)
             if token is None:
                 raise SourceUnavailable("no consent")
-            return await open_banking.fetch_open_banking(clients.open_banking, token)
+            return await open_banking.fetch_open_banking(bank, token, deadline=deadline)
         if name is SourceName.ACCOUNTING:
             if clients.accounting is None:
                 raise SourceUnavailable("not configured")
@@ -73,9 +74,11 @@ def _parser(name: SourceName, tokenizer: Tokenizer) -> Parse:
     return registry.parse_raw
 
 
-def _detail(name: SourceName, raw: Mapping[str, Any]) -> str | None:
+def _detail(name: SourceName, raw: Mapping[str, Any], data: Data) -> str | None:
     if name is SourceName.REGISTRY and registry.bodacc_missing(raw):
         return "bodacc unavailable: no announcements"
+    if isinstance(data, BankData):
+        return open_banking.dropped_detail(data)
     return None
 
 
@@ -90,7 +93,9 @@ class _Run:
         tokenizer: Tokenizer,
         as_of: date,
         namespace: str,
+        deadline: float,
     ) -> None:
+        self.deadline = deadline
         self.siren = siren
         self.clients = clients
         self.cache = cache
@@ -114,7 +119,8 @@ class _Run:
                     if hit.parsed is None:
                         try:
                             raw = hit.raw()
-                            hit.parsed, hit.detail = parse(raw, hit.as_of), _detail(name, raw)
+                            hit.parsed = parse(raw, hit.as_of)
+                            hit.detail = _detail(name, raw, hit.parsed)
                         except SourceError:
                             hit = None  # written by another version of the parser: fetch afresh
                     if hit is not None:
@@ -128,7 +134,7 @@ class _Run:
                             packed_raw=hit.packed_raw,
                         )
             try:
-                raw = await _fetcher(name, self.siren, self.clients)()
+                raw = await _fetcher(name, self.siren, self.clients, self.deadline)()
             except SourceAbsent as error:
                 if self.cache is not None:
                     self.writes.append(
@@ -143,7 +149,7 @@ class _Run:
             except SourceError as error:
                 # Keep what the provider sent: the audit must show the malformed payload.
                 return _failed(name, error.status, error.reason, started, packed_raw)
-            detail = _detail(name, raw)
+            detail = _detail(name, raw, data)
             if self.cache is not None:
                 # Written beside the request rather than in it; the fan-out waits for
                 # writes only while its deadline allows.
@@ -224,7 +230,7 @@ async def gather_sources(
             {n: _failed(n, SourceStatus.UNAVAILABLE, "invalid siren", started) for n in order}
         )
     source_cache = SourceCache(cache, tokenizer, freshness_seconds) if cache is not None else None
-    run = _Run(siren, clients, source_cache, tokenizer, as_of, cache_namespace)
+    run = _Run(siren, clients, source_cache, tokenizer, as_of, cache_namespace, deadline)
     tasks = {name: asyncio.create_task(run.source(name)) for name in order}
     try:
         done, pending = await asyncio.wait(
