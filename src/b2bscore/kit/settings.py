@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     provider_max_connections: int = 100
     # Open banking (docs/PROVIDERS.md): the bank directory (None: the one shipped in the
     # package), the bank whose API live_open_banking_url overrides, how far back dateFrom
-    # reaches, the QSealC signing key (PEM, RSA) and its keyId, the QWAC client certificate.
+    # reaches, the QSealC signing key (PEM, RSA) and its keyId, the QWAC client certificate
+    # and key (PEM), and the CAs trusted for the banks' servers.
     open_banking_banks_file: Path | None = None
     open_banking_default_bank: str = "sandbox-stet14"
     open_banking_history_days: int = Field(default=400, ge=91, le=1_000)
@@ -45,6 +46,7 @@ class Settings(BaseSettings):
     open_banking_signing_key_id: str | None = None
     open_banking_client_cert_file: Path | None = None
     open_banking_client_key_file: Path | None = None
+    open_banking_ca_file: Path | None = None  # None: the system's trust store
 
     models_dir: Path = Path("models")
     model_id: str | None = None  # None: the newest bundle in models_dir

@@ -75,10 +75,12 @@ def _client(
 def _tls(settings: Settings) -> ssl.SSLContext | bool:
     # Mutual TLS with the TPP's QWAC, when configured: banks refuse the handshake without.
     cert, key = settings.open_banking_client_cert_file, settings.open_banking_client_key_file
-    if cert is None:
+    ca = settings.open_banking_ca_file
+    if cert is None and ca is None:
         return True
-    context = ssl.create_default_context()
-    context.load_cert_chain(cert, key)
+    context = ssl.create_default_context(cafile=ca)
+    if cert is not None:
+        context.load_cert_chain(cert, key)
     return context
 
 

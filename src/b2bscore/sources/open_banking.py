@@ -34,7 +34,7 @@ from b2bscore.sources.errors import (
 )
 from b2bscore.sources.stet_http import DEADLINE, StetClient, loads_exact
 from b2bscore.sources.tokens import Tokenizer
-from b2bscore.sources.types import BankAccount, BankData, BankTransaction
+from b2bscore.sources.types import REJECT_MARKERS, BankAccount, BankData, BankTransaction
 
 # 200 per page in the sandbox, 50 at some banks: 40 pages hold 2,000 transactions, well
 # above the busiest account seen; the cap only stops a provider that links pages in a loop.
@@ -192,15 +192,16 @@ def _remittance(info: list[str] | _RemittanceObject | str | None) -> str:
     return " ".join(unstructured or ())
 
 
-def _coded_reject(code: Any, credit: bool) -> bool:
-    if not credit or not isinstance(code, Mapping):
-        return False
-    domain = code.get("domain")
-    return (
-        domain in (None, "PMNT")
+def _rejected_debit(code: Any, remittance: str) -> bool:
+    """For a credit: the bank's code, or else its label, says an unpaid debit came back."""
+    if isinstance(code, Mapping) and (
+        code.get("domain") in (None, "PMNT")
         and code.get("family") in _REJECT_FAMILIES
         and code.get("subFamily") in _REJECT_SUBFAMILIES
-    )
+    ):
+        return True
+    upper = remittance.upper()
+    return any(marker in upper for marker in REJECT_MARKERS)
 
 
 def _transaction(tx: _Transaction, as_of: date) -> BankTransaction | None:
@@ -216,12 +217,13 @@ def _transaction(tx: _Transaction, as_of: date) -> BankTransaction | None:
         if status == "BOOK":
             return None  # a booked entry without any date cannot be placed in time
         booked = as_of  # a pending entry may carry no date yet
+    remittance = _remittance(tx.get("remittanceInformation"))
     return BankTransaction(
         booking_date=booked,
         amount=magnitude if credit else -magnitude,
         status=status,
-        remittance=_remittance(tx.get("remittanceInformation")),
-        coded_reject=_coded_reject(tx.get("bankTransactionCode"), credit),
+        remittance=remittance,
+        rejected_debit=credit and _rejected_debit(tx.get("bankTransactionCode"), remittance),
     )
 
 
@@ -340,7 +342,7 @@ def normalised(data: BankData) -> dict[str, Any]:
                 "amount": str(t.amount),
                 "status": t.status,
                 "remittance": t.remittance,
-                "coded_reject": t.coded_reject,
+                "rejected_debit": t.rejected_debit,
             }
             for index, a in enumerate(data.accounts)
             for t in a.transactions

@@ -37,6 +37,9 @@ class SourceStatus(enum.StrEnum):
 
 # --- open banking (STET PSD2 AISP) -------------------------------------------------
 
+# Labels of the credit that reverses a rejected direct debit: REJET, IMPAYE, IMPAYÉ.
+REJECT_MARKERS = ("REJET", "IMPAY")
+
 
 @dataclass(frozen=True, slots=True)
 class BankTransaction:
@@ -46,9 +49,9 @@ class BankTransaction:
     amount: Decimal
     status: str  # BOOK, PDNG or OTHR
     remittance: str
-    # The bank's own code says this credit reverses an unpaid direct debit (ISO 20022
-    # PMNT/RDDT/UPDD), whatever the label says.
-    coded_reject: bool = False
+    # A credit that reverses an unpaid direct debit, as the adapter recognised it from the
+    # bank's transaction code (ISO 20022 PMNT/RDDT/UPDD) or from the label (REJECT_MARKERS).
+    rejected_debit: bool = False
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -59,7 +62,7 @@ class TransactionColumns:
     amount: np.ndarray  # float64, float() of the signed Decimal amount
     booked: np.ndarray  # bool, status == "BOOK"
     remittances: tuple[str, ...]
-    coded_reject: np.ndarray  # bool, BankTransaction.coded_reject
+    rejected_debit: np.ndarray  # bool, BankTransaction.rejected_debit
     account: np.ndarray | None = None  # intp, index of each row's account (BankData only)
     _marked: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -70,10 +73,10 @@ class TransactionColumns:
         ordinal = np.array([t.booking_date.toordinal() for t in transactions], dtype=np.int64)
         amount = np.array([float(t.amount) for t in transactions], dtype=np.float64)
         booked = np.array([t.status == "BOOK" for t in transactions], dtype=np.bool_)
-        coded = np.array([t.coded_reject for t in transactions], dtype=np.bool_)
-        for column in (ordinal, amount, booked, coded):
+        rejected = np.array([t.rejected_debit for t in transactions], dtype=np.bool_)
+        for column in (ordinal, amount, booked, rejected):
             column.flags.writeable = False  # shared by every request that reuses the record
-        return cls(ordinal, amount, booked, tuple([t.remittance for t in transactions]), coded)
+        return cls(ordinal, amount, booked, tuple([t.remittance for t in transactions]), rejected)
 
     def marked(self, markers: tuple[str, ...]) -> np.ndarray:
         """True where the remittance, upper-cased, contains any of ``markers`` (memoized)."""
@@ -153,7 +156,7 @@ class BankData:
                 one.amount,
                 one.booked,
                 one.remittances,
-                one.coded_reject,
+                one.rejected_debit,
                 account=account,
             )
         else:
@@ -162,7 +165,7 @@ class BankData:
                 np.concatenate([p.amount for p in parts]).astype(np.float64, copy=False),
                 np.concatenate([p.booked for p in parts]).astype(np.bool_, copy=False),
                 tuple(r for p in parts for r in p.remittances),
-                np.concatenate([p.coded_reject for p in parts]).astype(np.bool_, copy=False),
+                np.concatenate([p.rejected_debit for p in parts]).astype(np.bool_, copy=False),
                 account=account,
             )
         if cols.account is None:
@@ -171,7 +174,7 @@ class BankData:
                 cols.amount,
                 cols.booked,
                 cols.remittances,
-                cols.coded_reject,
+                cols.rejected_debit,
                 account=account,
             )
         for column in (cols.booking_ordinal, cols.amount, cols.booked, account):
