@@ -40,6 +40,7 @@ from tests.sources import payloads
 
 TOKENIZER = Tokenizer(b"k" * 32)
 PREFIX = "/bank/v1"
+PAGE_DELAY = 0.25
 SIREN = "552100554"
 
 
@@ -99,15 +100,24 @@ def _app() -> FastAPI:
         return JSONResponse(payloads.balances(CLBD="100.00"))
 
     @app.get(PREFIX + "/accounts/{rid}/transactions")
-    async def transactions(rid: str, request: Request, page: int = 1) -> Response:
+    async def transactions(
+        rid: str, request: Request, page: int = 1, cursor: str | None = None
+    ) -> Response:
         record(request)
         if rid == "B":
             return JSONResponse(payloads.page([payloads.tx("1.00", "CRDT")]))
+        href = f"{PREFIX}/accounts/A/transactions?page="  # server-absolute links
         if page == 1:
             txs = [payloads.tx("10.00", "CRDT"), {"transactionAmount": "broken"}]
-            # Server-absolute next link.
-            return JSONResponse(payloads.page(txs, f"{PREFIX}/accounts/A/transactions?page=2"))
-        return JSONResponse(payloads.page([payloads.tx("-3.00", "DBIT")]))
+            body = payloads.page(txs, f"{href}2")
+            body["_links"]["last"] = {"href": f"{href}3"}
+            return JSONResponse(body)
+        await asyncio.sleep(PAGE_DELAY)
+        if page == 2:
+            nxt = f"{href}3&cursor=moved" if token(request) == "chain-break" else f"{href}3"
+            return JSONResponse(payloads.page([payloads.tx("-3.00", "DBIT")], nxt))
+        amount = "5.00" if cursor == "moved" else "2.00"
+        return JSONResponse(payloads.page([payloads.tx(amount, "CRDT")]))
 
     return app
 
@@ -177,15 +187,30 @@ class TestFetch:
             "A",
             "B",
         ]
-        assert len(raw["transactions"]["A"]) == 2
+        assert len(raw["transactions"]["A"]) == 3
         assert set(raw["balances"]) == {"A"}  # B's balances came inside the account
         paths = [s["path"] for s in seen]
         assert f"{PREFIX}/accounts/B/balances" not in paths
         assert not any("/v1/v1/" in p for p in paths)
         data = open_banking.parse_raw(raw, TOKENIZER, date(2026, 1, 31))
         assert [a.balance for a in data.accounts] == [100, 42]
-        assert [len(a.transactions) for a in data.accounts] == [2, 1]
+        assert [len(a.transactions) for a in data.accounts] == [3, 1]
         assert data.dropped == 2  # the account without resourceId and the broken entry
+
+    async def test_numbered_pages_are_fetched_at_once(self, client: StetClient) -> None:
+        started = time.monotonic()
+        raw = await open_banking.fetch_open_banking(client, "ok")
+        # Pages 2 and 3 each take PAGE_DELAY; asked one after the other they take twice it.
+        assert time.monotonic() - started < 2 * PAGE_DELAY
+        pages = raw["transactions"]["A"][1:]
+        amounts = [p["transactions"][0]["transactionAmount"]["amount"] for p in pages]
+        assert amounts == ["-3.00", "2.00"]
+
+    async def test_a_chain_that_leaves_the_numbering_is_followed(self, client: StetClient) -> None:
+        raw = await open_banking.fetch_open_banking(client, "chain-break")
+        pages = raw["transactions"]["A"]
+        assert len(pages) == 3
+        assert pages[2]["transactions"][0]["transactionAmount"]["amount"] == "5.00"
 
     async def test_history_window_and_request_ids(
         self, client: StetClient, seen: list[dict[str, Any]]

@@ -186,6 +186,7 @@ def render_transaction_pages16(
         links: dict[str, Any] = {"self": {"href": transactions_href16(rid, p, date_from)}}
         if p < len(chunks):
             links["next"] = {"href": transactions_href16(rid, p + 1, date_from)}
+            links["last"] = {"href": transactions_href16(rid, len(chunks), date_from)}
         pages.append({"transactions": chunk, "_links": links})
     return pages
 

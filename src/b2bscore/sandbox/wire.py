@@ -160,6 +160,7 @@ def render_transaction_pages(
         links: dict[str, Any] = {"self": {"href": transactions_href(rid, p, date_from)}}
         if p < len(chunks):
             links["next"] = {"href": transactions_href(rid, p + 1, date_from)}
+            links["last"] = {"href": transactions_href(rid, len(chunks), date_from)}
         pages.append({"transactions": chunk, "_links": links})
     return pages
 

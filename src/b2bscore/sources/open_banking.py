@@ -390,19 +390,63 @@ def _first(group: BaseExceptionGroup[SourceError]) -> SourceError:
     return _first(error) if isinstance(error, BaseExceptionGroup) else error
 
 
-def _next_href(page: Mapping[str, Any]) -> str | None:
-    links = page.get("_links")
-    nxt = links.get("next") if isinstance(links, Mapping) else None
-    href = nxt.get("href") if isinstance(nxt, Mapping) else None
-    return href if isinstance(href, str) and href else None
-
-
 async def _get(client: StetClient, url: str, what: str, token: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     return await get_json(client.http, url, what=what, headers=headers, loads=loads_exact)
 
 
+def _href_of(client: StetClient, page: Mapping[str, Any], name: str) -> str | None:
+    links = page.get("_links")
+    link = links.get(name) if isinstance(links, Mapping) else None
+    href = link.get("href") if isinstance(link, Mapping) else None
+    return client.href(href) if isinstance(href, str) and href else None
+
+
+def _page_key(url: str) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    parsed = httpx.URL(url)
+    return parsed.host, parsed.path, tuple(sorted(parsed.params.multi_items()))
+
+
+def _numbered(next_url: str, last_url: str | None, room: int) -> list[str]:
+    """The URLs of pages next..last when the bank numbers its pages, else []."""
+    # Only when next and last differ by nothing but an integer page number may the pages in
+    # between be asked for at once; any other scheme (cursors, "page=last") is followed.
+    if last_url is None:
+        return []
+    nxt, last = httpx.URL(next_url), httpx.URL(last_url)
+    first_number, last_number = nxt.params.get("page", ""), last.params.get("page", "")
+    if not (first_number.isdigit() and last_number.isdigit()):
+        return []
+    if _page_key(str(nxt.copy_remove_param("page"))) != _page_key(
+        str(last.copy_remove_param("page"))
+    ):
+        return []
+    first_page, last_page = int(first_number), int(last_number)
+    if not first_page <= last_page < first_page + room:
+        return []
+    return [str(nxt.copy_set_param("page", str(n))) for n in range(first_page, last_page + 1)]
+
+
+async def _page(client: StetClient, url: str, number: int, token: str) -> dict[str, Any]:
+    what = f"transactions page {number}"
+    try:
+        page = await _get(client, url, what, token)
+    except SourceError as error:
+        if number > 1:
+            # A later page failing means a truncated history, not a missing consent.
+            raise SourceUpstreamError(error.reason) from error
+        raise
+    _valid(_PAGE_ENVELOPE, page, what)
+    return page
+
+
 async def _pages(client: StetClient, first: str, token: str, max_pages: int) -> list[Any]:
+    """Every page of an account's transactions, following next links.
+
+    When the first page says how many pages there are (numbered next and last links), the
+    remaining pages are asked for at once, then kept only as far as each one's next link
+    confirms the guess: the chain the bank wrote is what counts.
+    """
     pages: list[Any] = []
     url: str | None = first
     seen: set[str] = set()
@@ -410,17 +454,23 @@ async def _pages(client: StetClient, first: str, token: str, max_pages: int) -> 
         if len(pages) >= max_pages or url in seen:
             raise SourceFormatError(f"transactions: more than {max_pages} pages or a loop")
         seen.add(url)
-        try:
-            page = await _get(client, url, f"transactions page {len(pages) + 1}", token)
-        except SourceError as error:
-            if pages:
-                # A later page failing means a truncated history, not a missing consent.
-                raise SourceUpstreamError(error.reason) from error
-            raise
-        _valid(_PAGE_ENVELOPE, page, f"transactions page {len(pages) + 1}")
+        page = await _page(client, url, len(pages) + 1, token)
         pages.append(page)
-        href = _next_href(page)
-        url = client.href(href) if href is not None else None
+        url = _href_of(client, page, "next")
+        if url is None or len(pages) > 1:
+            continue
+        guesses = _numbered(url, _href_of(client, page, "last"), max_pages - len(pages))
+        if len(guesses) < 2:
+            continue
+        fetched = await _all(
+            *(_page(client, u, len(pages) + i, token) for i, u in enumerate(guesses, start=1))
+        )
+        for guess, guessed_page in zip(guesses, fetched, strict=True):
+            if url is None or _page_key(url) != _page_key(guess):
+                break  # the bank's chain leaves the numbering: follow its links from here
+            seen.add(guess)
+            pages.append(guessed_page)
+            url = _href_of(client, guessed_page, "next")
     return pages
 
 
@@ -480,8 +530,7 @@ async def _accounts(client: StetClient, token: str) -> dict[str, Any]:
         body = await _get(client, url, f"accounts page {len(seen)}", token)
         listed.extend(_valid(_ACCOUNTS_ENVELOPE, body, "accounts")["accounts"])
         first = first or body
-        href = _next_href(body)
-        url = client.href(href) if href is not None else None
+        url = _href_of(client, body, "next")
     assert first is not None
     # Every page's accounts in the first page's body: the raw record keeps one body.
     return {**first, "accounts": listed}
