@@ -83,6 +83,7 @@ def create_fake_app() -> FastAPI:
         )
 
     @app.get("/stet/v1/accounts")
+    @app.get("/stet/v1.6/accounts")
     async def stet_accounts(request: Request) -> Response:
         siren = siren_of(request)
         hits["accounts", siren] += 1
@@ -93,11 +94,13 @@ def create_fake_app() -> FastAPI:
         return JSONResponse(_bank(siren, str(request.base_url).rstrip("/")))
 
     @app.get("/stet/v1/accounts/{rid}/balances")
+    @app.get("/stet/v1.6/accounts/{rid}/balances")
     async def stet_balances(rid: str, request: Request) -> Response:
         hits["balances", siren_of(request)] += 1
         return JSONResponse(payloads.balances(CLBD="1000.00"))
 
     @app.get("/stet/v1/accounts/{rid}/transactions")
+    @app.get("/stet/v1.6/accounts/{rid}/transactions")
     async def stet_transactions(rid: str, request: Request, page: int = 1) -> Response:
         siren = siren_of(request)
         hits["transactions", siren] += 1

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from b2bscore.cli import app
 
 HERE = Path(__file__).parent / "fixtures"
-SHARED = Path("/work/shared/fixtures/providers")
+# The shared captures beside the repository (../shared), where the checkout has them.
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
 PROVIDERS = ("sirene", "bodacc", "fec")
 
 
@@ -117,13 +118,27 @@ def test_failures_exit_1_naming_the_field_or_line_and_column(tmp_path: Path) -> 
 
 
 def test_open_banking_goes_through_the_open_banking_adapter(tmp_path: Path) -> None:
-    from b2bscore.sources import open_banking
-
+    accounts = json.loads((HERE / "open_banking/stet14_accounts_obp.json").read_text())
+    balances = json.loads((HERE / "open_banking/stet14_balances_obp.json").read_text())
+    page = json.loads((HERE / "open_banking/stet14_transactions_obp.json").read_text())
+    resource_id = accounts["accounts"][0]["resourceId"]
+    document = {
+        "accounts": accounts,
+        "balances": {resource_id: balances},
+        "transactions": {resource_id: [page]},
+    }
     path = tmp_path / "ob.json"
-    path.write_text("{}")
-    code, output, _ = _parse("open_banking", path)
-    if getattr(open_banking, "parse_document", None) is None:
-        assert code == 1
-        assert "parse_document" in output
-    else:  # wired by the open-banking work: an empty document names what is missing
-        assert code in (0, 1)
+    path.write_text(json.dumps(document))
+    code, output, record = _parse("open_banking", path)
+    assert code == 0, output
+    assert record is not None
+    assert record["dropped"] == 0
+    assert len(record["accounts"]) == len(accounts["accounts"])
+    assert len(record["transactions"]) == len(page["transactions"])
+    assert record["balance"] is not None
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"accounts": {"accounts": "not a list"}}))
+    code, output, _ = _parse("open_banking", broken)
+    assert code == 1
+    assert "accounts" in output

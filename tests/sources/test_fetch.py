@@ -9,8 +9,9 @@ import pytest
 
 from b2bscore.kit.settings import Settings
 from b2bscore.sources import accounting, open_banking, registry
-from b2bscore.sources.clients import ProviderClients, resolve_link
+from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.errors import SourceFormatError, SourceUnavailable, SourceUpstreamError
+from b2bscore.sources.stet_http import resolve_href
 from b2bscore.sources.tokens import Tokenizer
 from tests.servers import free_port
 from tests.sources import fake_providers as fp
@@ -72,16 +73,22 @@ async def test_open_banking_refuses_links_to_another_origin(
         )
 
 
-async def test_resolve_link_forms() -> None:
-    async with httpx.AsyncClient(base_url="http://127.0.0.1:9/stet/v1") as client:
-        assert resolve_link(client, "/stet/v1/accounts/a/transactions?page=2") == (
-            "http://127.0.0.1:9/stet/v1/accounts/a/transactions?page=2"
-        )
-        assert resolve_link(client, "accounts/a/transactions") == "accounts/a/transactions"
-        absolute = "http://127.0.0.1:9/stet/v1/accounts/a/balances"
-        assert resolve_link(client, absolute) == absolute
-        with pytest.raises(SourceFormatError):
-            resolve_link(client, "http://127.0.0.1:10/stet/v1/accounts")
+def test_resolve_href_forms() -> None:
+    base = httpx.URL("http://127.0.0.1:9/stet/v1")
+    root = "http://127.0.0.1:9/stet/v1"
+    assert resolve_href(base, "/stet/v1/accounts/a/transactions?page=2") == (
+        f"{root}/accounts/a/transactions?page=2"
+    )
+    # Relative to the API root, with or without the root's own last segments repeated.
+    assert resolve_href(base, "accounts/a/transactions") == f"{root}/accounts/a/transactions"
+    assert resolve_href(base, "v1/accounts?page=3") == f"{root}/accounts?page=3"
+    assert resolve_href(base, "stet/v1/accounts") == f"{root}/accounts"
+    absolute = f"{root}/accounts/a/balances"
+    assert resolve_href(base, absolute) == absolute
+    with pytest.raises(SourceFormatError):
+        resolve_href(base, "http://127.0.0.1:10/stet/v1/accounts")
+    with pytest.raises(SourceFormatError):
+        resolve_href(base, "//198.51.100.7/stet/v1/accounts")
 
 
 async def test_registry_reads_sirene_and_bodacc(fake_clients: ProviderClients) -> None:

@@ -88,16 +88,18 @@ def test_bank_without_any_balance_type_used() -> None:
     assert open_banking.parse_raw(raw, TOKENIZER, AS_OF).accounts[1].balance is None
 
 
-def test_pending_without_date_takes_as_of_booked_without_date_fails() -> None:
+def test_pending_without_date_takes_as_of_booked_without_date_is_dropped() -> None:
     raw = payloads.bank_raw()
     pending = raw["transactions"]["acc-1"][1]["transactions"][1]
     del pending["bookingDate"], pending["valueDate"]
     parsed = open_banking.parse_raw(raw, TOKENIZER, AS_OF)
     assert parsed.accounts[0].transactions[3].booking_date == AS_OF
+    assert parsed.dropped == 0
     booked = raw["transactions"]["acc-1"][0]["transactions"][0]
     del booked["bookingDate"], booked["valueDate"]
-    with pytest.raises(SourceFormatError, match="bookingDate"):
-        open_banking.parse_raw(raw, TOKENIZER, AS_OF)
+    parsed = open_banking.parse_raw(raw, TOKENIZER, AS_OF)
+    assert len(parsed.accounts[0].transactions) == 3
+    assert parsed.dropped == 1
 
 
 def _break(raw: dict[str, Any], path: list[Any], value: object) -> dict[str, Any]:
@@ -114,30 +116,72 @@ def _break(raw: dict[str, Any], path: list[Any], value: object) -> dict[str, Any
 
 _DELETE = object()
 _TX = ["transactions", "acc-1", 0, "transactions", 0]
+_BAL = ["balances", "acc-1", "balances", 0]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "transactions", "balance"),
+    [
+        ([*_TX, "transactionAmount", "amount"], 12.0, 3, "1500.50"),  # a binary float
+        ([*_TX, "transactionAmount", "amount"], "12,00", 3, "1500.50"),
+        ([*_TX, "transactionAmount", "amount"], "NaN", 3, "1500.50"),
+        ([*_TX, "transactionAmount", "amount"], "1E+2", 3, "1500.50"),
+        ([*_TX, "transactionAmount", "amount"], "+12.00", 3, "1500.50"),
+        ([*_TX, "transactionAmount", "amount"], True, 3, "1500.50"),
+        ([*_TX, "transactionAmount", "amount"], Decimal("1E+20"), 3, "1500.50"),
+        ([*_TX, "transactionAmount"], _DELETE, 3, "1500.50"),
+        ([*_TX, "creditDebitIndicator"], "CREDIT", 3, "1500.50"),
+        ([*_TX, "status"], "DONE", 3, "1500.50"),
+        ([*_TX, "bookingDate"], "30/01/2026", 3, "1500.50"),
+        ([*_TX, "remittanceInformation"], [1, 2], 3, "1500.50"),
+        ([*_TX], "not an entry", 3, "1500.50"),
+        # The first balance is XPCD; breaking the CLBD one falls back to it.
+        ([*_BAL[:-1], 1, "balanceAmount", "amount"], 3.0, 4, "999.00"),
+        ([*_BAL[:-1], 1, "balanceAmount", "amount"], "3,00", 4, "999.00"),
+        ([*_BAL[:-1], 1, "balanceAmount"], _DELETE, 4, "999.00"),
+    ],
+)
+def test_bank_malformed_entry_is_dropped_and_counted(
+    path: list[Any], value: object, transactions: int, balance: str
+) -> None:
+    data = open_banking.parse_raw(_break(payloads.bank_raw(), path, value), TOKENIZER, AS_OF)
+    assert data.dropped == 1
+    assert len(data.accounts[0].transactions) == transactions
+    assert data.accounts[0].balance == Decimal(balance)
+    assert len(data.accounts[1].transactions) == 0  # the other account is untouched
+    assert open_banking.dropped_detail(data) == "1 malformed entry dropped"
+
+
+def test_bank_account_without_resource_id_is_dropped_and_counted() -> None:
+    raw = _break(payloads.bank_raw(), ["accounts", "accounts", 0, "resourceId"], _DELETE)
+    data = open_banking.parse_raw(raw, TOKENIZER, AS_OF)
+    assert data.dropped == 1
+    assert [a.account_token for a in data.accounts] == [TOKENIZER.token("acc-2")]
+
+
+def test_bank_without_balances_has_no_balance_but_is_usable() -> None:
+    raw = _break(payloads.bank_raw(), ["balances", "acc-2"], _DELETE)
+    data = open_banking.parse_raw(raw, TOKENIZER, AS_OF)
+    assert data.accounts[1].balance is None
+    assert data.dropped == 0
+    del raw["balances"]
+    assert open_banking.parse_raw(raw, TOKENIZER, AS_OF).accounts[0].balance is None
 
 
 @pytest.mark.parametrize(
     ("path", "value", "reason"),
     [
         (["accounts"], _DELETE, "accounts"),
-        (["accounts", "accounts", 0, "resourceId"], _DELETE, "resourceId"),
-        ([*_TX, "transactionAmount", "amount"], 12.0, "amount"),  # a JSON number
-        ([*_TX, "transactionAmount", "amount"], "12,00", "amount"),
-        ([*_TX, "transactionAmount", "amount"], "NaN", "amount"),
-        ([*_TX, "transactionAmount", "amount"], "1E+2", "amount"),
-        ([*_TX, "transactionAmount", "amount"], "+12.00", "amount"),
-        (["balances", "acc-1", "balances", 0, "balanceAmount", "amount"], 3.0, "amount"),
-        (["balances", "acc-1", "balances", 0, "balanceAmount", "amount"], "3,00", "amount"),
-        ([*_TX, "creditDebitIndicator"], "CREDIT", "creditDebitIndicator"),
-        ([*_TX, "status"], "DONE", "status"),
-        ([*_TX, "bookingDate"], "30/01/2026", "bookingDate"),
-        (["balances", "acc-1", "balances", 0, "balanceAmount"], _DELETE, "balanceAmount"),
-        (["balances", "acc-2"], _DELETE, "account without balances"),
-        (["transactions", "acc-2"], "page", "account without|not a list"),
-        (["transactions"], _DELETE, "missing"),
+        (["accounts", "accounts"], {"x": 1}, "accounts"),
+        (["transactions", "acc-2"], "page", "transactions: no list of pages for account 2"),
+        (["transactions", "acc-1", 1], {"entries": []}, "transactions page 2"),
+        (["transactions", "acc-1", 1, "transactions"], "none", "transactions page 2"),
+        (["transactions"], _DELETE, "transactions"),
+        (["balances", "acc-1"], {"balance": []}, "balances"),
+        (["balances"], "x", "balances"),
     ],
 )
-def test_bank_shape_errors(path: list[Any], value: object, reason: str) -> None:
+def test_bank_envelope_errors_fail_the_source(path: list[Any], value: object, reason: str) -> None:
     with pytest.raises(SourceFormatError, match=reason) as caught:
         open_banking.parse_raw(_break(payloads.bank_raw(), path, value), TOKENIZER, AS_OF)
     # Reasons end up in logs and API answers: never an identifier or an input value.

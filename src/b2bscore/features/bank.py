@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from b2bscore.sources.types import BankData
+from b2bscore.sources.types import REJECT_MARKERS, BankData
 
 NAMES: tuple[str, ...] = (
     "bank_inflows_90d",
@@ -33,7 +33,7 @@ MAX_VOLATILITY = 10.0
 MAX_COVER_MONTHS = 24.0
 _NAN = math.nan
 _MISSING: tuple[float, ...] = (_NAN,) * len(NAMES)
-_REJECT_MARKERS = ("REJET", "IMPAY")  # IMPAYE, IMPAYÉ
+_REJECT_MARKERS = REJECT_MARKERS
 # Entries older than this cannot move any feature (13 trend weeks cover 91 days).
 _AXIS_DAYS = max(WINDOW_DAYS, TREND_WEEKS * 7)
 # Week 0 is the most recent week, so time runs forwards as the week index falls.
@@ -89,7 +89,7 @@ def _computed_bank_features(bank: BankData) -> tuple[float, ...]:
     oldest = max(int(age[booked].max()), 0)
     keep = booked & (age >= 0) & (age < _AXIS_DAYS)
     amt = cols.amount[keep]
-    rej = cols.marked(_REJECT_MARKERS)[keep] & (amt > 0.0)
+    rej = (cols.marked(_REJECT_MARKERS) | cols.rejected_debit)[keep] & (amt > 0.0)
     if all(balanced):
         in_bal = np.ones(amt.size, dtype=np.bool_)
     else:

@@ -40,6 +40,18 @@ class Settings(BaseSettings):
     sirene_requests_per_minute: int = Field(default=30, ge=1, le=100_000)
     # Largest FEC accepted by POST /v1/companies/{siren}/books (413 beyond).
     books_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    # Open banking (docs/PROVIDERS.md): the bank directory (None: the one shipped in the
+    # package), the bank whose API live_open_banking_url overrides, how far back dateFrom
+    # reaches, the QSealC signing key (PEM, RSA) and its keyId, the QWAC client certificate
+    # and key (PEM), and the CAs trusted for the banks' servers.
+    open_banking_banks_file: Path | None = None
+    open_banking_default_bank: str = "sandbox-stet14"
+    open_banking_history_days: int = Field(default=400, ge=91, le=1_000)
+    open_banking_signing_key_file: Path | None = None
+    open_banking_signing_key_id: str | None = None
+    open_banking_client_cert_file: Path | None = None
+    open_banking_client_key_file: Path | None = None
+    open_banking_ca_file: Path | None = None  # None: the system's trust store
 
     models_dir: Path = Path("models")
     model_id: str | None = None  # None: the newest bundle in models_dir

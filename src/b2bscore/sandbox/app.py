@@ -19,8 +19,9 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 from stdnum.fr import siren as std_siren
 
-from b2bscore.sandbox import fec, wire
+from b2bscore.sandbox import fec, stet, wire
 from b2bscore.sandbox.profile import Provider, SandboxProfile
+from b2bscore.sources.stet_http import loads_exact
 from b2bscore.training.world import Company, company
 
 JSON = "application/json"
@@ -55,25 +56,28 @@ class _Stet:
 
 
 @lru_cache(maxsize=4096)
-def _stet(siren: str, as_of: date) -> _Stet:
+def _stet(siren: str, as_of: date, dialect: stet.Dialect) -> _Stet:
     c = company(siren)
-    return _Stet(
-        accounts=orjson.dumps(wire.render_accounts(c, as_of)),
-        balances={a.resource_id: orjson.dumps(wire.render_balances(a, as_of)) for a in c.accounts},
-    )
+    balances = {}
+    if dialect == "stet14":  # the stet16 bank embeds balances and has no /balances
+        balances = {a.resource_id: orjson.dumps(wire.render_balances(a, as_of)) for a in c.accounts}
+    return _Stet(accounts=stet.dumps(stet.render_accounts(c, as_of, dialect)), balances=balances)
 
 
 @lru_cache(maxsize=8192)
-def _pages(siren: str, as_of: date, rid: str, date_from: date | None) -> tuple[bytes, ...]:
+def _pages(
+    siren: str, as_of: date, rid: str, date_from: date | None, dialect: stet.Dialect
+) -> tuple[bytes, ...]:
     c = company(siren)
     acc = wire.find_account(c, rid)
     if acc is None:
         return ()
-    pages = wire.render_transaction_pages(acc, as_of, date_from)
+    pages = stet.render_transaction_pages(acc, as_of, date_from, dialect)
     if c.fault == "bank_truncated" and "next" not in pages[0]["_links"]:
         # The scenario promises a next link that fails, even on a short history.
-        pages[0]["_links"]["next"] = {"href": wire.transactions_href(rid, 2, date_from)}
-    return tuple(orjson.dumps(p) for p in pages)
+        href = stet.transactions_href(rid, 2, date_from, dialect)
+        pages[0]["_links"]["next"] = {"href": href}
+    return tuple(stet.dumps(p) for p in pages)
 
 
 @lru_cache(maxsize=4096)
@@ -189,38 +193,49 @@ def create_sandbox_app(profile: SandboxProfile | None = None) -> FastAPI:
             )
         return c, None, malformed
 
+    def dialect(request: Request) -> stet.Dialect:
+        """The bank (dialect) a request is addressed to, from its path."""
+        return "stet16" if request.url.path.startswith(stet.PREFIXES["stet16"] + "/") else "stet14"
+
     @app.get("/stet/v1/accounts")
+    @app.get("/stet/v1.6/accounts")
     async def stet_accounts(request: Request) -> Response:
         """STET: the PSU's payment accounts."""
         c, resp, malformed = await stet_gate(request)
         if resp is not None or c is None:
             return resp or Response(status_code=500)
-        return body(_stet(c.siren, _today()).accounts, malformed)
+        return body(_stet(c.siren, _today(), dialect(request)).accounts, malformed)
 
     @app.get("/stet/v1/accounts/{resource_id}/balances")
     async def stet_balances(request: Request, resource_id: str) -> Response:
-        """STET: balances of one account."""
+        """STET: balances of one account (the stet14 bank only)."""
         c, resp, malformed = await stet_gate(request)
         if resp is not None or c is None:
             return resp or Response(status_code=500)
-        content = _stet(c.siren, _today()).balances.get(resource_id)
+        content = _stet(c.siren, _today(), "stet14").balances.get(resource_id)
         if content is None:
             return stet_error(request, 404, "not_found", "Unknown account")
         return body(content, malformed)
 
     @app.get("/stet/v1/accounts/{resource_id}/transactions")
+    @app.get("/stet/v1.6/accounts/{resource_id}/transactions")
     async def stet_transactions(
         request: Request,
         resource_id: str,
-        date_from: Annotated[date | None, Query(alias="dateFrom")] = None,
+        date_from_text: Annotated[str | None, Query(alias="dateFrom")] = None,
         page: Annotated[int, Query(ge=1)] = 1,
         cursor: str | None = None,
     ) -> Response:
         """STET: one page of an account's transactions, newest first."""
+        try:
+            date_from = stet.parse_date_from(date_from_text)
+        except ValueError:
+            return stet_error(request, 400, "bad_request", "dateFrom is not an ISO date(-time)")
         c, resp, malformed = await stet_gate(request)
         if resp is not None or c is None:
             return resp or Response(status_code=500)
-        pages = _pages(c.siren, _today(), resource_id, date_from)
+        kind = dialect(request)
+        pages = _pages(c.siren, _today(), resource_id, date_from, kind)
         if not pages:
             return stet_error(request, 404, "not_found", "Unknown account")
         broken = cursor == "expired" or (c.fault == "bank_truncated" and page >= 2)
@@ -231,10 +246,10 @@ def create_sandbox_app(profile: SandboxProfile | None = None) -> FastAPI:
         content = pages[page - 1]
         if rng.random() < prof.open_banking.truncated_rate:
             # The page looks fine but promises a next page that will fail.
-            doc = orjson.loads(content)
-            href = wire.transactions_href(resource_id, page + 1, date_from) + "&cursor=expired"
-            doc["_links"]["next"] = {"href": href}
-            content = orjson.dumps(doc)
+            doc = loads_exact(content)  # numbers stay Decimal, written back as they were
+            href = stet.transactions_href(resource_id, page + 1, date_from, kind)
+            doc["_links"]["next"] = {"href": href + "&cursor=expired"}
+            content = stet.dumps(doc)
         return body(content, malformed)
 
     # --- INSEE Sirene ---------------------------------------------------------------

@@ -157,6 +157,7 @@ def render_transaction_pages(
         links: dict[str, Any] = {"self": {"href": transactions_href(rid, p, date_from)}}
         if p < len(chunks):
             links["next"] = {"href": transactions_href(rid, p + 1, date_from)}
+            links["last"] = {"href": transactions_href(rid, len(chunks), date_from)}
         pages.append({"transactions": chunk, "_links": links})
     return pages
 
@@ -293,9 +294,12 @@ def render_fec_files(company: Company, as_of: date) -> list[dict[str, Any]] | No
 
 def render_company(company: Company, as_of: date) -> dict[str, Any]:
     """The fault-free raw records of all three sources, exactly as the adapters store them."""
+    # stet.py builds its second dialect on this module's renderers, hence the late import.
+    from b2bscore.sandbox import stet
+
     books = render_fec_files(company, as_of)
     return {
-        "open_banking": render_open_banking(company, as_of),
+        "open_banking": stet.render_open_banking(company, as_of),
         "accounting": None if books is None else {"fec": books},
         "registry": render_registry(company, as_of),
     }

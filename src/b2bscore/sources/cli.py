@@ -144,11 +144,8 @@ def parse_fec_file(raw: bytes, name: str | None = None) -> dict[str, Any]:
 
 def parse_open_banking(raw: bytes) -> dict[str, Any]:
     """The open-banking raw-record document, through the open-banking adapter."""
-    from b2bscore.sources import open_banking
+    from b2bscore.sources.open_banking import parse_document
 
-    parse_document = getattr(open_banking, "parse_document", None)
-    if parse_document is None:
-        raise ParseFailure("open_banking: this build has no open_banking.parse_document yet")
     try:
         result: dict[str, Any] = parse_document(raw)
     except ValueError as error:  # SourceError and pydantic errors are reported as such

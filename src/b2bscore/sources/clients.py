@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,12 +11,14 @@ import httpx
 import orjson
 
 from b2bscore.kit.settings import Settings
+from b2bscore.sources.banks import Bank, load_directory, sandbox_bank_of
 from b2bscore.sources.errors import (
     SourceAbsent,
     SourceFormatError,
     SourceUnavailable,
     SourceUpstreamError,
 )
+from b2bscore.sources.stet_http import RequestSigner, StetAuth, StetClient, resolve_href
 
 SIRENE_KEY_HEADER = "X-INSEE-Api-Key-Integration"
 
@@ -37,8 +40,18 @@ def no_consent_token(siren: str) -> str | None:
     return None
 
 
+def default_bank(siren: str) -> str | None:
+    """No consent store names banks yet: every company is at the default bank."""
+    return None
+
+
 def _client(
-    base_url: str, settings: Settings, headers: Mapping[str, str] | None = None
+    base_url: str,
+    settings: Settings,
+    *,
+    headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> httpx.AsyncClient:
     # The fan-out enforces the real deadline by cancelling; this timeout only stops a
     # request from outliving a request budget if used outside the fan-out. retries=0:
@@ -47,7 +60,9 @@ def _client(
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
         timeout=httpx.Timeout(budget, connect=min(budget, 1.0)),
+        auth=auth,
         transport=httpx.AsyncHTTPTransport(
+            verify=verify,
             retries=0,
             limits=httpx.Limits(
                 max_connections=settings.provider_max_connections,
@@ -60,28 +75,73 @@ def _client(
     )
 
 
+def _tls(settings: Settings) -> ssl.SSLContext | bool:
+    # Mutual TLS with the TPP's QWAC, when configured: banks refuse the handshake without.
+    cert, key = settings.open_banking_client_cert_file, settings.open_banking_client_key_file
+    ca = settings.open_banking_ca_file
+    if cert is None and ca is None:
+        return True
+    context = ssl.create_default_context(cafile=ca)
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def stet_client(
+    bank: Bank, settings: Settings, sandbox_url: str | None = None, base_url: str | None = None
+) -> StetClient:
+    """The client of one bank: its API root, X-Request-ID, signature and TLS from settings."""
+    signer = None
+    if settings.open_banking_signing_key_file is not None:
+        signer = RequestSigner.from_pem_file(
+            settings.open_banking_signing_key_file, settings.open_banking_signing_key_id or ""
+        )
+    http = _client(
+        base_url or bank.base_url(sandbox_url),
+        settings,
+        auth=StetAuth(signer),
+        verify=_tls(settings),
+    )
+    return StetClient(bank, http, settings.open_banking_history_days)
+
+
 @dataclass(slots=True)
 class ProviderClients:
-    """One pooled client per provider (None: provider not configured) and the consent store."""
+    """One pooled client per provider (None: provider not configured) and the consent store.
 
-    open_banking: httpx.AsyncClient | None
+    ``open_banking`` is the default bank's client; ``banks`` holds every configured bank's,
+    and ``bank_of`` names the bank of a company (None: the default one).
+    """
+
+    open_banking: StetClient | None
     sirene: httpx.AsyncClient | None
     bodacc: httpx.AsyncClient | None
     accounting: httpx.AsyncClient | None
     consent_token: Callable[[str], str | None] = field(default=no_consent_token)
+    banks: Mapping[str, StetClient] = field(default_factory=dict)
+    bank_of: Callable[[str], str | None] = field(default=default_bank)
     # The Sirene plan's quota (requests a minute); None: unlimited (the sandbox).
     sirene_per_minute: int | None = None
+
+    def bank_client(self, siren: str) -> StetClient | None:
+        """The STET client of the company's bank; None when that bank is not configured."""
+        bank_id = self.bank_of(siren)
+        return self.open_banking if bank_id is None else self.banks.get(bank_id)
 
     @classmethod
     def sandbox(cls, base_url: str, settings: Settings) -> ProviderClients:
         """Clients of the four simulated providers served under one sandbox URL."""
         root = base_url.rstrip("/")
+        directory = load_directory(settings.open_banking_banks_file)
+        banks = {b.id: stet_client(b, settings, root) for b in directory.banks if b.sandbox}
         return cls(
-            open_banking=_client(root + SANDBOX_PATHS["open_banking"], settings),
+            open_banking=banks.get(settings.open_banking_default_bank),
             sirene=_client(root + SANDBOX_PATHS["sirene"], settings),
             bodacc=_client(root + SANDBOX_PATHS["bodacc"], settings),
             accounting=_client(root + SANDBOX_PATHS["accounting"], settings),
             consent_token=sandbox_consent_token,
+            banks=banks,
+            bank_of=sandbox_bank_of,
         )
 
     @classmethod
@@ -95,26 +155,39 @@ class ProviderClients:
         )
         if not any(urls):
             return None
-        ob, _, bodacc, accounting = (_client(u, settings) if u else None for u in urls)
+        bodacc, accounting = (_client(u, settings) if u else None for u in urls[2:])
         sirene = None
         if settings.live_registry_url:
             key = settings.sirene_api_key
             # The INSEE portal's integration key; kept in the client, never in a log line.
             headers = {SIRENE_KEY_HEADER: key.get_secret_value()} if key is not None else None
-            sirene = _client(settings.live_registry_url, settings, headers)
-        # Live consent tokens come from a consent store that does not exist yet.
+            sirene = _client(settings.live_registry_url, settings, headers=headers)
+        directory = load_directory(settings.open_banking_banks_file)
+        banks = {b.id: stet_client(b, settings) for b in directory.live}
+        ob = None
+        if settings.live_open_banking_url:
+            bank = directory.get(settings.open_banking_default_bank)
+            if bank is None:
+                raise ValueError("B2BSCORE_OPEN_BANKING_DEFAULT_BANK names no bank")
+            ob = stet_client(bank, settings, base_url=settings.live_open_banking_url)
+        # Live consent tokens (and the bank of each) come from a consent store that does
+        # not exist yet.
         return cls(
             ob,
             sirene,
             bodacc,
             accounting,
             consent_token=no_consent_token,
+            banks=banks,
             sirene_per_minute=settings.sirene_requests_per_minute,
         )
 
     async def aclose(self) -> None:
         """Close every pool."""
-        for client in (self.open_banking, self.sirene, self.bodacc, self.accounting):
+        stet = {id(c): c for c in (self.open_banking, *self.banks.values()) if c is not None}
+        for bank_client in stet.values():
+            await bank_client.aclose()
+        for client in (self.sirene, self.bodacc, self.accounting):
             if client is not None:
                 await client.aclose()
 
@@ -148,7 +221,9 @@ MAX_TEXT_BYTES = 32 * 1024 * 1024
 async def get_text(client: httpx.AsyncClient, url: str, *, what: str) -> str:
     """GET url and return its body as text (a FEC file), mapping failures to SourceErrors."""
     try:
-        response = await client.get(resolve_link(client, url), headers={"Accept": "text/plain"})
+        response = await client.get(
+            resolve_href(client.base_url, url), headers={"Accept": "text/plain"}
+        )
     except httpx.TimeoutException as error:
         raise SourceUpstreamError(f"{what}: timeout") from error
     except httpx.HTTPError as error:
@@ -178,6 +253,7 @@ async def get_json(
     what: str,
     params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    loads: Callable[[bytes], Any] = orjson.loads,
 ) -> dict[str, Any]:
     """GET url and return its JSON object, mapping every failure to a SourceError."""
     try:
@@ -200,25 +276,9 @@ async def get_json(
     if status != 200:
         raise SourceUpstreamError(f"{what}: http {status}")
     try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError as error:
+        body = loads(response.content)
+    except ValueError as error:  # orjson's and json's decode errors are ValueErrors
         raise SourceFormatError(f"{what}: invalid json") from error
     if not isinstance(body, dict):
         raise SourceFormatError(f"{what}: not a json object")
     return body
-
-
-def resolve_link(client: httpx.AsyncClient, href: str) -> str:
-    """A HAL href as a URL of client's provider; refuses links to another origin."""
-    base = client.base_url
-    url = httpx.URL(href)
-    if url.is_absolute_url:
-        if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
-            # Following it would send the PSU token to whoever the payload names.
-            raise SourceFormatError("link to a foreign origin")
-        return str(url)
-    prefix = base.raw_path.decode().split("?", 1)[0].rstrip("/")
-    if href.startswith("/") and prefix and (href == prefix or href.startswith(prefix + "/")):
-        # Server-absolute path that already includes the API prefix of base_url.
-        return str(base.copy_with(raw_path=href.encode()))
-    return href

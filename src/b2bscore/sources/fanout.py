@@ -50,20 +50,21 @@ def _fetcher(
     name: SourceName,
     siren: str,
     clients: ProviderClients,
+    deadline: float,
     cache: Cache | None = None,
-    deadline: float | None = None,
     uploaded_books: UploadedBooks | None = None,
 ) -> Fetch:
     """The fetch of one source, raising SourceUnavailable when it cannot be asked at all."""
 
     async def fetch() -> dict[str, Any]:
         if name is SourceName.OPEN_BANKING:
-            if clients.open_banking is None:
+            bank = clients.bank_client(siren)
+            if bank is None:
                 raise SourceUnavailable("not configured")
             token = clients.consent_token(siren)
             if token is None:
                 raise SourceUnavailable("no consent")
-            return await open_banking.fetch_open_banking(clients.open_banking, token)
+            return await open_banking.fetch_open_banking(bank, token, deadline=deadline)
         if name is SourceName.ACCOUNTING:
             if uploaded_books is not None:
                 # Books the lender uploaded for this company come before the provider's.
@@ -100,6 +101,8 @@ def _detail(data: Data) -> str | None:
         return data.note
     if isinstance(data, AccountingData) and data.origin == "upload":
         return "books uploaded by the lender"
+    if isinstance(data, BankData):
+        return open_banking.dropped_detail(data)
     return None
 
 
@@ -115,8 +118,8 @@ class _Run:
         as_of: date,
         namespace: str,
         *,
+        deadline: float,
         kit_cache: Cache | None = None,
-        deadline: float | None = None,
         uploaded_books: UploadedBooks | None = None,
         accounting_namespace: str | None = None,
     ) -> None:
@@ -168,8 +171,8 @@ class _Run:
                     name,
                     self.siren,
                     self.clients,
-                    self.kit_cache,
                     self.deadline,
+                    self.kit_cache,
                     self.uploaded_books,
                 )()
             except SourceAbsent as error:

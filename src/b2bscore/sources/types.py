@@ -37,6 +37,9 @@ class SourceStatus(enum.StrEnum):
 
 # --- open banking (STET PSD2 AISP) -------------------------------------------------
 
+# Labels of the credit that reverses a rejected direct debit: REJET, IMPAYE, IMPAYÉ.
+REJECT_MARKERS = ("REJET", "IMPAY")
+
 
 @dataclass(frozen=True, slots=True)
 class BankTransaction:
@@ -44,8 +47,11 @@ class BankTransaction:
 
     booking_date: date
     amount: Decimal
-    status: str  # BOOK or PDNG
+    status: str  # BOOK, PDNG or OTHR
     remittance: str
+    # A credit that reverses an unpaid direct debit, as the adapter recognised it from the
+    # bank's transaction code (ISO 20022 PMNT/RDDT/UPDD) or from the label (REJECT_MARKERS).
+    rejected_debit: bool = False
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -56,6 +62,7 @@ class TransactionColumns:
     amount: np.ndarray  # float64, float() of the signed Decimal amount
     booked: np.ndarray  # bool, status == "BOOK"
     remittances: tuple[str, ...]
+    rejected_debit: np.ndarray  # bool, BankTransaction.rejected_debit
     account: np.ndarray | None = None  # intp, index of each row's account (BankData only)
     _marked: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -66,9 +73,10 @@ class TransactionColumns:
         ordinal = np.array([t.booking_date.toordinal() for t in transactions], dtype=np.int64)
         amount = np.array([float(t.amount) for t in transactions], dtype=np.float64)
         booked = np.array([t.status == "BOOK" for t in transactions], dtype=np.bool_)
-        for column in (ordinal, amount, booked):
+        rejected = np.array([t.rejected_debit for t in transactions], dtype=np.bool_)
+        for column in (ordinal, amount, booked, rejected):
             column.flags.writeable = False  # shared by every request that reuses the record
-        return cls(ordinal, amount, booked, tuple([t.remittance for t in transactions]))
+        return cls(ordinal, amount, booked, tuple([t.remittance for t in transactions]), rejected)
 
     def marked(self, markers: tuple[str, ...]) -> np.ndarray:
         """True where the remittance, upper-cased, contains any of ``markers`` (memoized)."""
@@ -126,6 +134,8 @@ class BankData:
     as_of: date
     accounts: tuple[BankAccount, ...]
     consent_granted_on: date | None = None
+    # Entries (transactions, balances, accounts) the adapter dropped as malformed.
+    dropped: int = field(default=0, compare=False)
     # The accounts' columns end to end (account order, then transaction order), so that
     # consolidated features cost the same numpy calls for one account or three.
     _columns: TransactionColumns | None = field(default=None, init=False, repr=False, compare=False)
@@ -142,7 +152,12 @@ class BankData:
         elif len(parts) == 1:
             one = parts[0]
             cols = TransactionColumns(
-                one.booking_ordinal, one.amount, one.booked, one.remittances, account=account
+                one.booking_ordinal,
+                one.amount,
+                one.booked,
+                one.remittances,
+                one.rejected_debit,
+                account=account,
             )
         else:
             cols = TransactionColumns(
@@ -150,11 +165,17 @@ class BankData:
                 np.concatenate([p.amount for p in parts]).astype(np.float64, copy=False),
                 np.concatenate([p.booked for p in parts]).astype(np.bool_, copy=False),
                 tuple(r for p in parts for r in p.remittances),
+                np.concatenate([p.rejected_debit for p in parts]).astype(np.bool_, copy=False),
                 account=account,
             )
         if cols.account is None:
             cols = TransactionColumns(
-                cols.booking_ordinal, cols.amount, cols.booked, cols.remittances, account=account
+                cols.booking_ordinal,
+                cols.amount,
+                cols.booked,
+                cols.remittances,
+                cols.rejected_debit,
+                account=account,
             )
         for column in (cols.booking_ordinal, cols.amount, cols.booked, account):
             column.flags.writeable = False
