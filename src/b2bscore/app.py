@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from b2bscore.console.endpoints import router as console_router
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.endpoints import router as decisions_router
 from b2bscore.decisions.writer import AuditWriter
@@ -93,6 +94,10 @@ class GuardMiddleware:
         if length in (None, b"0") and b"transfer-encoding" not in headers:
             return None  # no body (e.g. a replay): nothing to parse, so no type to insist on
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type == b"application/x-www-form-urlencoded" and str(
+            scope.get("path", "")
+        ).startswith("/console/"):
+            return None  # the console's HTML forms; checked only off the JSON path
         if content_type != b"application/json":
             return Problem(
                 415,
@@ -212,6 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(scoring_router)
     app.include_router(decisions_router)
+    app.include_router(console_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
