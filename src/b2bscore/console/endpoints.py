@@ -484,9 +484,13 @@ async def replay_submit(
     if decision is not None:
         try:
             result = await service.replay(state, decision)
-            replay = {"identical": result.identical, "differences": result.differences}
+            replay = {
+                "identical": result.identical,
+                "differences": result.differences,
+                "unavailable": None,
+            }
         except service.ReplayUnavailable as error:
-            replay = {"unavailable": str(error)}
+            replay = {"identical": False, "differences": [], "unavailable": str(error)}
     return await _decision_response(request, session, db, decision_id, replay)
 
 
