@@ -47,7 +47,6 @@ pytestmark = [
 ]
 
 
-
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """One headless Chromium for the module."""
@@ -138,7 +137,9 @@ class TestConsoleInChromium:
         await score(page, "111 111 118")
         result = page.get_by_test_id("result")
         await expect(result.get_by_test_id("decision")).to_contain_text("Approve")
-        await expect(result.get_by_test_id("decision")).to_have_class(re.compile("decision-approve"))
+        await expect(result.get_by_test_id("decision")).to_have_class(
+            re.compile("decision-approve")
+        )
         await expect(result.get_by_test_id("reasons")).to_contain_text("lowers risk")
         await expect(result.locator("svg.reason-chart .reason-row")).not_to_have_count(0)
         await expect(result.get_by_test_id("degraded")).to_have_count(0)
@@ -215,7 +216,9 @@ class TestConsoleInChromium:
         await page.goto("/console/decisions?siren=111111118")
         await table.get_by_role("link", name=re.compile("^Open")).first.click()
         await expect(page.get_by_test_id("integrity")).to_contain_text("Verified")
-        await expect(page.get_by_test_id("link-check")).to_contain_text(re.compile("Linked|First row"))
+        await expect(page.get_by_test_id("link-check")).to_contain_text(
+            re.compile("Linked|First row")
+        )
         await expect(page.get_by_test_id("features")).to_contain_text("bank_inflows_90d")
         await expect(page.get_by_test_id("request-json")).to_contain_text('"siren": "111111118"')
         await page.get_by_test_id("replay-button").click()
@@ -224,7 +227,9 @@ class TestConsoleInChromium:
 
         await page.get_by_role("link", name="Français", exact=True).click()
         await expect(page.locator("html")).to_have_attribute("lang", "fr")
-        await expect(page.get_by_role("heading", name="Intégrité de la chaîne d'audit")).to_be_visible()
+        await expect(
+            page.get_by_role("heading", name="Intégrité de la chaîne d'audit")
+        ).to_be_visible()
         await expect(page.get_by_test_id("decision").first).to_contain_text("Accepter")
         await expect(page.get_by_test_id("reasons")).to_contain_text("diminue le risque")
         await shot(page, "09-decision-fr")
@@ -247,7 +252,9 @@ class TestConsoleInChromium:
         await expect(page.get_by_test_id("latency-chart").locator("svg")).to_contain_text("p99")
         await expect(page.get_by_test_id("latency-chart")).to_contain_text("budget 500 ms")
         await expect(page.get_by_test_id("outcomes-chart")).to_contain_text("Approve")
-        await expect(page.get_by_test_id("scores-chart").locator("svg rect.bar")).not_to_have_count(0)
+        await expect(page.get_by_test_id("scores-chart").locator("svg rect.bar")).not_to_have_count(
+            0
+        )
         await shot(page, "10-operations")
 
     async def test_keyboard_only_sign_in_and_score(

@@ -28,7 +28,9 @@ _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
 
 async def _decisions_of(engine: AsyncEngine, tenant_id: str) -> int:
     async with engine.connect() as connection:
-        statement = select(func.count()).select_from(Decision).where(Decision.tenant_id == tenant_id)
+        statement = (
+            select(func.count()).select_from(Decision).where(Decision.tenant_id == tenant_id)
+        )
         return int((await connection.execute(statement)).scalar_one())
 
 
@@ -229,9 +231,7 @@ class TestScore:
             ("amount", "requested_amount"),
             ("product", "product"),
         ):
-            error = re.search(
-                rf'id="{form_field}_error"[^>]*>([^<]*)</p>', page.text
-            )
+            error = re.search(rf'id="{form_field}_error"[^>]*>([^<]*)</p>', page.text)
             assert error is not None, form_field
             expected = messages[api_field].replace("'", "&#39;").replace('"', "&#34;")
             assert error.group(1) == expected
@@ -297,8 +297,14 @@ class TestDecision:
                     "label_en": hostile,
                 }
             ],
-            sources={"registry": {"status": "error", "latency_ms": 3.0, "as_of": None,
-                                  "detail": '<img src=x onerror="alert(2)">'}},
+            sources={
+                "registry": {
+                    "status": "error",
+                    "latency_ms": 3.0,
+                    "as_of": None,
+                    "detail": '<img src=x onerror="alert(2)">',
+                }
+            },
             proposed_limit=Decimal("1000.00"),
         )
         row = await console_app.state.b2b.audit.record(record)
@@ -323,7 +329,9 @@ class TestDecision:
 
         settings = console_app.state.b2b.settings
         original = row.score
-        await tamper(settings.resolved_database_url, "UPDATE decisions SET score = 1 WHERE id = $1", row.id)
+        await tamper(
+            settings.resolved_database_url, "UPDATE decisions SET score = 1 WHERE id = $1", row.id
+        )
         try:
             tampered = await client.get(f"/console/decisions/{row.id}")
             assert "Tampered: the row" in tampered.text

@@ -109,7 +109,7 @@ def hbar_chart(
     reference_label: str = "",
 ) -> HBarChart:
     """rows are (key, label, value, printed value); the scale fits the reference too."""
-    width, plot_x, plot_width, row = 640, 130, 400, 40
+    width, plot_x, plot_width, row = 460, 84, 250, 36
     top = max([v for _, _, v, _ in rows] + [reference or 0.0]) or 1.0
     top *= 1.05
     bars = [
@@ -167,9 +167,7 @@ class Histogram:
 SCORE_BIN: Final = 50
 
 
-def score_histogram(
-    scores: Sequence[int], *, approve_from: int, decline_below: int
-) -> Histogram:
+def score_histogram(scores: Sequence[int], *, approve_from: int, decline_below: int) -> Histogram:
     """Score counts in 50-point bins; each bin tagged with the policy band of its scores."""
     bins = 1000 // SCORE_BIN
     counts = [0] * bins
@@ -185,7 +183,11 @@ def score_histogram(
         bar = count / top * plot_height
         middle = low + SCORE_BIN / 2
         band = (
-            "approve" if middle >= approve_from else "decline" if middle < decline_below else "review"
+            "approve"
+            if middle >= approve_from
+            else "decline"
+            if middle < decline_below
+            else "review"
         )
         columns.append(
             Column(
@@ -199,10 +201,9 @@ def score_histogram(
             )
         )
     ticks = [(round(plot_x + v / 1000 * plot_width, 1), str(v)) for v in range(0, 1001, 200)]
-    y_ticks = [
-        (round(plot_y + plot_height - f * plot_height, 1), str(round(top * f)))
-        for f in (0.0, 0.5, 1.0)
-    ]
+    # Whole counts only: 0, the top and, when it is a whole number, the middle.
+    marks = sorted({0, top} | ({top // 2} if top >= 4 and top % 2 == 0 else set()))
+    y_ticks = [(round(plot_y + plot_height - m / top * plot_height, 1), str(m)) for m in marks]
     return Histogram(
         columns=columns,
         width=width,

@@ -213,7 +213,10 @@ async def static_file(name: str) -> Response:
     content, media_type, _ = entry
     response = Response(content, media_type=media_type)
     response.headers.update(
-        {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
+        {
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "X-Content-Type-Options": "nosniff",
+        }
     )
     return response
 
@@ -236,7 +239,13 @@ async def sign_in_page(request: Request, state: State, db: DbSession) -> Respons
 def _sign_in_form(request: Request, error: str | None) -> Response:
     token = new_sign_in_token()
     params = request.query_params
-    notice = "signed_out" if params.get("signed_out") else "session_expired" if params.get("ended") else None
+    notice = (
+        "signed_out"
+        if params.get("signed_out")
+        else "session_expired"
+        if params.get("ended")
+        else None
+    )
     response = _page(
         request,
         "sign_in.html",

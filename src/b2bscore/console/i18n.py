@@ -275,7 +275,7 @@ def status_word(status: str, lang: Lang) -> str:
 
 def _group(integral: str, separator: str) -> str:
     digits = integral.lstrip("-")
-    groups = []
+    groups: list[str] = []
     while len(digits) > 3:
         groups.insert(0, digits[-3:])
         digits = digits[:-3]
