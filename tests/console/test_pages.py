@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -355,3 +356,45 @@ class TestStatic:
         assert (await client.get("/console/static/vendor/htmx-2.0.11.min.js")).status_code == 200
         for name in ("../endpoints.py", "..%2Fendpoints.py", "templates/base.html"):
             assert (await client.get(f"/console/static/{name}")).status_code == 404
+
+
+class TestDecisionsList:
+    """GET /console/decisions: filters and keyset pages."""
+
+    async def test_pages_filters_and_modes(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, console_app: FastAPI
+    ) -> None:
+        audit = console_app.state.b2b.audit
+        tenant = console_keys.other_tenant_id
+        for i in range(27):
+            await audit.record(make_record(tenant, siren="732829320", grade="B" if i % 2 else "C"))
+        await audit.record(make_record(tenant, mode="live", siren="552100554"))
+        await signed_in(client, console_keys.other_tenant)
+
+        first = await client.get("/console/decisions?siren=732+829+320")
+        ids_first = re.findall(r'href="/console/decisions/([0-9a-f-]{36})"', first.text)
+        assert len(ids_first) == 25
+        following = re.search(r'href="(/console/decisions\?[^"]*before=\d+[^"]*)"', first.text)
+        assert following is not None
+        second = await client.get(following.group(1).replace("&amp;", "&"))
+        ids_second = re.findall(r'href="/console/decisions/([0-9a-f-]{36})"', second.text)
+        assert len(ids_second) == 2
+        assert not set(ids_first) & set(ids_second)
+        assert 'data-testid="next-page"' not in second.text
+
+        graded = await client.get("/console/decisions?grade=B&siren=732829320")
+        assert len(re.findall(r'href="/console/decisions/[0-9a-f-]{36}"', graded.text)) == 13
+        # A test key never sees live decisions.
+        assert "552100554" not in (await client.get("/console/decisions")).text
+
+        today = datetime.now(UTC).date()
+        dated = await client.get(f"/console/decisions?from={today}&to={today}")
+        assert "732829320" in dated.text
+        future = today + timedelta(days=2)
+        assert (
+            'data-testid="no-decisions"'
+            in (await client.get(f"/console/decisions?from={future}")).text
+        )
+        reversed_range = await client.get(f"/console/decisions?from={future}&to={today}")
+        assert 'data-testid="from-error"' in reversed_range.text
+        assert "must not be after the end date" in reversed_range.text
