@@ -94,11 +94,11 @@ class GuardMiddleware:
         if length in (None, b"0") and b"transfer-encoding" not in headers:
             return None  # no body (e.g. a replay): nothing to parse, so no type to insist on
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if content_type == b"application/x-www-form-urlencoded" and str(
-            scope.get("path", "")
-        ).startswith("/console/"):
-            return None  # the console's HTML forms; checked only off the JSON path
         if content_type != b"application/json":
+            if content_type == b"application/x-www-form-urlencoded" and str(
+                scope.get("path", "")
+            ).startswith("/console/"):
+                return None  # the console's HTML forms; looked at only off the JSON path
             return Problem(
                 415,
                 "unsupported_media_type",

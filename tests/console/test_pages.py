@@ -259,6 +259,30 @@ class TestScore:
         assert 'data-testid="decision"' in first.text
         assert "Approve" in first.text
 
+    async def test_console_scores_count_against_the_keys_rate_limit(
+        self, client: httpx.AsyncClient, pg_engine: AsyncEngine
+    ) -> None:
+        async with create_sessionmaker(pg_engine)() as session:
+            tenant = await tenants.create_tenant(session, f"console-limited-{uuid.uuid4().hex[:6]}")
+            _, key = await tenants.create_api_key(session, tenant, "test", ["score:write"])
+            await tenants.set_rate_limit(session, tenant.id, 2)
+            await session.commit()
+        page = await client.get("/console/sign-in")
+        answer = await client.post(
+            "/console/sign-in", data={**hidden_fields(page.text), "api_key": key}
+        )
+        assert answer.status_code == 303
+        token = hidden_fields((await client.get("/console/score")).text)["csrf_token"]
+        form = {"csrf_token": token, "siren": "111111118", "amount": "1000", "product": "bnpl"}
+        pages = [
+            await client.post("/console/score", data={**form, "idempotency_key": str(uuid.uuid4())})
+            for _ in range(3)
+        ]
+        assert all('data-testid="result"' in p.text for p in pages[:2])
+        assert 'data-testid="result"' not in pages[2].text
+        assert "Too many requests" in pages[2].text
+        assert "2 requests per minute" in pages[2].text
+
     async def test_a_key_without_score_write_gets_403(
         self, client: httpx.AsyncClient, console_keys: ConsoleKeys
     ) -> None:
@@ -398,3 +422,18 @@ class TestDecisionsList:
         reversed_range = await client.get(f"/console/decisions?from={future}&to={today}")
         assert 'data-testid="from-error"' in reversed_range.text
         assert "must not be after the end date" in reversed_range.text
+
+
+class TestFormBodies:
+    """The JSON-only guard lets HTML forms through to /console/ only."""
+
+    async def test_a_form_body_is_still_refused_by_the_api(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys
+    ) -> None:
+        answer = await client.post(
+            "/v1/score",
+            data={"siren": "111111118", "requested_amount": "1000", "product": "bnpl"},
+            headers={"Authorization": f"Bearer {console_keys.writer}"},
+        )
+        assert answer.status_code == 415
+        assert answer.headers["content-type"].startswith("application/problem+json")

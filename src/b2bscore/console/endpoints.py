@@ -131,6 +131,7 @@ def _page(
         "csrf_field": CSRF_FIELD,
         "csrf_token": session.csrf_token if session else "",
         "static_url": static_url,
+        "has_text": i18n.has_text,
         "path": request.url.path,
         "decision_word": lambda d: i18n.decision_word(d, lang),
         "product_word": lambda p: i18n.product_word(p, lang),

@@ -202,6 +202,20 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
         "Calculé sur les {n} décisions les plus récentes de la période.",
     ),
     "count": ("Count", "Nombre"),
+    # problems of the scoring service, by code (the detail stays the API's own words)
+    "problem_rate_limited": ("Too many requests", "Trop de requêtes"),
+    "problem_audit_unavailable": (
+        "Decision not issued: the audit store did not answer",
+        "Décision non émise : le registre d'audit n'a pas répondu",
+    ),
+    "problem_idempotency_key_reused": (
+        "This form was already used for another request",
+        "Ce formulaire a déjà servi pour une autre demande",
+    ),
+    "problem_idempotency_conflict": (
+        "The same request is already being decided",
+        "La même demande est déjà en cours de décision",
+    ),
     # errors
     "forbidden": (
         "This key lacks the '{scope}' scope needed here.",
@@ -251,6 +265,11 @@ def translator(lang: Lang) -> Callable[..., str]:
         return text.format(**values) if values else text
 
     return t
+
+
+def has_text(key: str) -> bool:
+    """True when key has a translation."""
+    return key in _TEXT
 
 
 def decision_word(decision: str, lang: Lang) -> str:
