@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -361,7 +362,7 @@ async def score_page(request: Request, state: State, db: DbSession) -> Response:
 @router.post("/score")
 async def score_submit(request: Request, state: State, sessions: Sessions) -> Response:
     """Score through the API's own service function and show the decision."""
-    started = service.started_now()
+    started: float = request.scope.get("b2b.started", time.monotonic())
     async with opened_session(sessions) as db:
         session = await _signed_in(request, state, db)
     if session is None:

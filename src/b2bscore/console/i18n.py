@@ -156,6 +156,13 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
         "First row of the chain (links to the genesis hash).",
         "Première ligne de la chaîne (liée à l'empreinte d'origine).",
     ),
+    "request_hash": ("Request hash", "Empreinte de la demande"),
+    "idempotency_key": ("Idempotency key", "Clé d'idempotence"),
+    "api_key_id": ("API key id", "Identifiant de la clé d'API"),
+    "payloads": ("Provider payloads", "Réponses des fournisseurs"),
+    "payloads_stored": ("stored, encrypted (AES-256-GCM)", "conservées, chiffrées (AES-256-GCM)"),
+    "payloads_purged": ("purged after retention", "purgées après la durée de conservation"),
+    "data_key": ("data key", "clé de données"),
     "replay": ("Replay this decision", "Rejouer cette décision"),
     "replay_intro": (
         "Recomputes the decision from its stored features with the model version that made "

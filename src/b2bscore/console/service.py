@@ -9,7 +9,6 @@ tenant and mode: a decision of another tenant or mode is "not found".
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -284,11 +283,6 @@ async def operations(
         approve_from=score_points(float(thresholds["approve_max_pd"]), thresholds),
         decline_below=score_points(float(thresholds["decline_min_pd"]), thresholds),
     )
-
-
-def started_now() -> float:
-    """The monotonic start of a console request, for the scoring budget."""
-    return time.monotonic()
 
 
 def sources_view(sources: dict[str, Any], today: date) -> list[dict[str, Any]]:
