@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from b2bscore.books.endpoints import BOOKS_PATH
 from b2bscore.books.endpoints import router as books_router
+from b2bscore.console.endpoints import router as console_router
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.endpoints import router as decisions_router
 from b2bscore.decisions.writer import AuditWriter
@@ -106,6 +107,10 @@ class GuardMiddleware:
             return None  # no body (e.g. a replay): nothing to parse, so no type to insist on
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type != b"application/json":
+            if content_type == b"application/x-www-form-urlencoded" and str(
+                scope.get("path", "")
+            ).startswith("/console/"):
+                return None  # the console's HTML forms; looked at only off the JSON path
             return Problem(
                 415,
                 "unsupported_media_type",
@@ -228,6 +233,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(scoring_router)
     app.include_router(decisions_router)
     app.include_router(books_router)
+    app.include_router(console_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

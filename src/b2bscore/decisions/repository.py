@@ -41,6 +41,8 @@ class DecisionRepository:
         created_to: datetime | None = None,
         limit: int = 50,
         after: int | None = None,
+        grade: str | None = None,
+        mode: str | None = None,
     ) -> Sequence[Decision]:
         """The tenant's decisions, newest first (by seq), those with seq < after.
 
@@ -52,6 +54,10 @@ class DecisionRepository:
             statement = statement.where(Decision.siren == siren)
         if decision is not None:
             statement = statement.where(Decision.decision == decision)
+        if grade is not None:
+            statement = statement.where(Decision.grade == grade)
+        if mode is not None:
+            statement = statement.where(Decision.mode == mode)
         if created_from is not None:
             statement = statement.where(Decision.created_at >= created_from)
         if created_to is not None:
@@ -71,6 +77,23 @@ class DecisionRepository:
         )
         row = (await self.session.execute(statement)).one_or_none()
         return None if row is None else (row[0], row[1])
+
+    async def outcomes_since(
+        self, tenant_id: str, mode: str, since: datetime, *, limit: int
+    ) -> Sequence[tuple[float, str, int, bool]]:
+        """(latency_ms, decision, score, degraded) of the tenant's newest decisions since."""
+        statement = (
+            select(Decision.latency_ms, Decision.decision, Decision.score, Decision.degraded)
+            .where(
+                Decision.tenant_id == tenant_id,
+                Decision.mode == mode,
+                Decision.created_at >= since,
+            )
+            .order_by(Decision.seq.desc())
+            .limit(limit)
+        )
+        rows = (await self.session.execute(statement)).all()
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
 
     async def tenant_ids(self) -> Sequence[str]:
         """Every tenant with at least one decision."""

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 16_384
     rate_limit_per_minute: int = 600
     idempotency_ttl_seconds: int = 86_400
+    # The console's signed-in sessions end this long after sign-in (absolute, not idle).
+    console_session_ttl_seconds: int = Field(default=3_600, ge=60, le=86_400)
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,1 @@
+"""The console: web pages for credit analysts and operators at /console."""

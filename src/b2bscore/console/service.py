@@ -1,0 +1,312 @@
+"""What the console's pages do, on the service's own public functions.
+
+Scoring goes through scoring.service.score_request, the very function behind
+POST /v1/score (same validation, rate limit, idempotency and audit row); decisions are
+read through DecisionRepository, checked with the chain's own hash code, and replayed with
+the replay code of POST /v1/decisions/{id}/replay. Every read is scoped to the signed-in
+tenant and mode: a decision of another tenant or mode is "not found".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+from stdnum.exceptions import ValidationError as StdnumValidationError
+from stdnum.fr import siren as stdnum_siren
+
+from b2bscore.decisions.chain import GENESIS_HASH, compute_row_hash
+from b2bscore.decisions.models import Decision
+from b2bscore.decisions.replay import ReplayResult, ReplayUnavailable, bundle_for, replay_decision
+from b2bscore.decisions.repository import DecisionRepository
+from b2bscore.kit.db import SessionOpener
+from b2bscore.kit.problems import Problem, validation_errors
+from b2bscore.kit.state import AppState
+from b2bscore.model.policy import merged_thresholds, score_points
+from b2bscore.scoring import service as scoring
+from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
+from b2bscore.tenants.limits import WINDOW_SECONDS, rate_key, refuse_past_limit
+from b2bscore.tenants.service import Principal
+
+from . import charts
+
+PAGE_SIZE: Final = 25
+# Operations charts read at most this many rows of a window (the newest ones).
+OPERATIONS_MAX_ROWS: Final = 20_000
+WINDOWS: Final[dict[str, timedelta]] = {
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
+DECISIONS: Final = ("approve", "review", "decline")
+GRADES: Final = ("A", "B", "C", "D", "E")
+# Form field -> the API's field name, so that messages are the API's own.
+SCORE_FIELDS: Final = {"siren": "siren", "amount": "requested_amount", "product": "product"}
+
+
+# --- scoring -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreOutcome:
+    """Either a decision, or the field errors / problem that prevented one."""
+
+    answer: ScoreResponse | None = None
+    field_errors: dict[str, str] = field(default_factory=dict)
+    problem: Problem | None = None
+
+
+def validate_score_form(form: dict[str, str]) -> tuple[ScoreRequest | None, dict[str, str]]:
+    """The API's ScoreRequest from the form, or the API's messages by form field."""
+    body = {api: form.get(name, "") for name, api in SCORE_FIELDS.items()}
+    try:
+        return ScoreRequest.model_validate(body), {}
+    except ValidationError as error:
+        by_api_field = {v: k for k, v in SCORE_FIELDS.items()}
+        messages: dict[str, str] = {}
+        for item in validation_errors(error.errors()):
+            name = by_api_field.get(str(item["field"]).split(".")[0], "siren")
+            messages.setdefault(name, str(item["message"]))
+        return None, messages
+
+
+async def score(
+    form: dict[str, str],
+    *,
+    principal: Principal,
+    state: AppState,
+    sessions: SessionOpener,
+    idempotency_key: str | None,
+    started: float,
+) -> ScoreOutcome:
+    """Validate like the API, count against the key's rate limit, then score like the API."""
+    body, errors = validate_score_form(form)
+    if body is None:
+        return ScoreOutcome(field_errors=errors)
+    if not principal.has_scope("score:write"):
+        return ScoreOutcome(problem=Problem(403, "insufficient_scope", "Insufficient scope"))
+    try:
+        hits, seconds_left = await state.cache.incr_window(rate_key(principal), WINDOW_SECONDS)
+        refuse_past_limit(principal, state.settings, hits, seconds_left)
+        answer = await scoring.score_request(
+            body,
+            principal=principal,
+            tools=scoring.ScoringTools(
+                settings=state.settings,
+                bundle=state.bundle,
+                clients=state.sandbox_clients if principal.mode == "test" else state.live_clients,
+                cache=state.cache,
+                audit=state.audit,
+                tokenizer=state.tokenizer,
+                sessions=sessions,
+            ),
+            idempotency_key=idempotency_key,
+            started=started,
+        )
+    except Problem as problem:
+        return ScoreOutcome(problem=problem)
+    return ScoreOutcome(answer=answer)
+
+
+# --- decisions list ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFilters:
+    """The list's filters as typed (for the form) and as parsed (for the query)."""
+
+    raw: dict[str, str]
+    siren: str | None = None
+    decision: str | None = None
+    grade: str | None = None
+    created_from: date | None = None
+    created_to: date | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def query(self, **extra: str) -> dict[str, str]:
+        """The filters as query parameters (empty ones dropped), plus extra."""
+        kept = {k: v for k, v in self.raw.items() if v}
+        return {**kept, **extra}
+
+
+def parse_filters(params: dict[str, str]) -> DecisionFilters:
+    """Typed filters; a bad value is reported by field and ignored."""
+    raw = {k: params.get(k, "").strip()[:32] for k in ("siren", "decision", "grade", "from", "to")}
+    errors: dict[str, str] = {}
+    siren: str | None = None
+    if raw["siren"]:
+        try:
+            siren = str(stdnum_siren.validate(raw["siren"]))
+        except StdnumValidationError as error:
+            errors["siren"] = f"not a valid SIREN ({error})"
+    decision = raw["decision"] if raw["decision"] in DECISIONS else None
+    grade = raw["grade"] if raw["grade"] in GRADES else None
+    dates: dict[str, date | None] = {}
+    for name in ("from", "to"):
+        dates[name] = None
+        if raw[name]:
+            try:
+                dates[name] = date.fromisoformat(raw[name])
+            except ValueError:
+                errors[name] = "bad_date"
+    start, end = dates["from"], dates["to"]
+    if start and end and start > end:
+        errors["from"] = "from_after_to"
+        start = end = None
+    return DecisionFilters(raw, siren, decision, grade, start, end, errors)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionList:
+    """One page of decisions, newest first, and the cursor of the next one."""
+
+    rows: list[Decision]
+    next_before: int | None
+
+
+async def list_decisions(
+    db: AsyncSession, principal: Principal, filters: DecisionFilters, before: int | None
+) -> DecisionList:
+    """A keyset page (by chain position) of the tenant's decisions in this mode."""
+    created_from = (
+        datetime.combine(filters.created_from, datetime.min.time(), UTC)
+        if filters.created_from
+        else None
+    )
+    created_to = (
+        datetime.combine(filters.created_to + timedelta(days=1), datetime.min.time(), UTC)
+        if filters.created_to
+        else None
+    )
+    rows = await DecisionRepository(db).list(
+        principal.tenant_id,
+        siren=filters.siren,
+        decision=filters.decision,
+        grade=filters.grade,
+        mode=principal.mode,
+        created_from=created_from,
+        created_to=created_to,
+        limit=PAGE_SIZE + 1,  # one more tells whether an older page exists
+        after=before,
+    )
+    page = list(rows[:PAGE_SIZE])
+    return DecisionList(page, page[-1].seq if len(rows) > PAGE_SIZE else None)
+
+
+# --- one decision ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    """Whether the row hashes to its hash, and links to the row before it."""
+
+    row_ok: bool
+    link: str  # ok | broken | genesis | unknown
+
+
+async def get_decision(db: AsyncSession, principal: Principal, decision_id: str) -> Decision | None:
+    """The tenant's decision in the signed-in mode, or None."""
+    if len(decision_id) > 64:
+        return None
+    decision = await DecisionRepository(db).get(principal.tenant_id, decision_id)
+    if decision is None or decision.mode != principal.mode:
+        return None
+    return decision
+
+
+async def check_chain_link(db: AsyncSession, decision: Decision) -> ChainCheck:
+    """Recompute the row's hash with the chain's code and compare the previous row's hash."""
+    row_ok = compute_row_hash(decision.prev_hash, decision) == decision.row_hash
+    if decision.seq == 1:
+        return ChainCheck(row_ok, "genesis" if decision.prev_hash == GENESIS_HASH else "broken")
+    previous = await DecisionRepository(db).list(decision.tenant_id, limit=1, after=decision.seq)
+    if not previous or previous[0].seq != decision.seq - 1:
+        return ChainCheck(row_ok, "broken")
+    return ChainCheck(row_ok, "ok" if previous[0].row_hash == decision.prev_hash else "broken")
+
+
+async def replay(state: AppState, decision: Decision) -> ReplayResult:
+    """The replay of POST /v1/decisions/{id}/replay; ReplayUnavailable when impossible."""
+    bundle = await bundle_for(decision, state.bundles, state.settings.models_dir)
+    return replay_decision(decision, bundle)
+
+
+__all__ = ["ReplayUnavailable"]
+
+
+# --- operations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Operations:
+    """Latency percentiles, outcomes and scores of one window."""
+
+    window: str
+    total: int
+    sampled: bool
+    degraded: int
+    p50: float
+    p95: float
+    p99: float
+    outcomes: dict[str, int]
+    scores: list[int]
+    approve_from: int
+    decline_below: int
+
+
+async def operations(
+    db: AsyncSession, principal: Principal, state: AppState, window: str
+) -> Operations:
+    """The window's figures from the audit store, for this tenant and mode."""
+    since = datetime.now(UTC) - WINDOWS[window]
+    rows = await DecisionRepository(db).outcomes_since(
+        principal.tenant_id, principal.mode, since, limit=OPERATIONS_MAX_ROWS
+    )
+    latencies = sorted(r[0] for r in rows)
+    outcomes = Counter(r[1] for r in rows)
+    thresholds = merged_thresholds(state.bundle.policy)
+    return Operations(
+        window=window,
+        total=len(rows),
+        sampled=len(rows) >= OPERATIONS_MAX_ROWS,
+        degraded=sum(1 for r in rows if r[3]),
+        p50=charts.percentile(latencies, 0.50),
+        p95=charts.percentile(latencies, 0.95),
+        p99=charts.percentile(latencies, 0.99),
+        outcomes={d: outcomes.get(d, 0) for d in DECISIONS},
+        scores=[r[2] for r in rows],
+        approve_from=score_points(float(thresholds["approve_max_pd"]), thresholds),
+        decline_below=score_points(float(thresholds["decline_min_pd"]), thresholds),
+    )
+
+
+def sources_view(sources: dict[str, Any], today: date) -> list[dict[str, Any]]:
+    """The recorded sources in a fixed order, with their as_of parsed."""
+    order = ["open_banking", "accounting", "registry"]
+    names = order + sorted(k for k in sources if k not in order)
+    view = []
+    for name in names:
+        source = sources.get(name)
+        if not isinstance(source, dict):
+            continue
+        as_of_raw = source.get("as_of")
+        try:
+            as_of = date.fromisoformat(as_of_raw) if isinstance(as_of_raw, str) else None
+        except ValueError:
+            as_of = None
+        view.append(
+            {
+                "name": name,
+                "status": str(source.get("status", "")),
+                "latency_ms": source.get("latency_ms"),
+                "as_of": as_of,
+                "detail": source.get("detail"),
+                "usable": source.get("status") in {"ok", "cached"},
+            }
+        )
+    return view
