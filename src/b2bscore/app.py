@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -24,14 +26,18 @@ from b2bscore.decisions.writer import AuditWriter
 from b2bscore.kit.cache import FallbackCache, create_cache
 from b2bscore.kit.db import create_engine, create_sessionmaker
 from b2bscore.kit.deps import State
+from b2bscore.kit.jobs import Jobs
 from b2bscore.kit.metrics import REQUEST_LATENCY, render_metrics
 from b2bscore.kit.problems import Problem, install_problem_handlers, problem_response
 from b2bscore.kit.settings import Settings, get_settings
 from b2bscore.kit.state import AppState
 from b2bscore.model.bundle import latest_bundle_path, load_bundle
+from b2bscore.portfolio.endpoints import router as portfolio_router
 from b2bscore.scoring.endpoints import router as scoring_router
 from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.tokens import Tokenizer
+from b2bscore.webhooks.endpoints import router as webhooks_router
+from b2bscore.webhooks.schemas import document_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +143,8 @@ async def build_state(settings: Settings) -> AppState:
     log.info("model %s %s loaded from %s", bundle.model_id, bundle.version, bundle_path)
     sessionmaker = create_sessionmaker(engine)
     keyring = DataKeyring.from_settings(settings)
+    jobs = Jobs(settings)
+    await jobs.open()
     return AppState(
         settings=settings,
         engine=engine,
@@ -151,6 +159,7 @@ async def build_state(settings: Settings) -> AppState:
         else None,
         live_clients=ProviderClients.live(settings),
         bundles={bundle.model_id: bundle},
+        jobs=jobs,
     )
 
 
@@ -160,6 +169,8 @@ async def close_state(state: AppState) -> None:
         if clients is not None:
             await clients.aclose()
     await state.audit.close()
+    if state.jobs is not None:
+        await state.jobs.close()
     await state.cache.close()
     await state.engine.dispose()
 
@@ -190,7 +201,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.b2b = await build_state(settings)
+        app.state.b2b = state = await build_state(settings)
+        # Embedded default: this process runs the background work itself (kit/jobs.py).
+        worker: asyncio.Task[None] | None = None
+        if state.jobs is not None and state.jobs.runs_in_process:
+            worker = asyncio.create_task(state.jobs.run_worker(state, name="in-process"))
         # Everything loaded so far (modules, the model, pools) lives as long as the
         # process: moved out of the collector's reach, a full collection no longer walks
         # it, which takes tens of milliseconds off the pauses that hit the latency tail.
@@ -199,6 +214,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
             await close_state(app.state.b2b)
 
     app = FastAPI(
@@ -212,6 +231,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(scoring_router)
     app.include_router(decisions_router)
+    app.include_router(webhooks_router)
+    app.include_router(portfolio_router)
+    document_webhooks(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -236,7 +258,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
-    async def metrics() -> Response:
+    async def metrics(state: State) -> Response:
+        if state.jobs is not None:
+            # The queue depth is read at scrape time; a slow database leaves it stale.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await state.jobs.queue_depth()
         payload, content_type = render_metrics()
         return Response(payload, media_type=content_type)
 

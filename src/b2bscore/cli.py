@@ -17,12 +17,14 @@ import typer
 
 from b2bscore.decisions.cli import audit_app
 from b2bscore.tenants.cli import keys_app
+from b2bscore.worker import worker
 
 app = typer.Typer(help="b2bscore: instant, explainable B2B credit decisions.", no_args_is_help=True)
 db_app = typer.Typer(help="Audit store schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.command("worker")(worker)
 
 SANDBOX_TENANT = "sandbox"
 SANDBOX_SCOPES = ("score:write", "decisions:read")

@@ -1,0 +1,3 @@
+"""Background work of the portfolio: monitoring sweeps and batches."""
+
+from __future__ import annotations
