@@ -70,6 +70,7 @@ def flow_settings(
         webhook_retry_cap_seconds=0.6,
         webhook_max_attempts=4,
         webhook_timeout_seconds=1.0,
+        webhook_max_endpoints=500,
     )
 
 

@@ -34,12 +34,13 @@ class WebhookRepository:
         return result.all()
 
     async def subscribers(self, tenant_id: str, mode: str, event_type: str) -> list[str]:
-        """Ids of the enabled endpoints of the tenant in mode that want event_type."""
+        """Ids of the endpoints of the tenant in mode that want event_type.
+
+        Disabled endpoints too: their deliveries wait, and resume in order when enabled.
+        """
         rows = await self.session.execute(
             select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
-                WebhookEndpoint.tenant_id == tenant_id,
-                WebhookEndpoint.mode == mode,
-                WebhookEndpoint.status == "enabled",
+                WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.mode == mode
             )
         )
         return [

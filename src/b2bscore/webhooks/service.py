@@ -166,6 +166,7 @@ async def emit_event(
     ordering_key: str,
     data: dict[str, Any] | Any,
     now: datetime | None = None,
+    exclude_endpoint: str | None = None,
 ) -> Emitted:
     """Write an event and its pending deliveries in the caller's transaction (not committed)."""
     model = EVENT_TYPES.get(event_type)
@@ -185,6 +186,8 @@ async def emit_event(
     session.add(event)
     emitted = Emitted(events=[event])
     for endpoint_id in await WebhookRepository(session).subscribers(tenant_id, mode, event_type):
+        if endpoint_id == exclude_endpoint:
+            continue
         session.add(
             WebhookDelivery(
                 id=_new_id(),
@@ -251,7 +254,7 @@ async def disable_endpoint(
     endpoint.disabled_reason = reason[:300]
     endpoint.disabled_at = now
     endpoint.updated_at = now
-    await session.flush()  # disabled before the subscribers are read: no delivery to itself
+    await session.flush()
     return await emit_event(
         session,
         tenant_id=endpoint.tenant_id,
@@ -265,6 +268,7 @@ async def disable_endpoint(
             "disabled_at": now,
         },
         now=now,
+        exclude_endpoint=endpoint.id,
     )
 
 
