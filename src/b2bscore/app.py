@@ -48,9 +48,13 @@ class GuardMiddleware:
     Pure ASGI (no BaseHTTPMiddleware) so that it costs microseconds on the hot path.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, uploads: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths that take a file (not JSON) up to their own size; the endpoint checks its type.
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,11 +71,12 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            problem = self._reject(scope)
+            limit = self.uploads.get(path)
+            problem = self._reject(scope, limit)
             if problem is not None:
                 await problem_response(problem, path)(scope, receive, send_with_status)
                 return
-            await self.app(scope, self._limited(receive, path, send_with_status), send_with_status)
+            await self.app(scope, self._limited(receive, limit), send_with_status)
         finally:
             route = scope.get("route")
             route_path = getattr(route, "path", "unmatched")
@@ -79,14 +84,15 @@ class GuardMiddleware:
                 route_path, scope.get("method", ""), str(status_holder["status"])
             ).observe(time.monotonic() - started)
 
-    def _reject(self, scope: Scope) -> Problem | None:
+    def _reject(self, scope: Scope, upload_limit: int | None) -> Problem | None:
         if scope.get("method") not in {"POST", "PUT", "PATCH"}:
             return None
         headers = dict(scope.get("headers", ()))
         length = headers.get(b"content-length")
+        limit = self.max_body_bytes if upload_limit is None else upload_limit
         if length is not None:
             try:
-                too_large = int(length) > self.max_body_bytes
+                too_large = int(length) > limit
             except ValueError:
                 return Problem(400, "bad_request", "Invalid Content-Length")
             if too_large:
@@ -94,8 +100,10 @@ class GuardMiddleware:
                     413,
                     "payload_too_large",
                     "Request body too large",
-                    f"The body may not exceed {self.max_body_bytes} bytes.",
+                    f"The body may not exceed {limit} bytes.",
                 )
+        if upload_limit is not None:
+            return None
         if length in (None, b"0") and b"transfer-encoding" not in headers:
             return None  # no body (e.g. a replay): nothing to parse, so no type to insist on
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
@@ -109,10 +117,10 @@ class GuardMiddleware:
             )
         return None
 
-    def _limited(self, receive: Receive, path: str, send: Send) -> Receive:
+    def _limited(self, receive: Receive, upload_limit: int | None) -> Receive:
         # Chunked bodies carry no Content-Length: count what actually arrives.
         received = 0
-        limit = self.max_body_bytes
+        limit = self.max_body_bytes if upload_limit is None else upload_limit
 
         async def wrapped() -> Message:
             nonlocal received
@@ -228,7 +236,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     _install_store_outage_handler(app)
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        GuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        uploads={"/v1/batches": settings.batch_max_bytes},
+    )
     app.include_router(scoring_router)
     app.include_router(decisions_router)
     app.include_router(webhooks_router)

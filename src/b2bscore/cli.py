@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from b2bscore.decisions.cli import audit_app
+from b2bscore.portfolio.cli import batch, monitor_app
 from b2bscore.sandbox.cli import sandbox_event
 from b2bscore.tenants.cli import keys_app
 from b2bscore.worker import worker
@@ -26,6 +27,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.command("worker")(worker)
+app.add_typer(monitor_app, name="monitor")
+app.command("batch")(batch)
 
 SANDBOX_TENANT = "sandbox"
 SANDBOX_SCOPES = ("score:write", "decisions:read")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from b2bscore.kit.db import create_sessionmaker
 from b2bscore.kit.settings import Settings
 from b2bscore.kit.state import AppState
 from b2bscore.tenants import service as tenants
+from tests.servers import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,15 +53,39 @@ async def flow_keys(pg_engine: AsyncEngine) -> FlowKeys:
         return FlowKeys(writer, reader, writer_only, other, live, a.id, b.id, writer_row.id)
 
 
+@dataclass(frozen=True)
+class MovingSandbox:
+    """A sandbox served over HTTP whose world moves with the events of its own store."""
+
+    url: str
+    events_file: Path
+
+
+@pytest.fixture(scope="session")
+def moving_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MovingSandbox]:
+    """The sandbox (zero latency) reading events from a store of this test session."""
+    from b2bscore.sandbox.app import create_sandbox_app
+    from b2bscore.sandbox.events import EventStore
+    from b2bscore.sandbox.profile import SandboxProfile
+
+    events_file = tmp_path_factory.mktemp("sandbox-events") / "events.jsonl"
+    app = create_sandbox_app(SandboxProfile.preset("zero"), events=EventStore(events_file))
+    with serve_in_thread(app) as url:
+        yield MovingSandbox(url, events_file)
+
+
 @pytest.fixture(scope="session")
 def flow_settings(
-    postgres_url: str, redis_url: str, sandbox_url: str, tmp_path_factory: pytest.TempPathFactory
+    postgres_url: str,
+    redis_url: str,
+    moving_sandbox: MovingSandbox,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     """Fast retry schedule and polling, so that retries are seen within a test."""
     return Settings(
         database_url=postgres_url,
         redis_url=redis_url,
-        sandbox_url=sandbox_url,
+        sandbox_url=moving_sandbox.url,
         var_dir=tmp_path_factory.mktemp("flows-var"),
         models_dir=Path(os.environ.get("B2BSCORE_TEST_MODELS_DIR", REPO / "models")),
         rate_limit_per_minute=100_000,

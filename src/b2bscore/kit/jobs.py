@@ -100,6 +100,19 @@ async def _observe(
         JOB_DURATION.labels(name, outcome).observe(time.perf_counter() - started)
 
 
+@periodic(cron="* * * * * */10", periodic_id="stalled")
+@task(name="jobs.retry_stalled", pass_context=True, queueing_lock="jobs.retry_stalled")
+async def retry_stalled(context: JobContext, timestamp: int) -> int:
+    """Every 10 s: put back the jobs of workers that died (no heartbeat) to run again."""
+    seconds = state_of(context).settings.jobs_stalled_seconds
+    stalled = await engine.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds)
+    for job in stalled:
+        await engine.job_manager.retry_job(job)
+    if stalled:
+        log.warning("re-queued %d jobs of stalled workers", len(stalled))
+    return len(stalled)
+
+
 class Jobs:
     """The job engine of one process: opened once, defers jobs, runs a worker."""
 
@@ -201,6 +214,8 @@ class Jobs:
             delete_jobs="successful",
             shutdown_graceful_timeout=settings.jobs_shutdown_seconds,
             additional_context={_STATE_KEY: state},
+            update_heartbeat_interval=settings.jobs_stalled_seconds / 3,
+            stalled_worker_timeout=settings.jobs_stalled_seconds,
             worker_middleware=[_observe],
         )
 

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # scheduled retry starts after its time.
     jobs_poll_seconds: float = Field(default=2.0, gt=0, le=60)
     jobs_shutdown_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # A worker silent (no heartbeat) this long is dead: its running jobs run again.
+    jobs_stalled_seconds: float = Field(default=30.0, ge=1, le=3600)
 
     # Webhook deliveries (docs/WEBHOOKS.md): the exponential schedule is
     # min(base * 3**(n-1), cap) +/- 20 % jitter between attempts, max_attempts in all.

@@ -49,6 +49,21 @@ class MonitoredCompany(Base):
     known_proceedings: Mapped[list[str] | None] = mapped_column(JSONColumn, nullable=True)
 
 
+class MonitoringRules(Base):
+    """A tenant's default monitoring rules in one mode (a company may carry its own)."""
+
+    __tablename__ = "monitoring_rules"
+
+    tenant_id: Mapped[str] = mapped_column(
+        sa.String(36),
+        sa.ForeignKey("tenants.id", name="fk_monitoring_rules_tenant_id"),
+        primary_key=True,
+    )
+    mode: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+    rules: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Batch(Base):
     """A file of score requests decided in the background, row by row."""
 
@@ -64,6 +79,8 @@ class Batch(Base):
     # queued, running, completed
     status: Mapped[str] = mapped_column(sa.String(16), default="queued")
     format: Mapped[str] = mapped_column(sa.String(8))
+    # The uploaded file until the worker has split it into rows.
+    source: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
     total_rows: Mapped[int] = mapped_column(sa.Integer, default=0)
     invalid_rows: Mapped[int] = mapped_column(sa.Integer, default=0)
     decided_rows: Mapped[int] = mapped_column(sa.Integer, default=0)

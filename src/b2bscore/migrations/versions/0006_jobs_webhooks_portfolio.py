@@ -202,6 +202,18 @@ def upgrade() -> None:
         "ix_monitored_companies_due", "monitored_companies", ["mode", "last_checked_at"]
     )
     op.create_table(
+        "monitoring_rules",
+        sa.Column(
+            "tenant_id",
+            sa.String(36),
+            sa.ForeignKey("tenants.id", name="fk_monitoring_rules_tenant_id"),
+            primary_key=True,
+        ),
+        sa.Column("mode", sa.String(8), primary_key=True),
+        sa.Column("rules", JSON, nullable=False),
+        sa.Column("updated_at", TIMESTAMP, nullable=False),
+    )
+    op.create_table(
         "batches",
         sa.Column("id", sa.String(36), primary_key=True),
         sa.Column(
@@ -214,6 +226,7 @@ def upgrade() -> None:
         sa.Column("api_key_id", sa.String(36), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("format", sa.String(8), nullable=False),
+        sa.Column("source", sa.LargeBinary, nullable=True),
         sa.Column("total_rows", sa.Integer, nullable=False),
         sa.Column("invalid_rows", sa.Integer, nullable=False),
         sa.Column("decided_rows", sa.Integer, nullable=False),
@@ -246,6 +259,7 @@ def downgrade() -> None:
     for table in (
         "batch_rows",
         "batches",
+        "monitoring_rules",
         "monitored_companies",
         "webhook_attempts",
         "webhook_deliveries",
