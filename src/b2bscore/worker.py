@@ -20,6 +20,10 @@ def worker(
         int, typer.Option(help="Serve Prometheus /metrics on this port (0: off).")
     ] = 9101,
     name: Annotated[str | None, typer.Option(help="Worker name in logs and job records.")] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these queues (webhooks, monitoring, batches, default)."),
+    ] = None,
 ) -> None:
     """Run a worker of the job engine (PostgreSQL); start as many as you like, anywhere."""
     from b2bscore.kit.logging import configure_logging
@@ -38,10 +42,12 @@ def worker(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port)
-    asyncio.run(_run(settings, concurrency, name))
+    asyncio.run(_run(settings, concurrency, name, queue or None))
 
 
-async def _run(settings: object, concurrency: int | None, name: str | None) -> None:
+async def _run(
+    settings: object, concurrency: int | None, name: str | None, queues: list[str] | None
+) -> None:
     from b2bscore.app import build_state, close_state
     from b2bscore.kit.settings import Settings
 
@@ -51,7 +57,7 @@ async def _run(settings: object, concurrency: int | None, name: str | None) -> N
     depth = asyncio.create_task(state.jobs.publish_depth_forever())
     try:
         await state.jobs.run_worker(
-            state, concurrency=concurrency, install_signal_handlers=True, name=name
+            state, concurrency=concurrency, install_signal_handlers=True, name=name, queues=queues
         )
     finally:
         depth.cancel()

@@ -96,6 +96,7 @@ def flow_settings(
         webhook_max_attempts=4,
         webhook_timeout_seconds=1.0,
         webhook_max_endpoints=500,
+        jobs_stalled_seconds=3,
     )
 
 
@@ -104,7 +105,12 @@ async def flow_state(flow_settings: Settings) -> AsyncIterator[AppState]:
     """The application state, with a job worker running in this event loop."""
     state = await build_state(flow_settings)
     assert state.jobs is not None
-    worker = asyncio.create_task(state.jobs.run_worker(state, concurrency=8, name="test"))
+    # Batches go to the `b2bscore worker` processes of the batch tests (tests/portfolio).
+    worker = asyncio.create_task(
+        state.jobs.run_worker(
+            state, concurrency=8, name="test", queues=["default", "webhooks", "monitoring"]
+        )
+    )
     yield state
     worker.cancel()
     with contextlib.suppress(asyncio.CancelledError):

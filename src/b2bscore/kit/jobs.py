@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import procrastinate
 from procrastinate import exceptions as procrastinate_errors
+from procrastinate import jobs as procrastinate_jobs
 from procrastinate import tasks as procrastinate_tasks
 from procrastinate.job_context import JobContext
 from procrastinate.testing import InMemoryConnector
@@ -107,7 +108,14 @@ async def retry_stalled(context: JobContext, timestamp: int) -> int:
     seconds = state_of(context).settings.jobs_stalled_seconds
     stalled = await engine.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds)
     for job in stalled:
-        await engine.job_manager.retry_job(job)
+        try:
+            await engine.job_manager.retry_job(job)
+        except procrastinate_errors.UniqueViolation:
+            # The same work is already waiting (its queueing lock): this copy just ends,
+            # which also frees its lock for the waiting one.
+            await engine.job_manager.finish_job(
+                job, status=procrastinate_jobs.Status.FAILED, delete_job=False
+            )
     if stalled:
         log.warning("re-queued %d jobs of stalled workers", len(stalled))
     return len(stalled)
@@ -144,6 +152,8 @@ class Jobs:
         """Point the engine at this process's connector and open its pool."""
         if self._opened:
             return
+        # Every task known before the first defer: a job goes to its task's queue.
+        engine.perform_import_paths()
         self._stack.enter_context(engine.replace_connector(self._connector()))
         await engine.open_async()
         self._opened = True
@@ -169,9 +179,11 @@ class Jobs:
         **task_kwargs: Any,
     ) -> int | None:
         """Queue a job; None when a job with the same queueing lock is already waiting."""
+        known = engine.tasks.get(task_name)
         deferrer = procrastinate_tasks.configure_task(
             name=task_name,
             job_manager=engine.job_manager,
+            queue=known.queue if known is not None else None,
             lock=lock,
             queueing_lock=queueing_lock,
             schedule_at=schedule_at,
@@ -200,10 +212,12 @@ class Jobs:
         wait: bool = True,
         install_signal_handlers: bool = False,
         name: str | None = None,
+        queues: list[str] | None = None,
     ) -> None:
-        """Run a worker on every queue until cancelled (or, with wait=False, until idle)."""
+        """Run a worker on queues (None: all) until cancelled (or, with wait=False, idle)."""
         settings = self.settings
         await engine.run_worker_async(
+            queues=queues,
             name=name or "b2bscore",
             concurrency=concurrency or settings.jobs_concurrency,
             wait=wait,

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     batch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     batch_chunk_rows: int = Field(default=200, ge=1, le=10_000)
     batch_row_concurrency: int = Field(default=16, ge=1, le=256)
+    # A batch row waits for no one: its providers and its audit row get more than the
+    # interactive budget before the row is left pending for the next run.
+    batch_row_deadline_ms: int = Field(default=5_000, ge=100, le=60_000)
 
     @property
     def resolved_database_url(self) -> str:

@@ -223,6 +223,18 @@ def _principal(batch: Batch) -> Principal:
     )
 
 
+_gates: dict[int, asyncio.Semaphore] = {}
+
+
+def _row_gate(limit: int) -> asyncio.Semaphore:
+    """One bound on the rows in flight in this process, whatever the chunks running."""
+    loop = id(asyncio.get_running_loop())
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(limit)
+    return gate
+
+
 def row_key(batch_id: str, row_number: int) -> str:
     """The idempotency key of one row's decision."""
     return f"batch:{batch_id}:{row_number}"
@@ -277,7 +289,7 @@ async def run_chunk(state: AppState, batch_id: str, first_row: int, last_row: in
         tokenizer=state.tokenizer,
         sessions=state.sessionmaker,
     )
-    gate = asyncio.Semaphore(settings.batch_row_concurrency)
+    gate = _row_gate(settings.batch_row_concurrency)
     decided = 0
 
     async def one(number: int, request: dict[str, Any] | None) -> None:
@@ -318,7 +330,7 @@ async def _decide_row(
                 idempotency_key=key,
                 fingerprint=request_fingerprint(body),
                 started=started,
-                deadline=started + tools.settings.deadline_ms / 1000,
+                deadline=started + tools.settings.batch_row_deadline_ms / 1000,
             )
         except Problem as problem:
             error = f"{problem.code}: {problem.detail or problem.title}"
