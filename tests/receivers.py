@@ -63,7 +63,7 @@ class Receiver:
         with self.lock:
             return [r for r in self.received if 200 <= r.answered < 300]
 
-    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> None:
+    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> None:  # noqa: ASYNC109
         """Wait (without blocking the event loop the worker runs on) until predicate(self)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

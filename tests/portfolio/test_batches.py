@@ -49,9 +49,19 @@ class Workers:
     def _spawn(self, name: str, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
-                sys.executable, "-m", "b2bscore", "worker", "--queue", "batches",
-                "--metrics-port", "0", "--concurrency", "4", "--name", name,
-            ],  # fmt: skip
+                sys.executable,
+                "-m",
+                "b2bscore",
+                "worker",
+                "--queue",
+                "batches",
+                "--metrics-port",
+                "0",
+                "--concurrency",
+                "4",
+                "--name",
+                name,
+            ],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -97,7 +107,12 @@ def _csv(rows: list[dict[str, str]]) -> bytes:
     return out.getvalue().encode()
 
 
-async def _wait_completed(api: httpx.AsyncClient, key: str, batch_id: str, timeout: float = 120) -> dict[str, Any]:
+async def _wait_completed(
+    api: httpx.AsyncClient,
+    key: str,
+    batch_id: str,
+    timeout: float = 120,  # noqa: ASYNC109
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -108,8 +123,12 @@ async def _wait_completed(api: httpx.AsyncClient, key: str, batch_id: str, timeo
     raise AssertionError(f"batch not completed: {body}")
 
 
-async def _post(api: httpx.AsyncClient, key: str, content: bytes, content_type: str = "text/csv") -> httpx.Response:
-    return await api.post(URL, content=content, headers={**bearer(key), "Content-Type": content_type})
+async def _post(
+    api: httpx.AsyncClient, key: str, content: bytes, content_type: str = "text/csv"
+) -> httpx.Response:
+    return await api.post(
+        URL, content=content, headers={**bearer(key), "Content-Type": content_type}
+    )
 
 
 class TestCreateBatch:
@@ -124,7 +143,9 @@ class TestCreateBatch:
         response = await _post(flow_api, flow_keys.writer, b"{}", "application/json")
         assert response.status_code == 415
 
-    async def test_413_over_the_row_limit(self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys) -> None:
+    async def test_413_over_the_row_limit(
+        self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys
+    ) -> None:
         row = b"958806150,100.00,term_loan,\n"
         content = b"siren,requested_amount,product,external_reference\n" + row * 100_001
         response = await _post(flow_api, flow_keys.writer, content)
@@ -137,12 +158,13 @@ class TestCreateBatch:
         flow_keys: FlowKeys,
         batch_workers: Workers,
     ) -> None:
+        loan = {"requested_amount": "25000.00", "product": "term_loan"}
         lines = [
-            {"siren": "958806150", "requested_amount": "25000.00", "product": "term_loan", "external_reference": "r1"},
-            {"siren": "123456789", "requested_amount": "25000.00", "product": "term_loan"},
+            {"siren": "958806150", **loan, "external_reference": "r1"},
+            {"siren": "123456789", **loan},
             {"siren": "527295240", "requested_amount": 12.5, "product": "bnpl"},
-            {"siren": "527295240", "requested_amount": "900.00", "product": "bnpl", "colour": "red"},
-        ]  # fmt: skip
+            {"siren": "527295240", **loan, "colour": "red"},
+        ]
         content = b"\n".join(orjson.dumps(line) for line in lines) + b"\nnot json\n"
         with webhook_receiver() as receiver:
             endpoint = await flow_api.post(
@@ -154,23 +176,35 @@ class TestCreateBatch:
             response = await _post(flow_api, flow_keys.writer, content, "application/x-ndjson")
             assert response.status_code == 202, response.text
             batch = response.json()
-            assert batch["status"] == "queued" and batch["counts"]["total"] == 5
+            assert batch["status"] == "queued"
+            assert batch["counts"]["total"] == 5
             done = await _wait_completed(flow_api, flow_keys.writer, batch["id"])
-            assert done["counts"] == {"total": 5, "pending": 0, "decided": 1, "invalid": 4, "failed": 0}
+            assert done["counts"] == {
+                "total": 5,
+                "pending": 0,
+                "decided": 1,
+                "invalid": 4,
+                "failed": 0,
+            }
             results = await flow_api.get(
-                f"{URL}/{batch['id']}/results", params={"format": "jsonl"}, headers=bearer(flow_keys.writer)
+                f"{URL}/{batch['id']}/results",
+                params={"format": "jsonl"},
+                headers=bearer(flow_keys.writer),
             )
             rows = [orjson.loads(line) for line in results.content.splitlines()]
             assert [r["row"] for r in rows] == [1, 2, 3, 4, 5]
-            assert rows[0]["status"] == "decided" and rows[0]["external_reference"] == "r1"
-            assert rows[0]["decision_id"] and rows[0]["score"] is not None
+            assert rows[0]["status"] == "decided"
+            assert rows[0]["external_reference"] == "r1"
+            assert rows[0]["decision_id"]
+            assert rows[0]["score"] is not None
             assert rows[1]["errors"][0]["field"] == "siren"
             assert rows[2]["errors"][0]["field"] == "requested_amount"
             assert rows[3]["errors"] == [{"field": "colour", "message": "unknown field"}]
             assert rows[4]["errors"][0]["field"] == "row"
             await receiver.wait_for(lambda r: len(r.ok()) == 1)
             told = receiver.ok()[0]
-            assert told.verified == {"e": True} and told.payload["data"]["batch_id"] == batch["id"]
+            assert told.verified == {"e": True}
+            assert told.payload["data"]["batch_id"] == batch["id"]
 
 
 class TestReadBatch:
@@ -178,10 +212,25 @@ class TestReadBatch:
         assert (await flow_api.get(f"{URL}/x")).status_code == 401
 
     async def test_403(self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys) -> None:
-        assert (await flow_api.get(f"{URL}/x", headers=bearer(flow_keys.writer_only))).status_code == 403
+        assert (
+            await flow_api.get(f"{URL}/x", headers=bearer(flow_keys.writer_only))
+        ).status_code == 403
 
     async def test_404_other_tenant(self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys) -> None:
-        created = await _post(flow_api, flow_keys.writer, _csv([{"siren": "958806150", "requested_amount": "10.00", "product": "bnpl", "external_reference": ""}]))
+        created = await _post(
+            flow_api,
+            flow_keys.writer,
+            _csv(
+                [
+                    {
+                        "siren": "958806150",
+                        "requested_amount": "10.00",
+                        "product": "bnpl",
+                        "external_reference": "",
+                    }
+                ]
+            ),
+        )
         batch_id = created.json()["id"]
         for key in (flow_keys.other_tenant, flow_keys.live):
             assert (await flow_api.get(f"{URL}/{batch_id}", headers=bearer(key))).status_code == 404
@@ -199,7 +248,12 @@ class TestBatchWorkers:
     ) -> None:
         sirens = sample_sirens(240, seed=424242)
         rows = [
-            {"siren": s, "requested_amount": "15000.00", "product": "term_loan", "external_reference": f"x{i}"}
+            {
+                "siren": s,
+                "requested_amount": "15000.00",
+                "product": "term_loan",
+                "external_reference": f"x{i}",
+            }
             for i, s in enumerate(sirens)
         ]
         rows[7]["siren"] = "123456789"  # one bad row among them
@@ -210,7 +264,9 @@ class TestBatchWorkers:
         # Kill one worker (SIGKILL: no goodbye) once the batch is well under way.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            body = (await flow_api.get(f"{URL}/{batch_id}", headers=bearer(flow_keys.writer))).json()
+            body = (
+                await flow_api.get(f"{URL}/{batch_id}", headers=bearer(flow_keys.writer))
+            ).json()
             if body["counts"]["decided"] >= 60:
                 break
             await asyncio.sleep(0.05)
@@ -219,7 +275,8 @@ class TestBatchWorkers:
         victim.wait(timeout=10)
         done = await _wait_completed(flow_api, flow_keys.writer, batch_id, timeout=240)
         elapsed = time.monotonic() - started
-        assert done["counts"]["decided"] == 239 and done["counts"]["invalid"] == 1
+        assert done["counts"]["decided"] == 239
+        assert done["counts"]["invalid"] == 1
         async with flow_state.sessionmaker() as session:
             decisions = await session.scalar(
                 select(func.count())
@@ -231,4 +288,7 @@ class TestBatchWorkers:
         lines = list(csv.DictReader(io.StringIO(results.text)))
         assert len(lines) == 240
         assert len({r["decision_id"] for r in lines if r["decision_id"]}) == 239
-        print(f"\n240-row batch, 2 workers (one killed): {elapsed:.1f} s, {239 / elapsed:.0f} decisions/s")
+        print(
+            f"\n240-row batch, 2 workers (one killed): {elapsed:.1f} s, "
+            f"{239 / elapsed:.0f} decisions/s"
+        )

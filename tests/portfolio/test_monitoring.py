@@ -55,7 +55,11 @@ async def _receiver_endpoint(api: httpx.AsyncClient, key: str, receiver: Receive
         "/v1/webhook-endpoints",
         json={
             "url": receiver.url,
-            "event_types": ["company.closed", "company.proceedings_opened", "company.score_changed"],
+            "event_types": [
+                "company.closed",
+                "company.proceedings_opened",
+                "company.score_changed",
+            ],
         },
         headers=bearer(key),
     )
@@ -79,7 +83,8 @@ class TestMonitoringEndToEnd:
         with webhook_receiver() as receiver:
             await _receiver_endpoint(flow_api, flow_keys.writer, receiver)
             watched = await _watch(flow_api, flow_keys.writer, siren, external_reference="c-1")
-            assert watched["active"] is True and watched["last"]["grade"] in "ABCDE"
+            assert watched["active"] is True
+            assert watched["last"]["grade"] in "ABCDE"
             # Nothing moved: a sweep emits nothing.
             outcomes = await monitoring.sweep(flow_state, siren=siren)
             assert [o.events for o in outcomes] == [[]]
@@ -90,7 +95,9 @@ class TestMonitoringEndToEnd:
             got = next(r for r in receiver.ok() if r.payload["type"] == "company.closed")
             assert got.verified == {"endpoint": True}
             assert got.payload["data"]["external_reference"] == "c-1"
-            read = (await flow_api.get(f"{URL}/{watched['id']}", headers=bearer(flow_keys.writer))).json()
+            read = (
+                await flow_api.get(f"{URL}/{watched['id']}", headers=bearer(flow_keys.writer))
+            ).json()
             assert read["active"] is False
 
     async def test_proceedings_opened_once(
@@ -128,7 +135,9 @@ class TestMonitoringEndToEnd:
             assert outcomes[0].events == ["company.score_changed"], before["last"]
             await receiver.wait_for(lambda r: "company.score_changed" in _types(r, siren))
             data = next(
-                r.payload["data"] for r in receiver.ok() if r.payload["type"] == "company.score_changed"
+                r.payload["data"]
+                for r in receiver.ok()
+                if r.payload["type"] == "company.score_changed"
             )
             assert data["previous"]["score"] == before["last"]["score"]
             assert data["current"]["score"] < data["previous"]["score"]
@@ -151,11 +160,14 @@ class TestWatchCompany:
         )
         assert response.status_code == 403
 
-    async def test_422_names_the_field(self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys) -> None:
+    async def test_422_names_the_field(
+        self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys
+    ) -> None:
         response = await flow_api.post(
             URL, json={"siren": "123456789"}, headers=bearer(flow_keys.writer)
         )
-        assert response.status_code == 422 and "siren" in response.text
+        assert response.status_code == 422
+        assert "siren" in response.text
 
     async def test_valid_then_409_on_a_second_watch(
         self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys
@@ -189,7 +201,9 @@ class TestReadWatched:
         listed = (await flow_api.get(URL, headers=bearer(flow_keys.other_tenant))).json()["data"]
         assert item not in {i["id"] for i in listed}
 
-    async def test_valid_list_and_delete(self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys) -> None:
+    async def test_valid_list_and_delete(
+        self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys
+    ) -> None:
         created = (
             await flow_api.post(URL, json={"siren": "534917570"}, headers=bearer(flow_keys.live))
         ).json()

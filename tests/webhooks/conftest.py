@@ -119,7 +119,9 @@ async def flow_state(flow_settings: Settings) -> AsyncIterator[AppState]:
 
 
 @pytest.fixture(scope="session")
-async def flow_api(flow_settings: Settings, flow_state: AppState) -> AsyncIterator[httpx.AsyncClient]:
+async def flow_api(
+    flow_settings: Settings, flow_state: AppState
+) -> AsyncIterator[httpx.AsyncClient]:
     """The API in process, sharing the state the worker uses."""
     app = create_app(flow_settings)
     app.state.b2b = flow_state

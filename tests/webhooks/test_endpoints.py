@@ -12,7 +12,9 @@ from tests.webhooks.conftest import FlowKeys, bearer
 URL = "/v1/webhook-endpoints"
 
 
-async def _create(api: httpx.AsyncClient, key: str, url: str = "http://127.0.0.1:9/h") -> httpx.Response:
+async def _create(
+    api: httpx.AsyncClient, key: str, url: str = "http://127.0.0.1:9/h"
+) -> httpx.Response:
     return await api.post(
         URL, json={"url": url, "event_types": ["company.closed"]}, headers=bearer(key)
     )
@@ -35,7 +37,8 @@ class TestCreateEndpoint:
         assert response.status_code == 201, response.text
         body = response.json()
         assert body["secret"].startswith("whsec_")
-        assert body["status"] == "enabled" and body["mode"] == "test"
+        assert body["status"] == "enabled"
+        assert body["mode"] == "test"
         async with flow_state.sessionmaker() as session:
             row = await session.scalar(
                 select(WebhookEndpoint).where(WebhookEndpoint.id == body["id"])
@@ -49,7 +52,8 @@ class TestCreateEndpoint:
         self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys
     ) -> None:
         response = await flow_api.post(
-            URL, json={"url": "http://127.0.0.1/h", "event_types": ["nope"]},
+            URL,
+            json={"url": "http://127.0.0.1/h", "event_types": ["nope"]},
             headers=bearer(flow_keys.writer),
         )
         assert response.status_code == 422
@@ -95,7 +99,8 @@ class TestListEndpoints:
         theirs = (await _create(flow_api, flow_keys.other_tenant)).json()["id"]
         listed = (await flow_api.get(URL, headers=bearer(flow_keys.writer))).json()["data"]
         ids = {e["id"] for e in listed}
-        assert mine in ids and theirs not in ids
+        assert mine in ids
+        assert theirs not in ids
         assert all(e["mode"] == "test" for e in listed)
         assert all("secret" not in e for e in listed)
 
@@ -121,7 +126,8 @@ class TestReadEndpoint:
     async def test_valid(self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys) -> None:
         eid = (await _create(flow_api, flow_keys.writer)).json()["id"]
         body = (await flow_api.get(f"{URL}/{eid}", headers=bearer(flow_keys.writer))).json()
-        assert body["id"] == eid and body["event_types"] == ["company.closed"]
+        assert body["id"] == eid
+        assert body["event_types"] == ["company.closed"]
 
 
 class TestDeleteEndpoint:
@@ -137,13 +143,17 @@ class TestDeleteEndpoint:
         eid = (await _create(flow_api, flow_keys.writer)).json()["id"]
         response = await flow_api.delete(f"{URL}/{eid}", headers=bearer(flow_keys.other_tenant))
         assert response.status_code == 404
-        assert (await flow_api.get(f"{URL}/{eid}", headers=bearer(flow_keys.writer))).status_code == 200
+        assert (
+            await flow_api.get(f"{URL}/{eid}", headers=bearer(flow_keys.writer))
+        ).status_code == 200
 
     async def test_valid(self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys) -> None:
         eid = (await _create(flow_api, flow_keys.writer)).json()["id"]
         response = await flow_api.delete(f"{URL}/{eid}", headers=bearer(flow_keys.writer))
         assert response.status_code == 204
-        assert (await flow_api.get(f"{URL}/{eid}", headers=bearer(flow_keys.writer))).status_code == 404
+        assert (
+            await flow_api.get(f"{URL}/{eid}", headers=bearer(flow_keys.writer))
+        ).status_code == 404
 
 
 class TestRotateSecret:
@@ -175,7 +185,8 @@ class TestRotateSecret:
         )
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["secret"].startswith("whsec_") and body["secret"] != created["secret"]
+        assert body["secret"].startswith("whsec_")
+        assert body["secret"] != created["secret"]
         assert body["previous_secret_expires_at"] is not None
 
 
@@ -200,7 +211,8 @@ class TestDeliveries:
     async def test_valid_empty(self, flow_api: httpx.AsyncClient, flow_keys: FlowKeys) -> None:
         eid = (await _create(flow_api, flow_keys.writer)).json()["id"]
         response = await flow_api.get(f"{URL}/{eid}/deliveries", headers=bearer(flow_keys.writer))
-        assert response.status_code == 200 and response.json() == {"data": []}
+        assert response.status_code == 200
+        assert response.json() == {"data": []}
 
 
 class TestRedeliver:

@@ -106,7 +106,7 @@ async def _observe(
 async def retry_stalled(context: JobContext, timestamp: int) -> int:
     """Every 10 s: put back the jobs of workers that died (no heartbeat) to run again."""
     seconds = state_of(context).settings.jobs_stalled_seconds
-    stalled = await engine.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds)
+    stalled = list(await engine.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds))
     for job in stalled:
         try:
             await engine.job_manager.retry_job(job)
@@ -153,7 +153,7 @@ class Jobs:
         if self._opened:
             return
         # Every task known before the first defer: a job goes to its task's queue.
-        engine.perform_import_paths()
+        engine.perform_import_paths()  # type: ignore[no-untyped-call]
         self._stack.enter_context(engine.replace_connector(self._connector()))
         await engine.open_async()
         self._opened = True
@@ -217,7 +217,8 @@ class Jobs:
         """Run a worker on queues (None: all) until cancelled (or, with wait=False, idle)."""
         settings = self.settings
         await engine.run_worker_async(
-            queues=queues,
+            # None is every queue (procrastinate's own default, which its stub types omit).
+            queues=cast("list[str]", queues),
             name=name or "b2bscore",
             concurrency=concurrency or settings.jobs_concurrency,
             wait=wait,

@@ -81,9 +81,7 @@ WEBHOOK_FIRST_DELIVERY = Histogram(
     "Time from an event's creation to its first successful delivery.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600),
 )
-BATCH_ROWS = Counter(
-    "b2bscore_batch_rows_total", "Batch rows processed, by outcome.", ["outcome"]
-)
+BATCH_ROWS = Counter("b2bscore_batch_rows_total", "Batch rows processed, by outcome.", ["outcome"])
 
 
 def render_metrics() -> tuple[bytes, str]:

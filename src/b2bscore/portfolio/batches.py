@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.kit.db import opened_session
@@ -46,7 +46,9 @@ PREPARE_TASK: Final = "portfolio.batch_prepare"
 CHUNK_TASK: Final = "portfolio.batch_chunk"
 FIELDS: Final = ("siren", "requested_amount", "product", "external_reference")
 CSV_TYPES: Final = frozenset({"text/csv", "application/csv"})
-JSONL_TYPES: Final = frozenset({"application/x-ndjson", "application/jsonl", "application/jsonlines"})
+JSONL_TYPES: Final = frozenset(
+    {"application/x-ndjson", "application/jsonl", "application/jsonlines"}
+)
 INSERT_ROWS: Final = 2000
 
 
@@ -144,7 +146,9 @@ def _records(content: bytes, fmt: str) -> Iterator[tuple[dict[str, Any] | None, 
         yield {k: (v if v != "" else None) for k, v in record.items() if k in FIELDS}, None
 
 
-def validate_row(fields: dict[str, Any] | None, unreadable: str | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+def validate_row(
+    fields: dict[str, Any] | None, unreadable: str | None
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
     """(request, None) for a valid row, (None, errors naming the fields) otherwise."""
     if fields is None:
         return None, [{"field": "row", "message": unreadable or "unreadable"}]
@@ -186,7 +190,7 @@ async def prepare(state: AppState, batch_id: str) -> int:
                     }
                 )
             for start in range(0, len(rows), INSERT_ROWS):
-                await session.execute(BatchRow.__table__.insert(), rows[start : start + INSERT_ROWS])
+                await session.execute(insert(BatchRow), rows[start : start + INSERT_ROWS])
             batch.total_rows = len(rows)
             batch.invalid_rows = invalid
             batch.source = None
@@ -337,7 +341,11 @@ async def _decide_row(
     async with opened_session(state.sessionmaker) as session:
         values: dict[str, Any]
         if answer is not None:
-            values = {"status": "decided", "decision_id": answer.decision_id, "result": _result(answer)}
+            values = {
+                "status": "decided",
+                "decision_id": answer.decision_id,
+                "result": _result(answer),
+            }
         else:
             # The audit store refused (an outage): the row stays pending, a later run retries.
             log.warning("batch %s row %d not decided: %s", batch_id, number, error)
@@ -408,7 +416,9 @@ def result_line(row: BatchRow, fmt: str) -> dict[str, Any]:
         "decision": result.get("decision"),
         "probability_of_default": result.get("probability_of_default"),
         "proposed_limit": result.get("proposed_limit"),
-        "reasons": result.get("reasons") if fmt == "jsonl" else " ".join(result.get("reasons") or []),
+        "reasons": result.get("reasons")
+        if fmt == "jsonl"
+        else " ".join(result.get("reasons") or []),
         "errors": row.errors
         if fmt == "jsonl"
         else "; ".join(f"{e['field']}: {e['message']}" for e in row.errors or []),

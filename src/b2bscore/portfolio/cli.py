@@ -38,9 +38,7 @@ async def _sweep(settings: object, siren: str | None, concurrency: int) -> Count
     counts: Counter[str] = Counter()
     try:
         with typer.progressbar(length=0, label="checking") as bar:
-            outcomes = await sweep(
-                state, siren=siren, concurrency=concurrency, progress=bar.update
-            )
+            outcomes = await sweep(state, siren=siren, concurrency=concurrency, progress=bar.update)
         counts["checked"] = len(outcomes)
         for outcome in outcomes:
             counts.update(outcome.events)
@@ -101,10 +99,12 @@ def batch(
                     break
                 time.sleep(poll_seconds)
         target = out or file.with_name(f"{file.stem}.results.{fmt}")
-        with client.stream("GET", f"/v1/batches/{batch_id}/results", params={"format": fmt}) as r:
-            with target.open("wb") as handle:
-                for chunk in r.iter_bytes():
-                    handle.write(chunk)
+        with (
+            client.stream("GET", f"/v1/batches/{batch_id}/results", params={"format": fmt}) as r,
+            target.open("wb") as handle,
+        ):
+            for chunk in r.iter_bytes():
+                handle.write(chunk)
     typer.echo(
         f"decided {counts['decided']}, invalid {counts['invalid']}, failed {counts['failed']}; "
         f"results in {target}"

@@ -49,7 +49,9 @@ RESULTS_PAGE = 2000
 # --- monitoring -------------------------------------------------------------------------
 
 
-def _monitored_out(row: MonitoredCompany, tenant_rules: dict[str, Any] | None) -> MonitoredCompanyOut:
+def _monitored_out(
+    row: MonitoredCompany, tenant_rules: dict[str, Any] | None
+) -> MonitoredCompanyOut:
     rules, source = monitoring.effective_rules(row, tenant_rules)
     last = None
     if row.last_score is not None and row.last_grade is not None:
@@ -168,7 +170,9 @@ async def read_rules(principal: Reader, session: DbSession) -> RulesOut:
     row = await PortfolioRepository(session).rules(principal.tenant_id, principal.mode)
     if row is None:
         return RulesOut(rules=Rules(), source="default", updated_at=None)
-    return RulesOut(rules=Rules.model_validate(row.rules), source="tenant", updated_at=row.updated_at)
+    return RulesOut(
+        rules=Rules.model_validate(row.rules), source="tenant", updated_at=row.updated_at
+    )
 
 
 @router.put("/v1/monitoring-rules", response_model=RulesOut, responses=_PROBLEMS)
@@ -195,9 +199,9 @@ async def _batch_out(session: Any, batch: Batch) -> BatchOut:
     pending = total - done
     return BatchOut(
         id=batch.id,
-        mode=batch.mode,  # type: ignore[arg-type]
-        status=batch.status,  # type: ignore[arg-type]
-        format=batch.format,  # type: ignore[arg-type]
+        mode=batch.mode,
+        status=batch.status,
+        format=batch.format,
         counts=BatchCounts(
             total=total,
             pending=pending,
@@ -268,7 +272,7 @@ async def batch_results(
     principal: Reader,
     session: DbSession,
     state: State,
-    format: Annotated[Literal["csv", "jsonl"], Query()] = "csv",  # noqa: A002
+    format: Annotated[Literal["csv", "jsonl"], Query()] = "csv",
 ) -> StreamingResponse:
     """One line per row in file order: its decision, its errors, or pending."""
     await _batch(session, principal, batch_id)

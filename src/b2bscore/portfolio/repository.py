@@ -53,7 +53,9 @@ class PortfolioRepository:
             or 0
         )
 
-    async def monitored_ids(self, after: str | None, limit: int, siren: str | None = None) -> list[str]:
+    async def monitored_ids(
+        self, after: str | None, limit: int, siren: str | None = None
+    ) -> list[str]:
         """Ids of every watched company (all tenants), in id order, for sweeps."""
         query = select(MonitoredCompany.id).order_by(MonitoredCompany.id).limit(limit)
         if after is not None:

@@ -60,7 +60,7 @@ class MonitoredCompanyCreate(BaseModel):
     @field_validator("siren", mode="before")
     @classmethod
     def _valid_siren(cls, value: Any) -> str:
-        result: str = ScoreRequest._valid_siren(value)  # type: ignore[operator]
+        result: str = ScoreRequest._valid_siren(value)
         return result
 
     @field_validator("requested_amount", mode="before")
@@ -68,7 +68,7 @@ class MonitoredCompanyCreate(BaseModel):
     def _valid_amount(cls, value: Any) -> str | None:
         if value is None:
             return None
-        amount = ScoreRequest._valid_amount(value)  # type: ignore[operator]
+        amount = ScoreRequest._valid_amount(value)
         return f"{amount:.2f}"
 
 

@@ -44,7 +44,9 @@ REASON_MOVE_THRESHOLD = 0.05
 MAX_REASONS_MOVED = 6
 
 
-def effective_rules(company: MonitoredCompany, tenant_rules: dict[str, Any] | None) -> tuple[Rules, str]:
+def effective_rules(
+    company: MonitoredCompany, tenant_rules: dict[str, Any] | None
+) -> tuple[Rules, str]:
     """The rules that apply to a watched company, and where they come from."""
     if company.rules:
         return Rules.model_validate(company.rules), "company"
@@ -101,7 +103,9 @@ async def watch(
                 )
             row.follows_decision_id = decision.id
             product = Product(decision.product)
-            amount = body.requested_amount and Decimal(body.requested_amount) or decision.requested_amount
+            amount = (
+                body.requested_amount and Decimal(body.requested_amount)
+            ) or decision.requested_amount
             row.last_decision_id = decision.id
             row.last_score = decision.score
             row.last_grade = decision.grade
@@ -206,7 +210,9 @@ async def check(state: AppState, monitored_id: str) -> CheckOutcome:
     return CheckOutcome(monitored_id, answer.decision_id, [e.type for e in emitted.events])
 
 
-def _snapshot(decision_id: str | None, score: int, grade: str, pd: float, decision: str | None) -> dict[str, Any]:
+def _snapshot(
+    decision_id: str | None, score: int, grade: str, pd: float, decision: str | None
+) -> dict[str, Any]:
     return {
         "decision_id": decision_id,
         "score": score,
@@ -220,7 +226,9 @@ def _band(score: int, edges: list[int]) -> int:
     return sum(1 for edge in edges if score >= edge)
 
 
-def reasons_moved(previous: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def reasons_moved(
+    previous: list[dict[str, Any]], current: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Reasons whose contribution moved most between two checks (appeared, gone, changed)."""
     before = {r["code"]: r for r in previous}
     after = {r["code"]: r for r in current}
@@ -279,9 +287,10 @@ async def _compare_and_emit(
 
     reasons_now = [r.model_dump(mode="json") for r in answer.reasons]
     if not baseline:
-        assert row.last_score is not None and row.last_grade is not None
+        assert row.last_score is not None
+        assert row.last_grade is not None
         triggers = []
-        drop = GRADES.index(answer.grade) - GRADES.index(row.last_grade)  # type: ignore[arg-type]
+        drop = GRADES.index(answer.grade) - GRADES.index(row.last_grade)
         if drop >= rules.grade_drop:
             triggers.append("grade_drop")
         if _band(answer.score, rules.score_bands) != _band(row.last_score, rules.score_bands):
@@ -310,9 +319,7 @@ async def _compare_and_emit(
             )
     known = set(row.known_proceedings or [])
     if record is not None:
-        proceedings = [
-            a for a in record.announcements if a.family.lower() == "collective"
-        ]
+        proceedings = [a for a in record.announcements if a.family.lower() == "collective"]
         for announcement in proceedings:
             key = f"{announcement.published_on.isoformat()}|{announcement.nature or ''}"
             if key in known:

@@ -22,7 +22,9 @@ async def check(context: JobContext, monitored_id: str) -> list[str]:
 
 
 @periodic(cron="0 4 * * *", periodic_id="daily")
-@task(name="portfolio.sweep", pass_context=True, queue="monitoring", queueing_lock="portfolio.sweep")
+@task(
+    name="portfolio.sweep", pass_context=True, queue="monitoring", queueing_lock="portfolio.sweep"
+)
 async def sweep(context: JobContext, timestamp: int) -> int:
     """Daily: queue a check of every watched company (workers share them); returns how many."""
     state = state_of(context)
@@ -68,7 +70,9 @@ async def batch_resume(context: JobContext, timestamp: int) -> int:
     async with opened_session(state.sessionmaker) as session:
         ids = list(
             (
-                await session.scalars(select(Batch.id).where(Batch.status != "completed").limit(100))
+                await session.scalars(
+                    select(Batch.id).where(Batch.status != "completed").limit(100)
+                )
             ).all()
         )
     for batch_id in ids:

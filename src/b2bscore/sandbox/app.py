@@ -56,11 +56,16 @@ def company(siren: str) -> Company:
     return _events.company(siren)
 
 
+def _clear_renderings() -> None:
+    for rendering in _RENDERINGS:
+        rendering.cache_clear()
+
+
 def _use_events(store: EventStore) -> EventStore:
     global _events
     _events = store
     # Renderings are cached per (SIREN, day): an event must reach the next request.
-    store.on_change(lambda: [f.cache_clear() for f in _RENDERINGS])
+    store.on_change(_clear_renderings)
     store.refresh(force=True)
     return store
 

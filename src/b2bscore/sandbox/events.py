@@ -29,8 +29,8 @@ from typing import Any, Final, Literal
 import orjson
 from fastapi import APIRouter
 from pydantic import BaseModel
-from stdnum.fr import siren as std_siren
 from starlette.types import ASGIApp, Receive, Scope, Send
+from stdnum.fr import siren as std_siren
 
 from b2bscore.training.world import (
     PROCEEDINGS_KINDS,
@@ -119,7 +119,9 @@ class EventStore:
                     if not raw.strip():
                         continue
                     item = orjson.loads(raw)
-                    event = SandboxEvent(item["siren"], item["kind"], date.fromisoformat(item["on"]))
+                    event = SandboxEvent(
+                        item["siren"], item["kind"], date.fromisoformat(item["on"])
+                    )
                     by_siren.setdefault(event.siren, []).append(event)
             self._by_siren = {k: tuple(v) for k, v in by_siren.items()}
             self._stamp = stamp

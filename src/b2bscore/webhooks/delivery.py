@@ -41,7 +41,7 @@ def retry_delay(attempt: int, settings: Settings, rng: random.Random | None = No
     """Wait after failed attempt number `attempt` (1-based): exponential, capped, jittered."""
     base = settings.webhook_retry_base_seconds * 3 ** (attempt - 1)
     delay = min(base, settings.webhook_retry_cap_seconds)
-    factor = 1 + (rng or random).uniform(-JITTER, JITTER)  # noqa: S311 - jitter, not secrecy
+    factor = 1 + (rng or random).uniform(-JITTER, JITTER)
     return timedelta(seconds=delay * factor)
 
 
@@ -76,7 +76,7 @@ async def attempt(
     mode: str,
     headers: dict[str, str],
     body: bytes,
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 - a per-request HTTP timeout, handed to httpx
 ) -> AttemptResult:
     """POST body to url once, connecting to the address checked for mode."""
     started = time.perf_counter()
@@ -116,12 +116,12 @@ async def attempt(
     except httpx.TransportError as error:
         return AttemptResult("retry", None, f"connection: {type(error).__name__}", elapsed(), None)
     outcome = _classify(response.status_code)
-    error = None
+    problem = None
     if 300 <= response.status_code < 400:
-        error = "redirect not followed"
+        problem = "redirect not followed"
     elif outcome != "succeeded":
-        error = f"HTTP {response.status_code}"
-    return AttemptResult(outcome, response.status_code, error, elapsed(), excerpt)
+        problem = f"HTTP {response.status_code}"
+    return AttemptResult(outcome, response.status_code, problem, elapsed(), excerpt)
 
 
 async def _excerpt(response: httpx.Response) -> str:

@@ -154,7 +154,7 @@ async def list_deliveries(
             AttemptOut(
                 attempt=a.attempt,
                 attempted_at=a.attempted_at,
-                outcome=a.outcome,  # type: ignore[arg-type]
+                outcome=a.outcome,
                 status_code=a.status_code,
                 error=a.error,
                 latency_ms=a.latency_ms,
@@ -167,7 +167,7 @@ async def list_deliveries(
                 id=d.id,
                 event_id=d.event_id,
                 event_type=event_type,
-                status=d.status,  # type: ignore[arg-type]
+                status=d.status,
                 attempts=d.attempts,
                 next_attempt_at=d.next_attempt_at,
                 created_at=d.created_at,

@@ -44,9 +44,7 @@ class WebhookRepository:
             )
         )
         return [
-            endpoint_id
-            for endpoint_id, types in rows.all()
-            if event_type in types or "*" in types
+            endpoint_id for endpoint_id, types in rows.all() if event_type in types or "*" in types
         ]
 
     async def next_delivery(

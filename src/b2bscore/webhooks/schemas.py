@@ -117,6 +117,7 @@ def envelope(event_type: str, timestamp: datetime, data: dict[str, Any]) -> dict
 def document_webhooks(app: FastAPI) -> None:
     """List every event type, with its body schema, in the OpenAPI `webhooks` section."""
     for event_type, data_model in EVENT_TYPES.items():
+
         async def receive(body: BaseModel) -> None:
             """Documentation only: what a receiver gets."""
 
@@ -140,7 +141,7 @@ def _envelope_model(event_type: str, data_model: type[BaseModel]) -> type[BaseMo
     name = "".join(part.title() for part in event_type.replace(".", "_").split("_")) + "Event"
     model: type[BaseModel] = create_model(
         name,
-        type=(Literal[event_type], ...),  # type: ignore[valid-type]
+        type=(Literal[event_type], ...),  # type: ignore[arg-type]
         timestamp=(datetime, ...),
         data=(data_model, ...),
     )

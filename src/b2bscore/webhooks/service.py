@@ -129,9 +129,7 @@ def _new_id() -> str:
     return new_id()
 
 
-async def rotate_secret(
-    keyring: DataKeyring, endpoint: WebhookEndpoint, grace_seconds: int
-) -> str:
+async def rotate_secret(keyring: DataKeyring, endpoint: WebhookEndpoint, grace_seconds: int) -> str:
     """A new secret; the current one keeps signing for grace_seconds. The caller commits."""
     now = utcnow()
     endpoint.previous_key_id = endpoint.secret_key_id
@@ -272,7 +270,9 @@ async def disable_endpoint(
     )
 
 
-async def enable_endpoint(session: AsyncSession, endpoint: WebhookEndpoint) -> list[tuple[str, str]]:
+async def enable_endpoint(
+    session: AsyncSession, endpoint: WebhookEndpoint
+) -> list[tuple[str, str]]:
     """Enable an endpoint again; its pending deliveries resume (returned to dispatch)."""
     endpoint.status = "enabled"
     endpoint.disabled_reason = None

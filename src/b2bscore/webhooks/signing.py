@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Final
 
-SECRET_PREFIX: Final = "whsec_"
+SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - the prefix, not a secret
 SECRET_BYTES: Final = 32
 
 

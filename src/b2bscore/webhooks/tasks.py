@@ -127,8 +127,7 @@ async def _deliver_next(
                     emitted = await service.disable_endpoint(
                         session,
                         fresh,
-                        f"{number} attempts failed over the retry schedule "
-                        f"(last: {result.error})",
+                        f"{number} attempts failed over the retry schedule (last: {result.error})",
                     )
         else:
             delivery.next_attempt_at = delivery.last_attempt_at + retry_delay(number, settings)

@@ -81,9 +81,7 @@ def upgrade() -> None:
         sa.Column("updated_at", TIMESTAMP, nullable=False),
         sa.CheckConstraint("mode IN ('test', 'live')", name="ck_webhook_endpoints_mode"),
     )
-    op.create_index(
-        "ix_webhook_endpoints_tenant_mode", "webhook_endpoints", ["tenant_id", "mode"]
-    )
+    op.create_index("ix_webhook_endpoints_tenant_mode", "webhook_endpoints", ["tenant_id", "mode"])
     op.create_table(
         "events",
         sa.Column("id", sa.String(40), primary_key=True),
@@ -99,9 +97,7 @@ def upgrade() -> None:
         sa.Column("data", JSON, nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
     )
-    op.create_index(
-        "ix_events_tenant_mode_created", "events", ["tenant_id", "mode", "created_at"]
-    )
+    op.create_index("ix_events_tenant_mode_created", "events", ["tenant_id", "mode", "created_at"])
     op.create_table(
         "webhook_deliveries",
         sa.Column("id", sa.String(36), primary_key=True),
@@ -129,9 +125,7 @@ def upgrade() -> None:
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.Column("last_attempt_at", TIMESTAMP, nullable=True),
         sa.Column("completed_at", TIMESTAMP, nullable=True),
-        sa.UniqueConstraint(
-            "endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"
-        ),
+        sa.UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
     )
     op.create_index(
         "ix_webhook_deliveries_queue",
