@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,14 +30,19 @@ from b2bscore.decisions.writer import AuditWriter
 from b2bscore.kit.cache import FallbackCache, create_cache
 from b2bscore.kit.db import create_engine, create_sessionmaker
 from b2bscore.kit.deps import State
+from b2bscore.kit.jobs import Jobs
 from b2bscore.kit.metrics import REQUEST_LATENCY, render_metrics
 from b2bscore.kit.problems import Problem, install_problem_handlers, problem_response
 from b2bscore.kit.settings import Settings, get_settings
 from b2bscore.kit.state import AppState
 from b2bscore.model.bundle import latest_bundle_path, load_bundle
+from b2bscore.portfolio.endpoints import BATCHES_PATH
+from b2bscore.portfolio.endpoints import router as portfolio_router
 from b2bscore.scoring.endpoints import router as scoring_router
 from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.tokens import Tokenizer
+from b2bscore.webhooks.endpoints import router as webhooks_router
+from b2bscore.webhooks.schemas import document_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +57,19 @@ class GuardMiddleware:
         self,
         app: ASGIApp,
         max_body_bytes: int,
-        raw_uploads: tuple[re.Pattern[str], int] | None = None,
+        uploads: Sequence[tuple[re.Pattern[str], int]] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        # Paths whose body is a raw file (any media type) under their own size limit.
-        self.raw_uploads = raw_uploads
+        # Paths whose body is a file (any media type: the endpoint checks its own) under
+        # their own size limit: the lender's books, batch files.
+        self.uploads = tuple(uploads)
+
+    def _upload_limit(self, path: str) -> int | None:
+        for pattern, limit in self.uploads:
+            if pattern.fullmatch(path):
+                return limit
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,10 +85,10 @@ class GuardMiddleware:
                 status_holder["status"] = message["status"]
             await send(message)
 
-        upload = self.raw_uploads is not None and self.raw_uploads[0].match(path) is not None
-        limit = self.raw_uploads[1] if upload and self.raw_uploads else self.max_body_bytes
+        upload_limit = self._upload_limit(path)
+        limit = self.max_body_bytes if upload_limit is None else upload_limit
         try:
-            problem = self._reject(scope, limit, json_only=not upload)
+            problem = self._reject(scope, limit, json_only=upload_limit is None)
             if problem is not None:
                 await problem_response(problem, path)(scope, receive, send_with_status)
                 return
@@ -153,6 +167,8 @@ async def build_state(settings: Settings) -> AppState:
     log.info("model %s %s loaded from %s", bundle.model_id, bundle.version, bundle_path)
     sessionmaker = create_sessionmaker(engine)
     keyring = DataKeyring.from_settings(settings)
+    jobs = Jobs(settings)
+    await jobs.open()
     return AppState(
         settings=settings,
         engine=engine,
@@ -167,6 +183,7 @@ async def build_state(settings: Settings) -> AppState:
         else None,
         live_clients=ProviderClients.live(settings),
         bundles={bundle.model_id: bundle},
+        jobs=jobs,
     )
 
 
@@ -176,6 +193,8 @@ async def close_state(state: AppState) -> None:
         if clients is not None:
             await clients.aclose()
     await state.audit.close()
+    if state.jobs is not None:
+        await state.jobs.close()
     await state.cache.close()
     await state.engine.dispose()
 
@@ -206,7 +225,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.b2b = await build_state(settings)
+        app.state.b2b = state = await build_state(settings)
+        # Embedded default: this process runs the background work itself (kit/jobs.py).
+        worker: asyncio.Task[None] | None = None
+        if state.jobs is not None and state.jobs.runs_in_process:
+            worker = asyncio.create_task(state.jobs.run_worker(state, name="in-process"))
         # Everything loaded so far (modules, the model, pools) lives as long as the
         # process: moved out of the collector's reach, a full collection no longer walks
         # it, which takes tens of milliseconds off the pauses that hit the latency tail.
@@ -215,6 +238,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
             await close_state(app.state.b2b)
 
     app = FastAPI(
@@ -228,12 +255,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,
-        raw_uploads=(BOOKS_PATH, settings.books_max_bytes),
+        uploads=(
+            (BOOKS_PATH, settings.books_max_bytes),
+            (BATCHES_PATH, settings.batch_max_bytes),
+        ),
     )
     app.include_router(scoring_router)
     app.include_router(decisions_router)
     app.include_router(books_router)
     app.include_router(console_router)
+    app.include_router(webhooks_router)
+    app.include_router(portfolio_router)
+    document_webhooks(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -258,7 +291,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
-    async def metrics() -> Response:
+    async def metrics(state: State) -> Response:
+        if state.jobs is not None:
+            # The queue depth is read at scrape time; a slow database leaves it stale.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await state.jobs.queue_depth()
         payload, content_type = render_metrics()
         return Response(payload, media_type=content_type)
 

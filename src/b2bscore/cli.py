@@ -16,8 +16,11 @@ from typing import Annotated, Any
 import typer
 
 from b2bscore.decisions.cli import audit_app
+from b2bscore.portfolio.cli import batch, monitor_app
+from b2bscore.sandbox.cli import sandbox_event
 from b2bscore.sources.cli import providers_app
 from b2bscore.tenants.cli import keys_app
+from b2bscore.worker import worker
 
 app = typer.Typer(help="b2bscore: instant, explainable B2B credit decisions.", no_args_is_help=True)
 db_app = typer.Typer(help="Audit store schema.", no_args_is_help=True)
@@ -25,6 +28,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(providers_app, name="providers")
+app.command("worker")(worker)
+app.add_typer(monitor_app, name="monitor")
+app.command("batch")(batch)
 
 SANDBOX_TENANT = "sandbox"
 SANDBOX_SCOPES = ("score:write", "decisions:read")
@@ -163,13 +169,21 @@ def serve(
             sandbox_process.wait(timeout=10)
 
 
-@app.command()
+sandbox_app = typer.Typer(help="The provider sandbox: serve it, move its world.")
+app.add_typer(sandbox_app, name="sandbox")
+sandbox_app.command("event")(sandbox_event)
+
+
+@sandbox_app.callback(invoke_without_command=True)
 def sandbox(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Serve the sandbox providers (STET PSD2, Sirene, BODACC, accounting) on the world."""
+    if ctx.invoked_subcommand is not None:
+        return
     import uvicorn
 
     uvicorn.run(

@@ -8,6 +8,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -57,6 +58,30 @@ AUDIT_BATCH_ROWS = Histogram(
 AUDIT_FAILURES = Counter(
     "b2bscore_audit_failures_total", "Score requests refused because the audit row failed."
 )
+
+JOBS_QUEUE_DEPTH = Gauge(
+    "b2bscore_jobs_queue_depth",
+    "Jobs of the job engine waiting (todo) and running (doing), per queue.",
+    ["queue", "status"],
+    multiprocess_mode="livemostrecent",
+)
+JOB_DURATION = Histogram(
+    "b2bscore_job_duration_seconds",
+    "Duration of background jobs, by task and outcome.",
+    ["task", "outcome"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "b2bscore_webhook_attempts_total",
+    "Webhook delivery attempts, by outcome (succeeded, retry, failed).",
+    ["outcome"],
+)
+WEBHOOK_FIRST_DELIVERY = Histogram(
+    "b2bscore_webhook_event_to_delivery_seconds",
+    "Time from an event's creation to its first successful delivery.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600),
+)
+BATCH_ROWS = Counter("b2bscore_batch_rows_total", "Batch rows processed, by outcome.", ["outcome"])
 
 
 def render_metrics() -> tuple[bytes, str]:

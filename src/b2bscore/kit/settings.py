@@ -67,6 +67,37 @@ class Settings(BaseSettings):
     # The console's signed-in sessions end this long after sign-in (absolute, not idle).
     console_session_ttl_seconds: int = Field(default=3_600, ge=60, le=86_400)
 
+    # Job engine (kit/jobs.py): None runs the worker inside the API process on the
+    # embedded default only; production runs `b2bscore worker` processes.
+    jobs_in_process: bool | None = None
+    jobs_concurrency: int = Field(default=8, ge=1, le=256)
+    jobs_pool_size: int = Field(default=10, ge=2, le=200)
+    # Fallback poll of the queue (LISTEN/NOTIFY wakes workers at once), and the latest a
+    # scheduled retry starts after its time.
+    jobs_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    jobs_shutdown_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # A worker silent (no heartbeat) this long is dead: its running jobs run again.
+    jobs_stalled_seconds: float = Field(default=30.0, ge=1, le=3600)
+
+    # Webhook deliveries (docs/WEBHOOKS.md): the exponential schedule is
+    # min(base * 3**(n-1), cap) +/- 20 % jitter between attempts, max_attempts in all.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
+    webhook_retry_cap_seconds: float = Field(default=43_200.0, gt=0, le=86_400)
+    webhook_max_attempts: int = Field(default=15, ge=1, le=50)
+    webhook_secret_grace_seconds: int = Field(default=86_400, ge=0, le=7 * 86_400)
+    webhook_max_endpoints: int = Field(default=16, ge=1, le=1000)
+
+    # Portfolio monitoring and batches (docs/PORTFOLIO.md).
+    monitor_max_companies: int = Field(default=100_000, ge=1)
+    batch_max_rows: int = Field(default=100_000, ge=1)
+    batch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    batch_chunk_rows: int = Field(default=200, ge=1, le=10_000)
+    batch_row_concurrency: int = Field(default=16, ge=1, le=256)
+    # A batch row waits for no one: its providers and its audit row get more than the
+    # interactive budget before the row is left pending for the next run.
+    batch_row_deadline_ms: int = Field(default=5_000, ge=100, le=60_000)
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite under var_dir."""

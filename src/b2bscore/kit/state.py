@@ -13,6 +13,7 @@ from b2bscore.kit.settings import Settings
 if TYPE_CHECKING:
     from b2bscore.decisions.crypto import DataKeyring
     from b2bscore.decisions.writer import AuditWriter
+    from b2bscore.kit.jobs import Jobs
     from b2bscore.model.bundle import ModelBundle
     from b2bscore.sources.clients import ProviderClients
     from b2bscore.sources.tokens import Tokenizer
@@ -34,3 +35,5 @@ class AppState:
     live_clients: ProviderClients | None
     # Past model versions loaded on demand for replay, by model id.
     bundles: dict[str, ModelBundle] = field(default_factory=dict)
+    # The job engine (kit/jobs.py), opened by the lifespan or the worker.
+    jobs: Jobs | None = None

@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import b2bscore.books.models
 import b2bscore.decisions.models
-import b2bscore.tenants.models  # noqa: F401  (registers the tables on Base.metadata)
+import b2bscore.portfolio.models
+import b2bscore.tenants.models
+import b2bscore.webhooks.models  # noqa: F401  (registers the tables on Base.metadata)
 from b2bscore.kit.db import Base
 
 target_metadata = Base.metadata

@@ -20,9 +20,10 @@ from fastapi.responses import Response
 from stdnum.fr import siren as std_siren
 
 from b2bscore.sandbox import fec, stet, wire
+from b2bscore.sandbox.events import EventStore, RefreshEvents, admin_router
 from b2bscore.sandbox.profile import Provider, SandboxProfile
 from b2bscore.sources.stet_http import loads_exact
-from b2bscore.training.world import Company, company
+from b2bscore.training.world import Company
 
 JSON = "application/json"
 _TOKEN_PREFIX = "Bearer sandbox-"  # noqa: S105  (public sandbox token scheme)
@@ -44,6 +45,30 @@ def _truncated(body: bytes) -> bytes:
     """A body cut in the middle, as a dropped connection behind a proxy would leave it."""
     # Cut on a character boundary: the body is broken JSON, not broken UTF-8.
     return body[: max(1, len(body) // 2)].decode("utf-8", "ignore").encode()
+
+
+# --- the world as it moved (sandbox/events.py) -----------------------------------------
+
+_events = EventStore()
+
+
+def company(siren: str) -> Company:
+    """The world's company as its providers show it now, sandbox events applied."""
+    return _events.company(siren)
+
+
+def _clear_renderings() -> None:
+    for rendering in _RENDERINGS:
+        rendering.cache_clear()
+
+
+def _use_events(store: EventStore) -> EventStore:
+    global _events
+    _events = store
+    # Renderings are cached per (SIREN, day): an event must reach the next request.
+    store.on_change(_clear_renderings)
+    store.refresh(force=True)
+    return store
 
 
 # --- cached renderings ----------------------------------------------------------------
@@ -102,18 +127,25 @@ def _books(siren: str, as_of: date) -> dict[str, bytes] | None:
     return None if files is None else {f["name"]: fec.encode_fec(c, f["text"]) for f in files}
 
 
+_RENDERINGS = (_stet, _pages, _sirene, _bodacc, _bodacc_bytes, _books)
+
 # --- the app ------------------------------------------------------------------------
 
 
-def create_sandbox_app(profile: SandboxProfile | None = None) -> FastAPI:
+def create_sandbox_app(
+    profile: SandboxProfile | None = None, events: EventStore | None = None
+) -> FastAPI:
     """The sandbox serving all four providers from the synthetic world."""
     prof = profile if profile is not None else SandboxProfile.from_env()
+    store = _use_events(events or EventStore())
     # Random faults only; scenario faults are deterministic and come from the world.
     rng = random.Random()
     app = FastAPI(
         title="b2bscore provider sandbox", docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.profile = prof
+    app.include_router(admin_router(store))
+    app.add_middleware(RefreshEvents, store=store)
 
     async def hang(request: Request) -> None:
         """Sleep past any client deadline, but stop once the client has given up."""

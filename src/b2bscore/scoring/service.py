@@ -138,7 +138,7 @@ async def decide_and_record(
     deadline: float,
 ) -> ScoreResponse:
     """The decision itself: sources, core, audit row, answer."""
-    settings, bundle = tools.settings, tools.bundle
+    settings = tools.settings
     request = CreditRequest(body.siren, body.requested_amount, body.product)
     as_of = datetime.now(UTC).date()
 
@@ -154,6 +154,32 @@ async def decide_and_record(
         uploaded_books=_uploaded_books(tools, principal),
         accounting_namespace=books_namespace(principal.tenant_id, principal.mode),
     )
+    return await decide_on_sources(
+        body,
+        sources,
+        principal=principal,
+        tools=tools,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        started=started,
+        deadline=deadline,
+    )
+
+
+async def decide_on_sources(
+    body: ScoreRequest,
+    sources: SourceBundle,
+    *,
+    principal: Principal,
+    tools: ScoringTools,
+    idempotency_key: str | None,
+    fingerprint: str,
+    started: float,
+    deadline: float,
+) -> ScoreResponse:
+    """Steps 2-6 on sources already gathered (a monitoring re-check gathers its own)."""
+    bundle = tools.bundle
+    request = CreditRequest(body.siren, body.requested_amount, body.product)
 
     # 2-5. The decision core: features, one pred_contrib call, reasons, policy.
     core_started = time.perf_counter()

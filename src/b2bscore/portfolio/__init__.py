@@ -1,0 +1,1 @@
+"""Portfolio monitoring (watched companies, rules, sweeps) and batch scoring."""

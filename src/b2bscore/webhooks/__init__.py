@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, Standard Webhooks signing, the event outbox and its deliveries."""
