@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from b2bscore.decisions.chainkeys import ChainKeyring
+from b2bscore.decisions.checkpoints import CheckpointPublisher, CheckpointSigner, CheckpointStore
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.endpoints import router as decisions_router
 from b2bscore.decisions.writer import AuditWriter
@@ -137,6 +139,7 @@ async def build_state(settings: Settings) -> AppState:
     log.info("model %s %s loaded from %s", bundle.model_id, bundle.version, bundle_path)
     sessionmaker = create_sessionmaker(engine)
     keyring = DataKeyring.from_settings(settings)
+    chain_keys = ChainKeyring.from_settings(settings)
     return AppState(
         settings=settings,
         engine=engine,
@@ -144,13 +147,20 @@ async def build_state(settings: Settings) -> AppState:
         cache=create_cache(settings.redis_url),
         bundle=bundle,
         keyring=keyring,
-        audit=AuditWriter(sessionmaker, keyring),
+        audit=AuditWriter(sessionmaker, keyring, chain_keys),
         tokenizer=Tokenizer.from_settings(settings),
         sandbox_clients=ProviderClients.sandbox(settings.sandbox_url, settings)
         if settings.sandbox_url
         else None,
         live_clients=ProviderClients.live(settings),
         bundles={bundle.model_id: bundle},
+        chain_keys=chain_keys,
+        checkpoints=CheckpointPublisher(
+            sessionmaker,
+            CheckpointSigner.from_settings(settings),
+            CheckpointStore.at(settings.resolved_checkpoint_path),
+            settings.audit_checkpoint_interval_seconds,
+        ),
     )
 
 
@@ -159,6 +169,7 @@ async def close_state(state: AppState) -> None:
     for clients in (state.sandbox_clients, state.live_clients):
         if clients is not None:
             await clients.aclose()
+    await state.checkpoints.close()
     await state.audit.close()
     await state.cache.close()
     await state.engine.dispose()
@@ -191,6 +202,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.b2b = await build_state(settings)
+        # Off the request path: a background task of each worker (see CheckpointPublisher).
+        app.state.b2b.checkpoints.start()
         # Everything loaded so far (modules, the model, pools) lives as long as the
         # process: moved out of the collector's reach, a full collection no longer walks
         # it, which takes tens of milliseconds off the pauses that hit the latency tail.
