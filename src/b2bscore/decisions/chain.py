@@ -409,7 +409,8 @@ async def _verify_tenant(
         async with aclosing(repository.iter_chain(tenant_id, mode=mode, keyed=True)) as rows:
             async for row in rows:
                 result.rows += 1
-                head = ChainHead(tenant_id, mode, row.seq, row.row_hash)
+                if head is None or row.seq > head.seq:
+                    head = ChainHead(tenant_id, mode, row.seq, row.row_hash)
                 if walk.broken:
                     continue
                 reason = walk.check(row, chain_keys, keyring)
