@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from typer.testing import CliRunner, Result
@@ -407,7 +407,7 @@ async def _legacy_scenario(backend: str, admin_dsn: str, var_dir: Path) -> None:
                 legacy.append(row)
                 async with engine.begin() as connection:
                     await connection.execute(
-                        Decision.__table__.insert().values({c: getattr(row, c) for c in columns})
+                        insert(Decision).values({c: getattr(row, c) for c in columns})
                     )
             await engine.dispose()
             await upgrade_database_async(url)
