@@ -13,7 +13,10 @@ the triggers in the database file.
 from __future__ import annotations
 
 import asyncio
+import json
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -502,3 +505,42 @@ async def test_the_embedded_store_and_its_keys_are_private(tmp_path: Path) -> No
         assert result.exit_code == 0, result.output
     finally:
         await engine.dispose()
+
+
+def _documented_recipe() -> str:
+    """The standalone verification recipe of docs/SECURITY.md, as auditors would copy it."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "SECURITY.md").read_text()
+    section = doc.split("#### Verifying without the service", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_documented_recipe_verifies_without_the_service(
+    store: Store, tmp_path: Path
+) -> None:
+    await store.write(store.tenant, "live", 2)
+    await checkpoint(store)
+    script = tmp_path / "verify_checkpoints.py"
+    script.write_text(_documented_recipe())
+    checkpoints = store.var_dir / "audit_checkpoints.jsonl"
+    public = store.var_dir / "audit_signing_key.pub.pem"
+
+    def run(*args: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script), *map(str, args)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    done = run(checkpoints, public)
+    assert done.returncode == 0, done.stderr
+    heads = {(h["tenant"], h["mode"]): (h["seq"], h["hash"]) for h in json.loads(done.stdout)}
+    for mode in ("test", "live"):
+        head = (await store.rows(store.tenant, mode))[-1]
+        assert heads[(store.tenant, mode)] == (head.seq, head.row_hash)
+
+    lines = checkpoints.read_bytes().splitlines(keepends=True)
+    checkpoints.write_bytes(lines[1])
+    assert "a checkpoint was removed or edited" in run(checkpoints, public).stderr
+    checkpoints.write_bytes(lines[0].replace(b'"seq":5', b'"seq":4'))
+    assert "InvalidSignature" in run(checkpoints, public).stderr
