@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import stat
 import subprocess
 import sys
@@ -51,6 +52,7 @@ from b2bscore.kit.settings import Settings
 from b2bscore.tenants.auth import principal_cache
 from b2bscore.tenants.service import create_api_key
 from tests.decisions.factories import make_record, new_tenant
+from tests.security.conftest import Stack as SecurityStack
 from tests.security.conftest import fresh_database
 
 SQLITE_TRIGGERS = ("decisions_append_only_update", "decisions_append_only_delete")
@@ -272,7 +274,9 @@ async def test_rehashing_with_the_stolen_key_is_caught_by_the_checkpoint(store: 
     ]
 
 
-async def test_a_modified_row_is_caught_and_not_served(store: Store) -> None:
+async def test_a_modified_row_is_caught_and_not_served(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     victim = (await store.rows(store.tenant, "test"))[2]
     await store.tamper(
         "UPDATE decisions SET decision = 'approve', score = 990 WHERE id = :id", {"id": victim.id}
@@ -301,11 +305,19 @@ async def test_a_modified_row_is_caught_and_not_served(store: Store) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         intact = (await store.rows(store.tenant, "test"))[1]
         assert (await client.get(f"/v1/decisions/{intact.id}", headers=headers)).status_code == 200
-        response = await client.get(f"/v1/decisions/{victim.id}", headers=headers)
-    assert response.status_code == 409, response.text
+        with caplog.at_level(logging.ERROR, logger="b2bscore.decisions.endpoints"):
+            response = await client.get(f"/v1/decisions/{victim.id}", headers=headers)
+            again = await client.get(f"/v1/decisions/{victim.id}", headers=headers)
+    assert response.status_code == again.status_code == 409, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == "integrity_error"
     assert "990" not in response.text
+    # Logged once for the two reads, with ids only: nothing of the company or the decision.
+    [logged] = [r.getMessage() for r in caplog.records if "integrity" in r.getMessage()]
+    assert f"decision={victim.id}" in logged
+    assert "reason=row_hash" in logged
+    assert victim.siren not in logged
+    assert "990" not in logged
 
 
 async def test_a_removed_or_edited_checkpoint_is_caught(store: Store) -> None:
@@ -544,3 +556,30 @@ async def test_the_documented_recipe_verifies_without_the_service(
     assert "a checkpoint was removed or edited" in run(checkpoints, public).stderr
     checkpoints.write_bytes(lines[0].replace(b'"seq":5', b'"seq":4'))
     assert "InvalidSignature" in run(checkpoints, public).stderr
+
+
+async def test_the_servers_publish_checkpoints_in_the_background(
+    stack: SecurityStack, tmp_path: Path
+) -> None:
+    """Started by the app's lifespan, off the request path, at the configured interval."""
+    from b2bscore.app import create_app
+    from tests.servers import serve_in_thread
+
+    answered = await stack.client.post(
+        "/v1/score",
+        json={"siren": "111111118", "requested_amount": "25000.00", "product": "term_loan"},
+        headers={"Authorization": f"Bearer {stack.keys.writer}"},
+    )
+    assert answered.status_code == 200, answered.text
+    settings = stack.settings.model_copy(
+        update={"var_dir": tmp_path / "var", "audit_checkpoint_interval_seconds": 1}
+    )
+    path = settings.resolved_checkpoint_path
+    with serve_in_thread(create_app(settings)):
+        for _ in range(100):
+            if path.exists() and path.read_bytes():
+                break
+            await asyncio.sleep(0.1)
+    [line] = path.read_bytes().splitlines()
+    heads = {(h["tenant"], h["mode"]) for h in json.loads(line)["heads"]}
+    assert (stack.keys.tenant_a, "test") in heads
