@@ -583,3 +583,40 @@ async def test_the_servers_publish_checkpoints_in_the_background(
     [line] = path.read_bytes().splitlines()
     heads = {(h["tenant"], h["mode"]) for h in json.loads(line)["heads"]}
     assert (stack.keys.tenant_a, "test") in heads
+
+
+def test_the_last_checkpoint_is_read_from_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints.jsonl"
+    store = CheckpointStore.at(path)
+    assert store.last() is None
+    lines = [bytes([65 + i]) * 100_000 for i in range(3)]  # each longer than a read block
+    for number, line in enumerate(lines, start=1):
+        assert store.append(number, line)
+    assert store.last() == lines[-1]
+    assert store.read() == lines
+    # A torn last write is what the next publication sees, and refuses to chain onto.
+    with path.open("ab") as handle:
+        handle.write(b'{"v":1,"n":4')
+    assert store.last() == b'{"v":1,"n":4'
+
+    directory = tmp_path / "worm"
+    directory.mkdir()
+    files = CheckpointStore.at(directory)
+    assert files.last() is None
+    assert files.append(1, b"one")
+    assert not files.append(1, b"again")  # write-once: the first publisher wins
+    assert files.append(2, b"two")
+    assert (files.read(), files.last()) == ([b"one", b"two"], b"two")
+    assert (directory / "checkpoint-000000000001.json").read_bytes() == b"one\n"
+
+
+async def test_a_torn_checkpoint_is_never_chained_onto(store: Store) -> None:
+    path = store.var_dir / "audit_checkpoints.jsonl"
+    with path.open("ab") as handle:
+        handle.write(b'{"v":1,"n":2,"he')
+    result = await run_cli(["audit", "checkpoint"], store.env)
+    assert result.exit_code == 1
+    assert "unreadable" in result.output
+    result = await verify(store)
+    assert result.exit_code == 1
+    assert "CHECKPOINT checkpoint 2: not a checkpoint (torn or edited)" in result.output

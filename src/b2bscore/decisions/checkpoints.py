@@ -52,6 +52,7 @@ FORMAT_VERSION: Final = 1
 SIGNING_KEY_FILE_NAME: Final = "audit_signing_key"
 PUBLIC_KEY_FILE_NAME: Final = "audit_signing_key.pub.pem"
 MODES: Final = ("live", "test")
+_TAIL_BLOCK: Final = 64 * 1024
 
 
 def canonical(value: Any) -> bytes:
@@ -91,6 +92,10 @@ def _private_from_seed(encoded: str) -> Ed25519PrivateKey:
     if len(seed) != 32:
         raise KeyringError("the audit signing key must be a 32-byte Ed25519 seed")
     return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+class CheckpointError(Exception):
+    """The checkpoint store cannot be appended to safely."""
 
 
 class CheckpointSigner:
@@ -191,6 +196,11 @@ class CheckpointStore:
         """Every stored checkpoint's exact bytes, in publication order."""
         raise NotImplementedError
 
+    def last(self) -> bytes | None:
+        """The latest checkpoint's exact bytes, or None before the first."""
+        stored = self.read()
+        return stored[-1] if stored else None
+
     def append(self, number: int, raw: bytes) -> bool:
         """Store checkpoint number; False when that number is already stored."""
         raise NotImplementedError
@@ -228,6 +238,24 @@ class JsonLinesStore(CheckpointStore):
             return []
         return [line for line in self.path.read_bytes().split(b"\n") if line]
 
+    def last(self) -> bytes | None:
+        """The last line, read backwards from the end: publishing never reads the whole file."""
+        if not self.path.exists():
+            return None
+        with self.path.open("rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            tail, position = b"", end
+            while position > 0:
+                step = min(_TAIL_BLOCK, position)
+                position -= step
+                handle.seek(position)
+                tail = handle.read(step) + tail
+                lines = [line for line in tail.split(b"\n") if line]
+                # A complete last line has a newline before it (or starts the file).
+                if len(lines) > 1 or (lines and position == 0):
+                    return lines[-1]
+        return None
+
     def append(self, number: int, raw: bytes) -> bool:
         """One write of the whole line under O_APPEND: never interleaved, never rewriting."""
         private_dir(self.path.parent)
@@ -258,6 +286,11 @@ class DirectoryStore(CheckpointStore):
     def read(self) -> list[bytes]:
         """Each file's bytes, by number."""
         return [p.read_bytes().rstrip(b"\n") for p in self._files()]
+
+    def last(self) -> bytes | None:
+        """The highest-numbered file's bytes."""
+        files = self._files()
+        return files[-1].read_bytes().rstrip(b"\n") if files else None
 
     def append(self, number: int, raw: bytes) -> bool:
         """Create checkpoint-<number>.json once: another host that published it first wins."""
@@ -325,8 +358,11 @@ async def publish(
     with store.lock(wait=wait) as locked:
         if not locked:
             return None
-        stored = await asyncio.to_thread(store.read)
-        last = parse(stored[-1]) if stored else None
+        latest = await asyncio.to_thread(store.last)
+        last = parse(latest) if latest is not None else None
+        if latest is not None and last is None:
+            # Chaining onto garbage would hide it: someone must look at the store first.
+            raise CheckpointError(f"the last checkpoint in {store.path} is unreadable")
         now = datetime.now(UTC)
         heads = await current_heads(session)
         if unless_newer_than is not None and last is not None:

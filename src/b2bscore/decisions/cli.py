@@ -179,7 +179,12 @@ def verify(
 @audit_app.command("checkpoint")
 def checkpoint() -> None:
     """Sign and publish a checkpoint of every chain head now."""
-    from b2bscore.decisions.checkpoints import CheckpointSigner, CheckpointStore, publish
+    from b2bscore.decisions.checkpoints import (
+        CheckpointError,
+        CheckpointSigner,
+        CheckpointStore,
+        publish,
+    )
 
     settings = _settings()
     signer = CheckpointSigner.from_settings(settings)
@@ -188,7 +193,11 @@ def checkpoint() -> None:
     async def run(session: AsyncSession) -> Published | None:
         return await publish(session, signer, store)
 
-    published = asyncio.run(_in_session(settings, run))
+    try:
+        published = asyncio.run(_in_session(settings, run))
+    except CheckpointError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=1) from None
     if published is None:  # another host published this number first
         typer.echo("a checkpoint was published concurrently; run again", err=True)
         raise typer.Exit(code=1)
