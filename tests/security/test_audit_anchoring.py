@@ -620,3 +620,23 @@ async def test_a_torn_checkpoint_is_never_chained_onto(store: Store) -> None:
     result = await verify(store)
     assert result.exit_code == 1
     assert "CHECKPOINT checkpoint 2: not a checkpoint (torn or edited)" in result.output
+
+
+async def test_rotating_the_chain_key_keeps_old_rows_verifiable(store: Store) -> None:
+    rotated = await run_cli(["audit", "rotate-chain-key"], store.env)
+    assert rotated.exit_code == 0, rotated.output
+    assert "added audit chain key c2" in rotated.output
+    store.chain_keys = ChainKeyring.from_file(store.var_dir / CHAIN_KEY_FILE_NAME)
+    assert store.chain_keys.key_ids == ("c1", "c2")
+    await store.write(store.tenant, "test", 2)
+    rows = await store.rows(store.tenant, "test")
+    assert [r.chain_key_id for r in rows] == ["c1"] * 5 + ["c2"] * 2
+    await checkpoint(store)
+    assert (await verify(store)).exit_code == 0
+    # A row naming a key nobody holds is named as such.
+    await store.tamper(
+        "UPDATE decisions SET chain_key_id = 'c9' WHERE id = :id", {"id": rows[6].id}
+    )
+    result = await verify(store)
+    assert result.exit_code == 1
+    assert f"decision={rows[6].id} seq=7 reason=chain_key" in result.output
