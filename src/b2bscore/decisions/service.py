@@ -139,7 +139,7 @@ def _probability_text(value: float | Decimal) -> str:
 def _prepare(*, tenant_id: str, record: DecisionRecord, keyring: DataKeyring) -> Decision:
     """The row without its place in the chain: everything that can happen outside the lock.
 
-    Hashing and encrypting the payloads is done here, not under the per-tenant chain lock,
+    Hashing and encrypting the payloads is done here, not under the per-chain lock,
     where it would cap one tenant's throughput.
     """
     decision_id = record.decision_id or new_id()
