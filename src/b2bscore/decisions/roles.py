@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+if TYPE_CHECKING:
+    # Imported where used: every `b2bscore` command loads this module, and SQLAlchemy
+    # would add a second and more to the start of commands that never touch a database.
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 AUDIT_TABLE: Final = "decisions"
 # What the application role may do to the audit table, and what it must never hold.
@@ -40,6 +43,8 @@ async def grant_app_role(connection: AsyncConnection, role: str) -> list[str]:
     the audit table SELECT and INSERT only. Refused for a superuser, the owner of the
     audit table or a member of the owner's role: such a role could undo any grant.
     """
+    from sqlalchemy import text
+
     quoted = _quoted(role)
     found = (
         await connection.execute(
