@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from b2bscore.decisions.chain import GENESIS_HASH, ChainHead
@@ -44,7 +43,7 @@ from b2bscore.decisions.crypto import KeyringError
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.kit.files import create_private, make_private, private_dir
 from b2bscore.kit.settings import Settings
-from b2bscore.tenants.models import Tenant
+from b2bscore.tenants.repository import TenantRepository
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +313,7 @@ class DirectoryStore(CheckpointStore):
 async def current_heads(session: AsyncSession) -> list[ChainHead]:
     """The head of every (tenant, mode) chain, by index probes (no scan of the table)."""
     repository = DecisionRepository(session)
-    tenant_ids = (await session.execute(select(Tenant.id).order_by(Tenant.id))).scalars().all()
+    tenant_ids = await TenantRepository(session).ids()
     heads = []
     for tenant_id in tenant_ids:
         for mode in MODES:
