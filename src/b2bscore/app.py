@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from b2bscore.books.endpoints import BOOKS_PATH
+from b2bscore.books.endpoints import router as books_router
 from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.checkpoints import CheckpointPublisher, CheckpointSigner, CheckpointStore
 from b2bscore.decisions.crypto import DataKeyring
@@ -44,9 +47,16 @@ class GuardMiddleware:
     Pure ASGI (no BaseHTTPMiddleware) so that it costs microseconds on the hot path.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        raw_uploads: tuple[re.Pattern[str], int] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths whose body is a raw file (any media type) under their own size limit.
+        self.raw_uploads = raw_uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,12 +72,14 @@ class GuardMiddleware:
                 status_holder["status"] = message["status"]
             await send(message)
 
+        upload = self.raw_uploads is not None and self.raw_uploads[0].match(path) is not None
+        limit = self.raw_uploads[1] if upload and self.raw_uploads else self.max_body_bytes
         try:
-            problem = self._reject(scope)
+            problem = self._reject(scope, limit, json_only=not upload)
             if problem is not None:
                 await problem_response(problem, path)(scope, receive, send_with_status)
                 return
-            await self.app(scope, self._limited(receive, path, send_with_status), send_with_status)
+            await self.app(scope, self._limited(receive, limit), send_with_status)
         finally:
             route = scope.get("route")
             route_path = getattr(route, "path", "unmatched")
@@ -75,14 +87,14 @@ class GuardMiddleware:
                 route_path, scope.get("method", ""), str(status_holder["status"])
             ).observe(time.monotonic() - started)
 
-    def _reject(self, scope: Scope) -> Problem | None:
+    def _reject(self, scope: Scope, limit: int, *, json_only: bool) -> Problem | None:
         if scope.get("method") not in {"POST", "PUT", "PATCH"}:
             return None
         headers = dict(scope.get("headers", ()))
         length = headers.get(b"content-length")
         if length is not None:
             try:
-                too_large = int(length) > self.max_body_bytes
+                too_large = int(length) > limit
             except ValueError:
                 return Problem(400, "bad_request", "Invalid Content-Length")
             if too_large:
@@ -90,9 +102,9 @@ class GuardMiddleware:
                     413,
                     "payload_too_large",
                     "Request body too large",
-                    f"The body may not exceed {self.max_body_bytes} bytes.",
+                    f"The body may not exceed {limit} bytes.",
                 )
-        if length in (None, b"0") and b"transfer-encoding" not in headers:
+        if not json_only or (length in (None, b"0") and b"transfer-encoding" not in headers):
             return None  # no body (e.g. a replay): nothing to parse, so no type to insist on
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type != b"application/json":
@@ -105,10 +117,9 @@ class GuardMiddleware:
             )
         return None
 
-    def _limited(self, receive: Receive, path: str, send: Send) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         # Chunked bodies carry no Content-Length: count what actually arrives.
         received = 0
-        limit = self.max_body_bytes
 
         async def wrapped() -> Message:
             nonlocal received
@@ -222,9 +233,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     _install_store_outage_handler(app)
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        GuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        raw_uploads=(BOOKS_PATH, settings.books_max_bytes),
+    )
     app.include_router(scoring_router)
     app.include_router(decisions_router)
+    app.include_router(books_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -17,6 +17,7 @@ import typer
 
 from b2bscore.decisions.cli import audit_app
 from b2bscore.decisions.roles import grant_app_role_command
+from b2bscore.sources.cli import providers_app
 from b2bscore.tenants.cli import keys_app
 
 app = typer.Typer(help="b2bscore: instant, explainable B2B credit decisions.", no_args_is_help=True)
@@ -25,6 +26,7 @@ app.add_typer(db_app, name="db")
 db_app.command("grant-app-role")(grant_app_role_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(providers_app, name="providers")
 
 SANDBOX_TENANT = "sandbox"
 SANDBOX_SCOPES = ("score:write", "decisions:read")

@@ -16,6 +16,7 @@ import uvicorn
 from b2bscore.sandbox import wire
 from b2bscore.sandbox.app import create_sandbox_app
 from b2bscore.sandbox.profile import SandboxProfile
+from b2bscore.sources.fec import FecError, parse_fec
 from b2bscore.training.world import SCENARIOS, company, sample_sirens
 
 
@@ -166,19 +167,30 @@ def test_registry_error_is_503(client: httpx.Client) -> None:
 def test_invalid_sirens(client: httpx.Client) -> None:
     assert client.get("/sirene/v3.11/siren/123456789").status_code == 404
     assert client.get("/sirene/v3.11/siren/12345").status_code == 400
-    assert client.get("/accounting/v1/companies/123456789/trial-balances").status_code == 404
+    assert client.get("/accounting/v1/companies/123456789/fec").status_code == 404
 
 
 def test_accounting(client: httpx.Client) -> None:
-    ok = client.get(f"/accounting/v1/companies/{SCENARIOS['healthy']}/trial-balances")
+    healthy = SCENARIOS["healthy"]
+    ok = client.get(f"/accounting/v1/companies/{healthy}/fec")
     assert ok.status_code == 200
-    assert len(ok.json()["fiscal_years"]) == 3
-    thin = client.get(f"/accounting/v1/companies/{SCENARIOS['thin_file_startup']}/trial-balances")
+    files = ok.json()["files"]
+    assert len(files) == 3
+    assert all(f["name"].startswith(f"{healthy}FEC") for f in files)
+    text = client.get(files[0]["href"])
+    assert text.status_code == 200
+    assert text.headers["content-type"].startswith("text/plain")
+    parse_fec(text.content)
+    assert client.get(f"/accounting/v1/companies/{healthy}/fec/nope.txt").status_code == 404
+    thin = client.get(f"/accounting/v1/companies/{SCENARIOS['thin_file_startup']}/fec")
     assert thin.status_code == 404
-    bad = client.get(f"/accounting/v1/companies/{SCENARIOS['accounting_malformed']}/trial-balances")
+    malformed = SCENARIOS["accounting_malformed"]
+    index = client.get(f"/accounting/v1/companies/{malformed}/fec")
+    assert index.status_code == 200
+    bad = client.get(index.json()["files"][0]["href"])
     assert bad.status_code == 200
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(bad.content)
+    with pytest.raises(FecError, match="line"):
+        parse_fec(bad.content)
 
 
 def test_bank_truncated_next_link_fails(client: httpx.Client) -> None:
@@ -240,7 +252,7 @@ def test_malformed_profile_over_http() -> None:
         time.sleep(0.01)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
-            r = c.get(f"/accounting/v1/companies/{SCENARIOS['healthy']}/trial-balances")
+            r = c.get(f"/accounting/v1/companies/{SCENARIOS['healthy']}/fec")
             assert r.status_code == 200
             with pytest.raises(json.JSONDecodeError):
                 json.loads(r.content)

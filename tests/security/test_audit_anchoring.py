@@ -401,7 +401,8 @@ async def _legacy_scenario(backend: str, admin_dsn: str, var_dir: Path) -> None:
     from b2bscore.kit.db import alembic_config
 
     async with _database(backend, admin_dsn, var_dir) as url:
-        await asyncio.to_thread(command.downgrade, alembic_config(url), "0001")
+        # One step below head: the revision before 0002, whatever the chain is relinked to.
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "-1")
         engine = create_engine(url, pool_size=2)
         keyring = DataKeyring.from_file(var_dir / KEY_FILE_NAME)
         chain_keys = ChainKeyring.from_file(var_dir / CHAIN_KEY_FILE_NAME)

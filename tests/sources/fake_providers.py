@@ -10,6 +10,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -28,6 +29,7 @@ BANK_FOREIGN_LINK = "100000010"
 ALL_HANG = "100000011"
 UNKNOWN = "100000012"
 BOOKS_UNBALANCED = "100000013"
+BODACC_GARBLED = "100000014"  # one record without dateparution, one jugement as an object
 
 HANG_SECONDS = 3.0
 
@@ -124,10 +126,15 @@ def create_fake_app() -> FastAPI:
         hits["bodacc", siren] += 1
         if siren == BODACC_DOWN:
             return JSONResponse({"error": "boom"}, status_code=500)
-        return JSONResponse(payloads.bodacc(siren))
+        body = payloads.bodacc(siren)
+        if siren == BODACC_GARBLED:
+            del body["results"][0]["dateparution"]
+            collective = body["results"][1]
+            collective["jugement"] = orjson.loads(collective["jugement"])
+        return JSONResponse(body)
 
-    @app.get("/accounting/v1/companies/{siren}/trial-balances")
-    async def trial_balances(siren: str) -> Response:
+    @app.get("/accounting/v1/companies/{siren}/fec")
+    async def fec_index(siren: str) -> Response:
         hits["accounting", siren] += 1
         if siren == ALL_HANG:
             await asyncio.sleep(HANG_SECONDS)
@@ -135,9 +142,15 @@ def create_fake_app() -> FastAPI:
             return JSONResponse({"error": "not_found"}, status_code=404)
         if siren == BOOKS_MALFORMED:
             return Response('{"siren": "1000', media_type="application/json")
+        name = payloads.fec_name(siren, 2025)
+        href = f"/accounting/v1/companies/{siren}/fec/{name}"
+        return JSONResponse({"siren": siren, "files": [{"name": name, "href": href}]})
+
+    @app.get("/accounting/v1/companies/{siren}/fec/{name}")
+    async def fec_file(siren: str, name: str) -> Response:
+        lines = payloads.SMALL_TRIAL_BALANCE
         if siren == BOOKS_UNBALANCED:
-            lines = [*payloads.SMALL_TRIAL_BALANCE, payloads.line("471000", debit="50.00")]
-            return JSONResponse(payloads.trial_balances(siren, years=[lines]))
-        return JSONResponse(payloads.trial_balances(siren))
+            lines = [*lines, payloads.line("471000", debit="50.00")]
+        return Response(payloads.fec_text(lines), media_type="text/plain")
 
     return app

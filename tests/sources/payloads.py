@@ -213,21 +213,43 @@ SMALL_TRIAL_BALANCE: list[dict[str, str]] = [
 ]
 
 
-def trial_balances(
+FEC_HEADER = (
+    "JournalCode|JournalLib|EcritureNum|EcritureDate|CompteNum|CompteLib|CompAuxNum|"
+    "CompAuxLib|PieceRef|PieceDate|EcritureLib|Debit|Credit|EcritureLet|DateLet|ValidDate|"
+    "Montantdevise|Idevise"
+)
+
+
+def fec_text(lines: list[dict[str, str]], year: int = 2025) -> str:
+    """A `|` separated FEC holding the trial balance lines as one OD entry of 31 December."""
+    rows = [FEC_HEADER]
+    day = f"{year}1231"
+    for ln in lines:
+        debit, credit = (ln[k].replace(".", ",") for k in ("debit", "credit"))
+        rows.append(
+            f"OD|Opérations diverses|OD{year}-1|{day}|{ln['account']}|{ln['label']}|||"
+            f"OD{year}-1|{day}|Balance|{debit}|{credit}|||{day}||"
+        )
+    return "\r\n".join(rows) + "\r\n"
+
+
+def fec_name(siren: str, year: int) -> str:
+    """The standard file name of a fiscal year closing on 31 December."""
+    return f"{siren}FEC{year}1231.txt"
+
+
+def fec_raw(
     siren: str = "111111118", years: list[list[dict[str, str]]] | None = None
 ) -> dict[str, Any]:
-    """GET /companies/{siren}/trial-balances body; years newest first."""
+    """The accounting raw record of FEC files, one per year, newest first (2025, 2024...)."""
     years = years if years is not None else [SMALL_TRIAL_BALANCE]
     return {
-        "siren": siren,
-        "currency": "EUR",
-        "fiscal_years": [
+        "fec": [
             {
-                "fiscal_year": 2025 - i,
-                "start_date": f"{2025 - i}-01-01",
-                "closing_date": f"{2025 - i}-12-31",
-                "lines": lines,
+                "name": fec_name(siren, 2025 - i),
+                "origin": "provider",
+                "text": fec_text(lines, 2025 - i),
             }
             for i, lines in enumerate(years)
-        ],
+        ]
     }

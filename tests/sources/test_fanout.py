@@ -86,7 +86,7 @@ async def test_all_sources_ok(fake_clients: ProviderClients) -> None:
         assert result.detail is None
     assert set(bundle.open_banking.raw) == {"accounts", "balances", "transactions"}
     assert set(bundle.registry.raw) == {"sirene", "bodacc"}
-    assert set(bundle.accounting.raw) == {"trial_balances"}
+    assert set(bundle.accounting.raw) == {"fec"}
     assert _count("registry", "ok") == before + 1
 
 
@@ -145,7 +145,7 @@ async def test_faults_become_statuses(
 async def test_unbalanced_books_keep_their_raw_payload(fake_clients: ProviderClients) -> None:
     bundle = await _gather(fp.BOOKS_UNBALANCED, fake_clients)
     assert bundle.accounting.status == ERROR
-    assert "trial_balances" in bundle.accounting.raw  # the audit keeps what was received
+    assert "fec" in bundle.accounting.raw  # the audit keeps what was received
 
 
 async def test_bodacc_down_leaves_registry_ok(fake_clients: ProviderClients) -> None:
@@ -154,6 +154,19 @@ async def test_bodacc_down_leaves_registry_ok(fake_clients: ProviderClients) -> 
     assert bundle.record is not None
     assert bundle.record.announcements == ()
     assert "bodacc" in (bundle.registry.detail or "")
+
+
+async def test_a_garbled_bodacc_record_is_dropped_counted_and_never_fatal(
+    fake_clients: ProviderClients,
+) -> None:
+    bundle = await _gather(fp.BODACC_GARBLED, fake_clients)
+    assert bundle.registry.status == OK
+    assert bundle.record is not None
+    assert [a.family for a in bundle.record.announcements] == ["collective"]
+    assert bundle.record.ongoing_proceeding is True  # read from the jugement object
+    assert bundle.registry.detail == (
+        "bodacc: 1 malformed record(s) dropped (dateparution: missing or not a date)"
+    )
 
 
 async def test_missing_providers_and_consent_are_unavailable(fake_url: str) -> None:

@@ -121,6 +121,9 @@ async def test_accounting_fetch_and_faults(fake_clients: ProviderClients) -> Non
     assert accounting.parse_raw(raw, AS_OF).statements[0].revenue == 60000
     with pytest.raises(SourceUnavailable, match="not_found"):
         await accounting.fetch_accounting(fake_clients.accounting, fp.NO_BOOKS)
+    unbalanced = await accounting.fetch_accounting(fake_clients.accounting, fp.BOOKS_UNBALANCED)
+    with pytest.raises(SourceFormatError, match="unbalanced"):
+        accounting.parse_raw(unbalanced, AS_OF)
     with pytest.raises(SourceFormatError, match="invalid json"):
         await accounting.fetch_accounting(fake_clients.accounting, fp.BOOKS_MALFORMED)
 
@@ -129,7 +132,7 @@ async def test_connection_refused_is_an_upstream_error() -> None:
     clients = ProviderClients.sandbox(f"http://127.0.0.1:{free_port()}", Settings())
     try:
         assert clients.accounting is not None
-        with pytest.raises(SourceUpstreamError, match=r"trial_balances: ConnectError"):
+        with pytest.raises(SourceUpstreamError, match=r"fec index: ConnectError"):
             await accounting.fetch_accounting(clients.accounting, fp.OK)
     finally:
         await clients.aclose()

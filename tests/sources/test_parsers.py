@@ -7,12 +7,14 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
-from b2bscore.sources import accounting, open_banking, registry
+from b2bscore.features.registry import NAMES, registry_features
+from b2bscore.sources import accounting, bodacc, open_banking, registry
 from b2bscore.sources.errors import SourceFormatError
 from b2bscore.sources.tokens import Tokenizer
-from b2bscore.sources.types import Announcement
+from b2bscore.sources.types import Announcement, RegistryData
 from tests.sources import payloads
 
 AS_OF = date(2026, 1, 31)
@@ -154,9 +156,13 @@ def test_registry_current_period_and_announcements() -> None:
     assert (data.legal_form, data.naf) == ("5710", "62.01Z")  # current period, not the old one
     assert (data.headcount_band, data.category, data.active) == ("11", "PME", True)
     assert data.announcements == (
-        Announcement("collective", payloads.REDRESSEMENT, date(2025, 6, 10)),
+        Announcement(
+            "collective", payloads.REDRESSEMENT, date(2025, 6, 10), "opening", date(2025, 6, 1)
+        ),
         Announcement("vente", None, date(2024, 2, 10)),
     )
+    assert (data.proceedings_opened_on, data.ongoing_proceeding) == (date(2025, 6, 10), True)
+    assert (data.dropped, data.note) == (0, None)
 
 
 def test_registry_closed_company() -> None:
@@ -169,8 +175,9 @@ def test_registry_closed_company() -> None:
 def test_malformed_jugement_keeps_the_announcement() -> None:
     raw = {"sirene": payloads.sirene(), "bodacc": payloads.bodacc(malformed_jugement=True)}
     data = registry.parse_raw(raw, AS_OF)
-    assert data.announcements[0] == Announcement("collective", None, date(2025, 6, 10))
+    assert data.announcements[0] == Announcement("collective", None, date(2025, 6, 10), "opening")
     assert len(data.announcements) == 2
+    assert data.ongoing_proceeding is True
 
 
 def test_jugement_without_nature_or_not_an_object() -> None:
@@ -181,20 +188,122 @@ def test_jugement_without_nature_or_not_an_object() -> None:
     assert [a.nature for a in data.announcements] == [None, None]
 
 
+def _notice(
+    day: str, nature: str | None, family: str = "collective", **extra: Any
+) -> dict[str, Any]:
+    jugement = None if nature is None else orjson.dumps({"nature": nature, "date": day}).decode()
+    return {"familleavis": family, "dateparution": day, "jugement": jugement, **extra}
+
+
+def _registry(*records: object) -> RegistryData:
+    bodacc = {"total_count": len(records), "results": list(records)}
+    return registry.parse_raw({"sirene": payloads.sirene(), "bodacc": bodacc}, AS_OF)
+
+
+def test_a_malformed_record_is_dropped_and_counted_never_fatal() -> None:
+    data = _registry(
+        _notice("2025-01-10", None, family="vente"),
+        {"familleavis": "collective", "jugement": None},  # no dateparution
+        {"dateparution": "2024-01-01"},  # no family
+        "not an object",
+        _notice("2025-02-01", "Jugement d'ouverture de liquidation judiciaire"),
+    )
+    assert [a.family for a in data.announcements] == ["collective", "vente"]
+    assert data.dropped == 3
+    assert data.note is not None
+    assert "3 malformed record(s) dropped" in data.note
+    assert data.note.endswith("(dateparution: missing or not a date)")
+    assert (data.siren, data.naf) == ("111111118", "62.01Z")  # Sirene data survives
+
+
+def test_a_bad_bodacc_envelope_leaves_sirene_usable() -> None:
+    answers: tuple[object, ...] = ({"results": "x"}, [], "garbage", {"total_count": 3})
+    for answer in answers:
+        data = registry.parse_raw({"sirene": payloads.sirene(), "bodacc": answer}, AS_OF)
+        assert data.announcements == ()
+        assert data.note == "bodacc: results missing: no announcements"
+        assert data.siren == "111111118"
+
+
+def test_jugement_as_an_object_and_the_dpc_family() -> None:
+    record = _notice("2025-03-01", None)
+    record["jugement"] = {"famille": "Jugement d'ouverture", "nature": payloads.REDRESSEMENT}
+    data = _registry(record, _notice("2024-06-01", None, family="depot"))
+    assert data.announcements[0].nature == payloads.REDRESSEMENT
+    assert data.announcements[0].kind == "opening"
+    assert data.announcements[1].family == "dpc"
+
+
+def test_a_closed_procedure_is_not_ongoing_and_later_notices_do_not_reset_it() -> None:
+    opening = _notice(
+        "2023-01-10", "Jugement d'ouverture d'une procédure de redressement judiciaire"
+    )
+    plan = _notice("2023-09-01", "Jugement arrêtant le plan de redressement")
+    creditors = _notice("2024-02-01", "Avis de dépôt de l'état des créances")
+    data = _registry(creditors, plan, opening)
+    assert (data.proceedings_opened_on, data.ongoing_proceeding) == (date(2023, 1, 10), True)
+    closure = _notice("2025-05-01", "Jugement de clôture pour extinction du passif")
+    data = _registry(creditors, closure, plan, opening)
+    assert (data.proceedings_opened_on, data.ongoing_proceeding) == (date(2023, 1, 10), False)
+    vector = registry_features(data)
+    assert vector[NAMES.index("collective_proceedings")] == 0.0
+    assert vector[NAMES.index("days_since_collective")] == (AS_OF - date(2023, 1, 10)).days
+    # A new procedure after the closed one starts afresh.
+    conversion = _notice(
+        "2025-09-01", "Jugement prononçant la conversion en liquidation judiciaire"
+    )
+    reopened = _notice("2025-07-01", "Jugement d'ouverture d'une procédure de sauvegarde")
+    data = _registry(creditors, closure, plan, opening, conversion, reopened)
+    assert (data.proceedings_opened_on, data.ongoing_proceeding) == (date(2025, 7, 1), True)
+    vector = registry_features(data)
+    assert vector[NAMES.index("collective_proceedings")] == 1.0
+    assert vector[NAMES.index("days_since_collective")] == (AS_OF - date(2025, 7, 1)).days
+
+
+def test_lifecycle_steps() -> None:
+    assert (
+        bodacc.classify("collective", "Jugement de clôture pour insuffisance d'actif") == "closure"
+    )
+    assert bodacc.classify("collective", "Jugement de conversion en liquidation judiciaire") == (
+        "conversion"
+    )
+    assert bodacc.classify("collective", "Jugement modifiant le plan de sauvegarde") == "plan"
+    assert bodacc.classify("collective", None) == "opening"
+    assert bodacc.classify("collective", "Autre jugement") == "other"
+    assert bodacc.classify("vente", "Jugement d'ouverture") is None
+    assert bodacc.classify("conciliation", None) == "opening"
+
+
+def test_sirene_hidden_fields_and_dated_answers() -> None:
+    body = payloads.sirene()
+    unit = body["uniteLegale"]
+    unit["statutDiffusionUniteLegale"] = "P"
+    unit["dateCreationUniteLegale"] = "[ND]"
+    unit["trancheEffectifsUniteLegale"] = "[ND]"
+    unit["periodesUniteLegale"][0]["categorieJuridiqueUniteLegale"] = "[ND]"
+    data = registry.parse_raw({"sirene": body, "bodacc": None}, AS_OF)
+    assert (data.created_on, data.headcount_band, data.legal_form) == (None, None, None)
+    assert data.naf == "62.01Z"
+    unit["dateCreationUniteLegale"] = "2015-13-45"  # garbled: unknown, not fatal
+    assert registry.parse_raw({"sirene": body, "bodacc": None}, AS_OF).created_on is None
+    # ?date=2018-01-01 answers only the period valid then, closed since.
+    dated = payloads.sirene()
+    dated["uniteLegale"]["periodesUniteLegale"] = dated["uniteLegale"]["periodesUniteLegale"][1:]
+    data = registry.parse_raw({"sirene": dated, "bodacc": None}, AS_OF)
+    assert (data.legal_form, data.naf, data.active) == ("5499", "47.11A", True)
+
+
 @pytest.mark.parametrize(
     ("path", "value", "reason"),
     [
         (["sirene"], None, "sirene"),
         (["sirene", "uniteLegale"], _DELETE, "uniteLegale"),
         (["sirene", "uniteLegale", "periodesUniteLegale"], [], "no period"),
-        (["sirene", "uniteLegale", "dateCreationUniteLegale"], "2015-13-45", "dateCreation"),
         (
             ["sirene", "uniteLegale", "periodesUniteLegale", 0, "etatAdministratifUniteLegale"],
             "X",
             "etatAdministratif",
         ),
-        (["bodacc", "results"], _DELETE, "bodacc"),
-        (["bodacc", "results", 0, "dateparution"], _DELETE, "dateparution"),
     ],
 )
 def test_registry_shape_errors(path: list[Any], value: object, reason: str) -> None:
@@ -207,7 +316,7 @@ def test_registry_shape_errors(path: list[Any], value: object, reason: str) -> N
 
 
 def test_pcg_mapping_on_a_small_balanced_trial_balance() -> None:
-    data = accounting.parse_raw({"trial_balances": payloads.trial_balances()}, AS_OF)
+    data = accounting.parse_raw(payloads.fec_raw(), AS_OF)
     (s,) = data.statements
     d = Decimal
     assert (s.fiscal_year, s.closing_date) == (2025, date(2025, 12, 31))
@@ -230,37 +339,39 @@ def test_pcg_mapping_on_a_small_balanced_trial_balance() -> None:
 
 def test_statements_newest_first() -> None:
     older = [dict(line) for line in payloads.SMALL_TRIAL_BALANCE]
-    books = payloads.trial_balances(years=[older, payloads.SMALL_TRIAL_BALANCE])
-    books["fiscal_years"].reverse()  # provider sent oldest first
-    data = accounting.parse_raw({"trial_balances": books}, AS_OF)
+    raw = payloads.fec_raw(years=[older, payloads.SMALL_TRIAL_BALANCE])
+    raw["fec"].reverse()  # provider sent oldest first
+    data = accounting.parse_raw(raw, AS_OF)
     assert [s.fiscal_year for s in data.statements] == [2025, 2024]
 
 
-def test_rounding_within_one_euro_is_tolerated_beyond_it_is_unbalanced() -> None:
-    lines = [*payloads.SMALL_TRIAL_BALANCE, payloads.line("471000", debit="0.99")]
-    accounting.parse_raw({"trial_balances": payloads.trial_balances(years=[lines])}, AS_OF)
-    lines = [*payloads.SMALL_TRIAL_BALANCE, payloads.line("471000", debit="1.01")]
-    with pytest.raises(SourceFormatError, match="unbalanced"):
-        accounting.parse_raw({"trial_balances": payloads.trial_balances(years=[lines])}, AS_OF)
+def test_an_unbalanced_entry_is_refused_even_by_a_cent() -> None:
+    lines = [*payloads.SMALL_TRIAL_BALANCE, payloads.line("471000", debit="0.01")]
+    with pytest.raises(SourceFormatError, match=r"line 2, column Debit: entry OD OD2025-1"):
+        accounting.parse_raw(payloads.fec_raw(years=[lines]), AS_OF)
 
 
-def test_no_fiscal_year_is_empty_books() -> None:
-    data = accounting.parse_raw({"trial_balances": payloads.trial_balances(years=[])}, AS_OF)
-    assert data.statements == ()
+def test_no_file_is_a_format_error() -> None:
+    with pytest.raises(SourceFormatError, match="no file"):
+        accounting.parse_raw(payloads.fec_raw(years=[]), AS_OF)
 
 
 @pytest.mark.parametrize(
     ("path", "value", "reason"),
     [
-        (["trial_balances"], _DELETE, "trial_balances"),
-        (["trial_balances", "fiscal_years", 0, "lines", 0, "debit"], _DELETE, "debit"),
-        (["trial_balances", "fiscal_years", 0, "lines", 0, "credit"], 10000, "credit"),
-        (["trial_balances", "fiscal_years", 0, "lines", 0, "account"], "10A000", "account"),
-        (["trial_balances", "fiscal_years", 0, "closing_date"], _DELETE, "closing_date"),
-        (["trial_balances", "currency"], "USD", "EUR"),
+        (["fec"], _DELETE, "fec"),
+        (["fec", 0, "text"], _DELETE, "text"),
+        (["fec", 0, "text"], "", "line 1: empty file"),
+        (["fec", 0, "text"], "JournalCode;JournalLib\n", "line 1: header"),
+        (["fec", 0, "text"], payloads.FEC_HEADER.replace("|Debit", ""), "column Debit: missing"),
+        (
+            ["fec", 0, "text"],
+            payloads.FEC_HEADER + "\nOD|x",
+            "line 2: 2 columns, the header has 18",
+        ),
     ],
 )
 def test_accounting_shape_errors(path: list[Any], value: object, reason: str) -> None:
-    raw = {"trial_balances": payloads.trial_balances()}
+    raw = payloads.fec_raw()
     with pytest.raises(SourceFormatError, match=reason):
         accounting.parse_raw(_break(raw, path, value), AS_OF)

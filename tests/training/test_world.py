@@ -19,6 +19,24 @@ from b2bscore.training.world import SCENARIOS, company, default_label, sample_si
 AS_OF = date(2025, 6, 15)
 
 
+def _fec_lines(text: str) -> list[dict[str, str]]:
+    """Account, debit and credit of each line of a FEC text, read independently of the adapter."""
+    header, *rows = text.splitlines()
+    sep = "\t" if "\t" in header else "|"
+    names = header.split(sep)
+    out = []
+    for row in rows:
+        cells = dict(zip(names, row.split(sep), strict=True))
+        out.append(
+            {
+                "account": cells["CompteNum"],
+                "debit": cells["Debit"].strip().replace(",", "."),
+                "credit": cells["Credit"].strip().replace(",", "."),
+            }
+        )
+    return out
+
+
 def _pcg(lines: list[dict[str, Any]]) -> dict[str, Decimal]:
     """The PCG mapping of docs/PROVIDERS.md, written independently of the adapter."""
 
@@ -111,7 +129,7 @@ def test_invalid_siren_is_refused() -> None:
         company("123456789")
 
 
-def test_trial_balances_balanced_and_aggregates_recovered(sirens: list[str]) -> None:
+def test_fec_books_balanced_and_aggregates_recovered(sirens: list[str]) -> None:
     checked = 0
     for siren in sirens[:150]:
         c = company(siren)
@@ -119,12 +137,12 @@ def test_trial_balances_balanced_and_aggregates_recovered(sirens: list[str]) -> 
         if books is None:
             assert not c.statements
             continue
-        years = books["trial_balances"]["fiscal_years"]
-        assert [y["fiscal_year"] for y in years] == sorted(
-            (y["fiscal_year"] for y in years), reverse=True
-        )
-        for fy, st in zip(years, c.statements, strict=True):
-            lines = fy["lines"]
+        files = books["fec"]
+        closings = [f["name"][12:20] for f in files]
+        assert closings == sorted(closings, reverse=True)
+        for fy, st in zip(files, c.statements, strict=True):
+            assert fy["name"] == f"{siren}FEC{closings[files.index(fy)]}.txt"
+            lines = _fec_lines(fy["text"])
             assert all(
                 ln["debit"].count(".") == 1 and len(ln["debit"].split(".")[1]) == 2 for ln in lines
             )

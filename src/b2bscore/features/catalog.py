@@ -478,19 +478,20 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "legal_events",
         "flag",
         1,
-        "1 when a BODACC collective-proceedings announcement was published in the last 5 years.",
-        "Procédure collective publiée au BODACC (1 = oui, 0 = non) : {value:.0f}",
-        "Collective proceedings published in BODACC (1 = yes, 0 = no): {value:.0f}",
+        "1 when a collective procedure opened in the last 5 years is still running (BODACC: "
+        "no closing judgment published); 0 when none or closed.",
+        "Procédure collective en cours au BODACC (1 = oui, 0 = non) : {value:.0f}",
+        "Collective proceedings ongoing in BODACC (1 = yes, 0 = no): {value:.0f}",
         [
             (
                 1.0,
-                "Procédure collective publiée au BODACC depuis moins de 5 ans",
-                "Collective proceedings published in BODACC within the last 5 years",
+                "Procédure collective en cours, ouverte depuis moins de 5 ans",
+                "Collective proceedings ongoing, opened within the last 5 years",
             ),
             (
                 0.0,
-                "Aucune procédure collective publiée au BODACC depuis 5 ans",
-                "No collective proceedings published in BODACC for 5 years",
+                "Aucune procédure collective en cours",
+                "No ongoing collective proceedings",
             ),
         ],
     ),
@@ -499,9 +500,10 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "legal_events",
         "days",
         -1,
-        "Days since the latest collective-proceedings announcement (missing when none).",
-        "Dernière procédure collective publiée il y a {value:.0f} jours",
-        "Latest collective proceedings published {value:.0f} days ago",
+        "Days since the opening notice of the latest collective procedure, ongoing or closed; "
+        "its later notices (plan, closure) do not reset it (missing when none).",
+        "Dernière procédure collective ouverte il y a {value:.0f} jours",
+        "Latest collective proceedings opened {value:.0f} days ago",
         missing_labels=(
             "Aucune procédure collective publiée au BODACC",
             "No collective proceedings published in BODACC",

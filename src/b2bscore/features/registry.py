@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from b2bscore.sources.bodacc import lifecycle
 from b2bscore.sources.types import RegistryData
 
 NAMES: tuple[str, ...] = (
@@ -94,14 +95,17 @@ def registry_features(record: RegistryData | None) -> tuple[float, ...]:
     if record.headcount_band is not None:
         headcount = HEADCOUNT_ORDINAL.get(record.headcount_band, _NAN)
 
+    # The latest procedure's start (its opening notice; later notices of the same
+    # procedure do not move it) and whether it is still running: a closed procedure keeps
+    # its days since but no longer counts as ongoing.
+    opened_on, ongoing = record.proceedings_opened_on, record.ongoing_proceeding
+    if ongoing is None:
+        state = lifecycle(record.announcements)
+        opened_on, ongoing = state.opened_on, state.ongoing
     days_since = _NAN
-    for ann in record.announcements:
-        if ann.family.lower() != "collective":
-            continue
-        d = (as_of - ann.published_on).days
-        if d >= 0 and (math.isnan(days_since) or d < days_since):
-            days_since = float(d)
-    recent = not math.isnan(days_since) and days_since <= COLLECTIVE_LOOKBACK_DAYS
+    if opened_on is not None and (as_of - opened_on).days >= 0:
+        days_since = float((as_of - opened_on).days)
+    recent = ongoing and not math.isnan(days_since) and days_since <= COLLECTIVE_LOOKBACK_DAYS
     collective = 1.0 if recent else 0.0
 
     return (

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     live_bodacc_url: str | None = None
     live_accounting_url: str | None = None
     provider_max_connections: int = 100
+    # INSEE API Sirene: the portal's integration key and the plan's quota (public: 30/min).
+    sirene_api_key: SecretStr | None = None
+    sirene_requests_per_minute: int = Field(default=30, ge=1, le=100_000)
+    # Largest FEC accepted by POST /v1/companies/{siren}/books (413 beyond).
+    books_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
 
     models_dir: Path = Path("models")
     model_id: str | None = None  # None: the newest bundle in models_dir

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 from stdnum.fr import siren as std_siren
 
-from b2bscore.sandbox import wire
+from b2bscore.sandbox import fec, wire
 from b2bscore.sandbox.profile import Provider, SandboxProfile
 from b2bscore.training.world import Company, company
 
@@ -92,9 +92,10 @@ def _bodacc_bytes(siren: str, as_of: date) -> bytes:
 
 
 @lru_cache(maxsize=4096)
-def _books(siren: str, as_of: date) -> bytes | None:
-    books = wire.render_trial_balances(company(siren), as_of)
-    return None if books is None else orjson.dumps(books)
+def _books(siren: str, as_of: date) -> dict[str, bytes] | None:
+    c = company(siren)
+    files = wire.render_fec_files(c, as_of)
+    return None if files is None else {f["name"]: fec.encode_fec(c, f["text"]) for f in files}
 
 
 # --- the app ------------------------------------------------------------------------
@@ -311,24 +312,48 @@ def create_sandbox_app(profile: SandboxProfile | None = None) -> FastAPI:
 
     # --- accounting -----------------------------------------------------------------
 
-    @app.get("/accounting/v1/companies/{siren}/trial-balances")
-    async def trial_balances(request: Request, siren: str) -> Response:
-        """Accounting: up to three pre-closing trial balances, newest first."""
+    def books_gate(siren: str) -> dict[str, bytes] | Response:
         if not _valid(siren):
             return _json({"error": "not_found", "message": f"Unknown company {siren}"}, 404)
+        files = _books(siren, _today())
+        if files is None:
+            return _json(
+                {"error": "not_found", "message": f"No books connected for company {siren}"}, 404
+            )
+        return files
+
+    @app.get("/accounting/v1/companies/{siren}/fec")
+    async def fec_index(request: Request, siren: str) -> Response:
+        """Accounting: the company's FEC files (up to three fiscal years), newest first."""
         unavailable = _json({"error": "unavailable", "message": "Try again later"}, 503)
         resp, malformed = await chaos(request, "accounting", unavailable)
         if resp is not None:
             return resp
-        content = _books(siren, _today())
+        files = books_gate(siren)
+        if isinstance(files, Response):
+            return files
+        index = {
+            "siren": siren,
+            "files": [
+                {"name": name, "href": f"/accounting/v1/companies/{siren}/fec/{name}"}
+                for name in files
+            ],
+        }
+        return body(orjson.dumps(index), malformed)
+
+    @app.get("/accounting/v1/companies/{siren}/fec/{name}")
+    async def fec_file(request: Request, siren: str, name: str) -> Response:
+        """Accounting: one FEC file, as the company's software wrote it."""
+        files = books_gate(siren)
+        if isinstance(files, Response):
+            return files
+        content = files.get(name)
         if content is None:
-            return _json(
-                {"error": "not_found", "message": f"No books connected for company {siren}"}, 404
-            )
+            return _json({"error": "not_found", "message": f"No file {name}"}, 404)
         if company(siren).fault == "accounting_malformed":
-            # The export tool died half-way: the body is not valid JSON.
-            return Response(content=_truncated(content), media_type=JSON)
-        return body(content, malformed)
+            # The export tool died half-way: the file stops in the middle of a line.
+            content = content[: max(1, len(content) // 2)]
+        return Response(content=content, media_type="text/plain")
 
     return app
 

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from b2bscore.sandbox import fec
 from b2bscore.training.world import BankAccount, Company, Txn
 
 # Banks page transactions by 50 to 500; 200 keeps a busy SME account to a few round trips,
@@ -25,16 +26,12 @@ _FAMILY_LABELS = {
     "modification": "Modifications diverses",
     "vente": "Ventes et cessions",
     "radiation": "Radiations",
-    "depot": "Dépôts des comptes",
+    "dpc": "Dépôts des comptes",
 }
 
 
 def _money(cents: int) -> str:
     return str(Decimal(cents).scaleb(-2))
-
-
-def _amount(value: Decimal) -> str:
-    return str(value.quantize(Decimal("0.01")))
 
 
 def last_closed_fiscal_year(as_of: date) -> int:
@@ -276,38 +273,29 @@ def render_registry(company: Company, as_of: date) -> dict[str, Any]:
 # --- accounting ------------------------------------------------------------------------
 
 
-def render_trial_balances(company: Company, as_of: date) -> dict[str, Any] | None:
-    """GET /companies/{siren}/trial-balances, or None when the company has no books."""
+def render_fec_files(company: Company, as_of: date) -> list[dict[str, Any]] | None:
+    """The company's FEC files, newest first, as the accounting raw record lists them."""
     if not company.statements:
         return None
     last = last_closed_fiscal_year(as_of)
-    years = []
+    files = []
     for st in company.statements:
         year = last - st.years_ago
-        years.append(
+        files.append(
             {
-                "fiscal_year": year,
-                "start_date": date(year, 1, 1).isoformat(),
-                "closing_date": date(year, 12, 31).isoformat(),
-                "lines": [
-                    {
-                        "account": ln.account,
-                        "label": ln.label,
-                        "debit": _amount(ln.debit),
-                        "credit": _amount(ln.credit),
-                    }
-                    for ln in st.lines
-                ],
+                "name": fec.file_name(company.siren, date(year, 12, 31)),
+                "origin": "provider",
+                "text": fec.render_fec(company, st, year),
             }
         )
-    return {"siren": company.siren, "currency": "EUR", "fiscal_years": years}
+    return files
 
 
 def render_company(company: Company, as_of: date) -> dict[str, Any]:
     """The fault-free raw records of all three sources, exactly as the adapters store them."""
-    books = render_trial_balances(company, as_of)
+    books = render_fec_files(company, as_of)
     return {
         "open_banking": render_open_banking(company, as_of),
-        "accounting": None if books is None else {"trial_balances": books},
+        "accounting": None if books is None else {"fec": books},
         "registry": render_registry(company, as_of),
     }

@@ -66,6 +66,7 @@ async def score_company(
             audit=state.audit,
             tokenizer=state.tokenizer,
             sessions=sessions,
+            keyring=state.keyring,
         ),
         idempotency_key=idempotency_key,
         started=started,

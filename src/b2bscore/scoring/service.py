@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from b2bscore.books.service import books_namespace, uploaded_reader
+from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.decisions.service import (
@@ -43,7 +45,7 @@ from b2bscore.model.reasons import Reason
 from b2bscore.scoring import idempotency
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.sources.clients import ProviderClients
-from b2bscore.sources.fanout import gather_sources
+from b2bscore.sources.fanout import UploadedBooks, gather_sources
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import SourceBundle, SourceResult
 from b2bscore.tenants.auth import Principal
@@ -68,7 +70,8 @@ class ScoringTools:
     cache: Cache
     audit: AuditWriter
     tokenizer: Tokenizer
-    sessions: SessionOpener  # the audit store, for idempotency lookups only
+    sessions: SessionOpener  # the audit store: idempotency lookups and uploaded books
+    keyring: DataKeyring | None = None  # decrypts the lender's uploaded books (None: unread)
 
 
 async def score_request(
@@ -148,6 +151,8 @@ async def decide_and_record(
         tokenizer=tools.tokenizer,
         as_of=as_of,
         cache_namespace=_cache_namespace(principal),
+        uploaded_books=_uploaded_books(tools, principal),
+        accounting_namespace=books_namespace(principal.tenant_id, principal.mode),
     )
 
     # 2-5. The decision core: features, one pred_contrib call, reasons, policy.
@@ -233,6 +238,13 @@ async def _record(audit: AuditWriter, record: DecisionRecord, deadline: float) -
 
 def _elapsed_ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 3)
+
+
+def _uploaded_books(tools: ScoringTools, principal: Principal) -> UploadedBooks | None:
+    # Asked only on a miss of the accounting cache, beside the other sources.
+    if tools.keyring is None:
+        return None
+    return uploaded_reader(tools.sessions, tools.keyring, principal.tenant_id, principal.mode)
 
 
 def _cache_namespace(principal: Principal) -> str:

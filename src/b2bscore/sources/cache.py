@@ -103,6 +103,12 @@ class _Held:
             self._items.move_to_end(key)
         return item
 
+    def drop(self, key: str) -> None:
+        """Forget key."""
+        previous = self._items.pop(key, None)
+        if previous is not None:
+            self._bytes -= _estimated_bytes(previous[2])
+
     def put(self, key: str, nonce: bytes, record: CachedRecord) -> None:
         """Hold record as the value seen under key just now."""
         previous = self._items.pop(key, None)
@@ -121,6 +127,11 @@ _held = _Held(_BUDGET_BYTES)
 def cache_key(namespace: str, source: SourceName, siren: str) -> str:
     """The cache key of one source of one company."""
     return f"src:{namespace}:{source.value}:{siren}"
+
+
+def forget(namespace: str, source: SourceName, siren: str) -> None:
+    """Drop this process's held copy of one record (after its data changed at the origin)."""
+    _held.drop(cache_key(namespace, source, siren))
 
 
 class SourceCache:

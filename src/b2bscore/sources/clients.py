@@ -17,6 +17,8 @@ from b2bscore.sources.errors import (
     SourceUpstreamError,
 )
 
+SIRENE_KEY_HEADER = "X-INSEE-Api-Key-Integration"
+
 SANDBOX_PATHS: Mapping[str, str] = {
     "open_banking": "/stet/v1",
     "sirene": "/sirene/v3.11",
@@ -35,7 +37,9 @@ def no_consent_token(siren: str) -> str | None:
     return None
 
 
-def _client(base_url: str, settings: Settings) -> httpx.AsyncClient:
+def _client(
+    base_url: str, settings: Settings, headers: Mapping[str, str] | None = None
+) -> httpx.AsyncClient:
     # The fan-out enforces the real deadline by cancelling; this timeout only stops a
     # request from outliving a request budget if used outside the fan-out. retries=0:
     # a retry would always land past the deadline.
@@ -51,7 +55,7 @@ def _client(base_url: str, settings: Settings) -> httpx.AsyncClient:
                 keepalive_expiry=30.0,
             ),
         ),
-        headers={"Accept": "application/json"},
+        headers={"Accept": "application/json", **(headers or {})},
         follow_redirects=False,
     )
 
@@ -65,6 +69,8 @@ class ProviderClients:
     bodacc: httpx.AsyncClient | None
     accounting: httpx.AsyncClient | None
     consent_token: Callable[[str], str | None] = field(default=no_consent_token)
+    # The Sirene plan's quota (requests a minute); None: unlimited (the sandbox).
+    sirene_per_minute: int | None = None
 
     @classmethod
     def sandbox(cls, base_url: str, settings: Settings) -> ProviderClients:
@@ -89,9 +95,22 @@ class ProviderClients:
         )
         if not any(urls):
             return None
-        ob, sirene, bodacc, accounting = (_client(u, settings) if u else None for u in urls)
+        ob, _, bodacc, accounting = (_client(u, settings) if u else None for u in urls)
+        sirene = None
+        if settings.live_registry_url:
+            key = settings.sirene_api_key
+            # The INSEE portal's integration key; kept in the client, never in a log line.
+            headers = {SIRENE_KEY_HEADER: key.get_secret_value()} if key is not None else None
+            sirene = _client(settings.live_registry_url, settings, headers)
         # Live consent tokens come from a consent store that does not exist yet.
-        return cls(ob, sirene, bodacc, accounting, consent_token=no_consent_token)
+        return cls(
+            ob,
+            sirene,
+            bodacc,
+            accounting,
+            consent_token=no_consent_token,
+            sirene_per_minute=settings.sirene_requests_per_minute,
+        )
 
     async def aclose(self) -> None:
         """Close every pool."""
@@ -108,6 +127,48 @@ def _error_code(content: bytes) -> str | None:
         return None
     code = body.get("error") if isinstance(body, dict) else None
     return code if isinstance(code, str) and len(code) <= 64 and code.isidentifier() else None
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """Retry-After in seconds; None when absent or an HTTP date (never worth a wait here)."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 3600 else None
+
+
+# A fiscal year's FEC of a large SME is a few megabytes; beyond this it is not one company's.
+MAX_TEXT_BYTES = 32 * 1024 * 1024
+
+
+async def get_text(client: httpx.AsyncClient, url: str, *, what: str) -> str:
+    """GET url and return its body as text (a FEC file), mapping failures to SourceErrors."""
+    try:
+        response = await client.get(resolve_link(client, url), headers={"Accept": "text/plain"})
+    except httpx.TimeoutException as error:
+        raise SourceUpstreamError(f"{what}: timeout") from error
+    except httpx.HTTPError as error:
+        raise SourceUpstreamError(f"{what}: {type(error).__name__}") from error
+    status = response.status_code
+    if status in (401, 403, 404):
+        reason = f"{what}: http {status}"
+        if status == 404:
+            raise SourceAbsent(reason)
+        raise SourceUnavailable(reason)
+    if status != 200:
+        raise SourceUpstreamError(f"{what}: http {status}")
+    if len(response.content) > MAX_TEXT_BYTES:
+        raise SourceFormatError(f"{what}: body over {MAX_TEXT_BYTES} bytes")
+    # Encoding (UTF-8 or Latin-1) is the FEC reader's to sort out; keep every byte.
+    raw = response.content
+    try:
+        return raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 async def get_json(
@@ -132,6 +193,10 @@ async def get_json(
         if status == 404 or code == "consent_missing":
             raise SourceAbsent(reason)
         raise SourceUnavailable(reason)
+    if status == 429:
+        raise SourceUpstreamError(
+            f"{what}: http 429", retry_after=retry_after_seconds(response.headers)
+        )
     if status != 200:
         raise SourceUpstreamError(f"{what}: http {status}")
     try:

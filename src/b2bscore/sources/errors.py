@@ -45,6 +45,11 @@ class SourceUpstreamError(SourceError):
 
     status: ClassVar[SourceStatus] = SourceStatus.ERROR
 
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        # Seconds the provider asked us to wait (429 Retry-After), when it said so.
+        self.retry_after = retry_after
+
 
 def _decimal_string(value: object) -> object:
     # Providers send money as decimal strings; a JSON number would already have gone

@@ -21,6 +21,7 @@ from b2bscore.sources import accounting, open_banking, registry
 from b2bscore.sources.cache import SourceCache
 from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.errors import SourceAbsent, SourceError, SourceUnavailable
+from b2bscore.sources.sirene import SireneQuota
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import (
     AccountingData,
@@ -37,13 +38,22 @@ log = logging.getLogger(__name__)
 Data = BankData | AccountingData | RegistryData
 Fetch = Callable[[], Awaitable[dict[str, Any]]]
 Parse = Callable[[Mapping[str, Any], date], Data]
+# The accounting raw record of the books a lender uploaded for a SIREN, or None.
+UploadedBooks = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
 def _valid_siren(siren: str) -> bool:
     return len(siren) == 9 and siren.isascii() and siren.isdigit()
 
 
-def _fetcher(name: SourceName, siren: str, clients: ProviderClients) -> Fetch:
+def _fetcher(
+    name: SourceName,
+    siren: str,
+    clients: ProviderClients,
+    cache: Cache | None = None,
+    deadline: float | None = None,
+    uploaded_books: UploadedBooks | None = None,
+) -> Fetch:
     """The fetch of one source, raising SourceUnavailable when it cannot be asked at all."""
 
     async def fetch() -> dict[str, Any]:
@@ -55,12 +65,22 @@ def _fetcher(name: SourceName, siren: str, clients: ProviderClients) -> Fetch:
                 raise SourceUnavailable("no consent")
             return await open_banking.fetch_open_banking(clients.open_banking, token)
         if name is SourceName.ACCOUNTING:
+            if uploaded_books is not None:
+                # Books the lender uploaded for this company come before the provider's.
+                uploaded = await uploaded_books(siren)
+                if uploaded is not None:
+                    return uploaded
             if clients.accounting is None:
                 raise SourceUnavailable("not configured")
             return await accounting.fetch_accounting(clients.accounting, siren)
         if clients.sirene is None:
             raise SourceUnavailable("not configured")
-        return await registry.fetch_registry(clients.sirene, clients.bodacc, siren)
+        quota = None
+        if cache is not None and clients.sirene_per_minute is not None:
+            quota = SireneQuota(cache, clients.sirene_per_minute)
+        return await registry.fetch_registry(
+            clients.sirene, clients.bodacc, siren, quota=quota, deadline=deadline
+        )
 
     return fetch
 
@@ -73,9 +93,13 @@ def _parser(name: SourceName, tokenizer: Tokenizer) -> Parse:
     return registry.parse_raw
 
 
-def _detail(name: SourceName, raw: Mapping[str, Any]) -> str | None:
-    if name is SourceName.REGISTRY and registry.bodacc_missing(raw):
-        return "bodacc unavailable: no announcements"
+def _detail(data: Data) -> str | None:
+    # What a usable source still lacks (BODACC down, malformed records dropped), or where
+    # it came from when that is not the provider (the lender's own books).
+    if isinstance(data, RegistryData):
+        return data.note
+    if isinstance(data, AccountingData) and data.origin == "upload":
+        return "books uploaded by the lender"
     return None
 
 
@@ -90,6 +114,11 @@ class _Run:
         tokenizer: Tokenizer,
         as_of: date,
         namespace: str,
+        *,
+        kit_cache: Cache | None = None,
+        deadline: float | None = None,
+        uploaded_books: UploadedBooks | None = None,
+        accounting_namespace: str | None = None,
     ) -> None:
         self.siren = siren
         self.clients = clients
@@ -97,15 +126,21 @@ class _Run:
         self.tokenizer = tokenizer
         self.as_of = as_of
         self.namespace = namespace
+        self.kit_cache = kit_cache
+        self.deadline = deadline
+        self.uploaded_books = uploaded_books
+        self.accounting_namespace = accounting_namespace or namespace
         self.writes: list[asyncio.Task[None]] = []
 
     async def source(self, name: SourceName) -> SourceResult:
         """One source, end to end; never raises (cancellation aside)."""
         started = time.perf_counter()
         parse = _parser(name, self.tokenizer)
+        # Uploaded books belong to one tenant: their cache entry must be that tenant's.
+        namespace = self.accounting_namespace if name is SourceName.ACCOUNTING else self.namespace
         try:
             if self.cache is not None:
-                hit = await self.cache.get(self.namespace, name, self.siren)
+                hit = await self.cache.get(namespace, name, self.siren)
                 if hit is not None and hit.absent is not None:
                     # The provider said lately that it has nothing (no consent, no books).
                     cached_reason = f"{hit.absent} (cached)"
@@ -114,7 +149,8 @@ class _Run:
                     if hit.parsed is None:
                         try:
                             raw = hit.raw()
-                            hit.parsed, hit.detail = parse(raw, hit.as_of), _detail(name, raw)
+                            hit.parsed = parse(raw, hit.as_of)
+                            hit.detail = _detail(hit.parsed)
                         except SourceError:
                             hit = None  # written by another version of the parser: fetch afresh
                     if hit is not None:
@@ -128,12 +164,19 @@ class _Run:
                             packed_raw=hit.packed_raw,
                         )
             try:
-                raw = await _fetcher(name, self.siren, self.clients)()
+                raw = await _fetcher(
+                    name,
+                    self.siren,
+                    self.clients,
+                    self.kit_cache,
+                    self.deadline,
+                    self.uploaded_books,
+                )()
             except SourceAbsent as error:
                 if self.cache is not None:
                     self.writes.append(
                         asyncio.create_task(
-                            self.cache.put_absent(self.namespace, name, self.siren, error.reason)
+                            self.cache.put_absent(namespace, name, self.siren, error.reason)
                         )
                     )
                 raise
@@ -143,14 +186,14 @@ class _Run:
             except SourceError as error:
                 # Keep what the provider sent: the audit must show the malformed payload.
                 return _failed(name, error.status, error.reason, started, packed_raw)
-            detail = _detail(name, raw)
+            detail = _detail(data)
             if self.cache is not None:
                 # Written beside the request rather than in it; the fan-out waits for
                 # writes only while its deadline allows.
                 self.writes.append(
                     asyncio.create_task(
                         self.cache.put(
-                            self.namespace, name, self.siren, packed_raw, self.as_of, data, detail
+                            namespace, name, self.siren, packed_raw, self.as_of, data, detail
                         )
                     )
                 )
@@ -208,23 +251,42 @@ async def gather_sources(
     as_of: date,
     cache_namespace: str,
     freshness_seconds: Mapping[SourceName, float] | None = None,
+    uploaded_books: UploadedBooks | None = None,
+    accounting_namespace: str | None = None,
 ) -> SourceBundle:
     """The three sources of siren, each with its status, by deadline (time.monotonic()).
 
-    clients None (no provider configured for this mode) makes every source unavailable.
+    clients None (no provider configured for this mode) makes every source unavailable, but
+    for the lender's uploaded books.
+    uploaded_books, when given, is asked for the lender's own books before the accounting
+    provider; accounting_namespace then keeps their cache entries apart per tenant.
     """
     started = time.perf_counter()
     order = (SourceName.OPEN_BANKING, SourceName.ACCOUNTING, SourceName.REGISTRY)
     if clients is None:
-        return _bundle(
-            {n: _failed(n, SourceStatus.UNAVAILABLE, "not configured", started) for n in order}
-        )
+        if uploaded_books is None:
+            return _bundle(
+                {n: _failed(n, SourceStatus.UNAVAILABLE, "not configured", started) for n in order}
+            )
+        # No provider for this mode, but the lender's own books may be there.
+        clients = ProviderClients(None, None, None, None)
     if not _valid_siren(siren):
         return _bundle(
             {n: _failed(n, SourceStatus.UNAVAILABLE, "invalid siren", started) for n in order}
         )
     source_cache = SourceCache(cache, tokenizer, freshness_seconds) if cache is not None else None
-    run = _Run(siren, clients, source_cache, tokenizer, as_of, cache_namespace)
+    run = _Run(
+        siren,
+        clients,
+        source_cache,
+        tokenizer,
+        as_of,
+        cache_namespace,
+        kit_cache=cache,
+        deadline=deadline,
+        uploaded_books=uploaded_books,
+        accounting_namespace=accounting_namespace,
+    )
     tasks = {name: asyncio.create_task(run.source(name)) for name in order}
     try:
         done, pending = await asyncio.wait(

@@ -1,111 +1,63 @@
-"""Registry adapter: INSEE Sirene legal unit and BODACC announcements."""
+"""Registry adapter: the INSEE Sirene legal unit and its BODACC announcements, together.
+
+Raw record: ``{"sirene": <Sirene answer>, "bodacc": <BODACC answer or null>}``. Sirene is
+the source; BODACC only adds announcements, so a BODACC failure or a malformed BODACC
+answer leaves the registry usable, with a ``detail`` saying what was missing or dropped.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from datetime import date
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
 
-from b2bscore.sources.clients import get_json
-from b2bscore.sources.errors import SourceError, SourceFormatError, validate_wire
+from b2bscore.sources import bodacc as bodacc_source
+from b2bscore.sources import sirene as sirene_source
+from b2bscore.sources.errors import SourceFormatError
 from b2bscore.sources.types import Announcement, RegistryData
-
-log = logging.getLogger(__name__)
-
-BODACC_DATASET = "catalog/datasets/annonces-commerciales/records"
-BODACC_LIMIT = 100
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class _Period(_Wire):
-    dateFin: date | None = None  # noqa: N815 - INSEE field names
-    etatAdministratifUniteLegale: Literal["A", "C"]  # noqa: N815
-    categorieJuridiqueUniteLegale: str | None = None  # noqa: N815
-    activitePrincipaleUniteLegale: str | None = None  # noqa: N815
-
-
-class _UniteLegale(_Wire):
-    siren: str
-    dateCreationUniteLegale: date | None = None  # noqa: N815
-    trancheEffectifsUniteLegale: str | None = None  # noqa: N815
-    categorieEntreprise: str | None = None  # noqa: N815
-    periodesUniteLegale: list[_Period]  # noqa: N815
-
-
-class _Sirene(_Wire):
-    uniteLegale: _UniteLegale  # noqa: N815
-
-
-class _Record(_Wire):
-    familleavis: str
-    dateparution: date
-    jugement: str | None = None
-
-
-class _Bodacc(_Wire):
-    results: list[_Record]
-
-
-class _Jugement(_Wire):
-    nature: str | None = None
-
-
-def _nature(jugement: str | None) -> str | None:
-    # One garbled announcement must not hide the company's whole legal record.
-    if not jugement:
-        return None
-    try:
-        return _Jugement.model_validate(orjson.loads(jugement)).nature
-    except (orjson.JSONDecodeError, ValidationError):
-        return None
 
 
 def parse_raw(raw: Mapping[str, Any], as_of: date) -> RegistryData:
     """The normalized registry data of a registry raw record (see docs/PROVIDERS.md)."""
-    sirene = validate_wire(_Sirene, raw.get("sirene"), "sirene").uniteLegale
-    if not sirene.periodesUniteLegale:
+    unit = sirene_source.parse_unit(raw.get("sirene"))
+    current = unit.current()
+    if current is None:
         raise SourceFormatError("sirene: no period")
-    current = next(
-        (p for p in sirene.periodesUniteLegale if p.dateFin is None),
-        sirene.periodesUniteLegale[0],
-    )
     announcements: tuple[Announcement, ...] = ()
+    dropped = 0
+    bodacc_note: str | None = None
     bodacc_raw = raw.get("bodacc")
-    if bodacc_raw is not None:
-        bodacc = validate_wire(_Bodacc, bodacc_raw, "bodacc")
-        announcements = tuple(
-            sorted(
-                (
-                    Announcement(
-                        family=r.familleavis,
-                        nature=_nature(r.jugement),
-                        published_on=r.dateparution,
-                    )
-                    for r in bodacc.results
-                ),
-                key=lambda a: a.published_on,
-                reverse=True,
-            )
-        )
+    if bodacc_raw is None:
+        bodacc_note = "bodacc unavailable: no announcements"
+    else:
+        try:
+            notices = bodacc_source.parse_records(bodacc_raw)
+        except SourceFormatError as error:
+            bodacc_note = f"{error.reason}: no announcements"
+        else:
+            announcements, dropped = notices.announcements, notices.dropped
+            if dropped:
+                bodacc_note = (
+                    f"bodacc: {dropped} malformed record(s) dropped ({notices.first_error})"
+                )
+    state = bodacc_source.lifecycle(announcements)
     return RegistryData(
         as_of=as_of,
-        siren=sirene.siren,
-        created_on=sirene.dateCreationUniteLegale,
+        siren=unit.siren,
+        created_on=unit.dateCreationUniteLegale,
         legal_form=current.categorieJuridiqueUniteLegale,
         naf=current.activitePrincipaleUniteLegale,
-        headcount_band=sirene.trancheEffectifsUniteLegale,
-        category=sirene.categorieEntreprise,
+        headcount_band=unit.trancheEffectifsUniteLegale,
+        category=unit.categorieEntreprise,
         active=current.etatAdministratifUniteLegale == "A",
         announcements=announcements,
+        proceedings_opened_on=state.opened_on,
+        ongoing_proceeding=state.ongoing,
+        dropped=dropped,
+        note=bodacc_note[:160] if bodacc_note else None,
     )
 
 
@@ -114,28 +66,20 @@ def bodacc_missing(raw: Mapping[str, Any]) -> bool:
     return raw.get("bodacc") is None
 
 
-async def _bodacc(client: httpx.AsyncClient | None, siren: str) -> dict[str, Any] | None:
-    if client is None:
-        return None
-    try:
-        return await get_json(
-            client,
-            BODACC_DATASET,
-            what="bodacc",
-            params={"refine": f"registre:{siren}", "limit": str(BODACC_LIMIT)},
-        )
-    except SourceError as error:
-        log.warning("bodacc failed for %s: %s", siren, error.reason)
-        return None
-
-
 async def fetch_registry(
-    client_sirene: httpx.AsyncClient, client_bodacc: httpx.AsyncClient | None, siren: str
+    client_sirene: httpx.AsyncClient,
+    client_bodacc: httpx.AsyncClient | None,
+    siren: str,
+    *,
+    quota: sirene_source.SireneQuota | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """The registry raw record: Sirene and BODACC fetched concurrently."""
-    bodacc_task = asyncio.create_task(_bodacc(client_bodacc, siren))
+    bodacc_task = asyncio.create_task(bodacc_source.fetch_bodacc(client_bodacc, siren))
     try:
-        sirene = await get_json(client_sirene, f"siren/{siren}", what="sirene")
+        sirene = await sirene_source.fetch_sirene(
+            client_sirene, siren, quota=quota, deadline=deadline
+        )
     except BaseException:
         # Without Sirene the source is lost: do not leave BODACC running behind it.
         bodacc_task.cancel()

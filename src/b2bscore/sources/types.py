@@ -199,6 +199,7 @@ class AccountingData:
 
     as_of: date
     statements: tuple[FinancialStatement, ...]
+    origin: str | None = None  # "upload" (the lender's FEC) or "provider"
 
 
 # --- registry (INSEE Sirene + BODACC) ---------------------------------------------
@@ -208,9 +209,11 @@ class AccountingData:
 class Announcement:
     """One BODACC legal announcement."""
 
-    family: str  # familleavis: collective, vente, immatriculation, modification, radiation ...
+    family: str  # familleavis: collective, dpc, vente, immatriculation, modification ...
     nature: str | None  # jugement.nature for collective proceedings
     published_on: date
+    kind: str | None = None  # proceedings step: opening, plan, conversion, closure, other
+    judged_on: date | None = None  # jugement.date
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +229,12 @@ class RegistryData:
     category: str | None  # PME, ETI, GE
     active: bool
     announcements: tuple[Announcement, ...] = ()
+    # The latest collective procedure: when its first notice was published, and whether
+    # it is still running (no closing judgment yet). None: not worked out (built by hand).
+    proceedings_opened_on: date | None = None
+    ongoing_proceeding: bool | None = None
+    dropped: int = 0  # BODACC records dropped as malformed
+    note: str | None = None  # what the registry lacks (BODACC down, records dropped)
 
 
 # --- fan-out result ----------------------------------------------------------------

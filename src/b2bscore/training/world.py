@@ -1212,7 +1212,7 @@ def _notices(siren: str, lat: _Latents, n_statements: int) -> tuple[Notice, ...]
         )
     for k in range(min(3, max(0, (lat.age_days - 240) // 365))):
         out.append(
-            Notice("depot", 130 + 365 * k + int(60 * u[k]), None, "Comptes annuels et rapports")
+            Notice("dpc", 130 + 365 * k + int(60 * u[k]), None, "Comptes annuels et rapports")
         )
     if lat.proceedings is not None:
         published = max(0, lat.proceedings.days_ago - 3 - int(10 * u[5]))
