@@ -158,6 +158,7 @@ async def audit_benchmark(
     """
     from records import record_factory
 
+    from b2bscore.decisions.chainkeys import ChainKeyring
     from b2bscore.decisions.crypto import DataKeyring
     from b2bscore.decisions.service import record_decision
     from b2bscore.decisions.writer import AuditWriter
@@ -167,6 +168,7 @@ async def audit_benchmark(
     engine = create_engine(pg_url(database), pool_size=concurrency)
     maker = create_sessionmaker(engine)
     keyring = DataKeyring({"bench": os.urandom(32)})
+    chain_keys = ChainKeyring({"bench": os.urandom(32)})
     tenant_ids = []
     async with maker() as session:
         for i in range(tenants):
@@ -177,7 +179,7 @@ async def audit_benchmark(
 
     committed = 0
     errors = 0
-    audit = AuditWriter(maker, keyring)
+    audit = AuditWriter(maker, keyring, chain_keys)
     t_start = time.perf_counter()
     t_end = t_start + duration_s
 
@@ -186,7 +188,9 @@ async def audit_benchmark(
             await audit.record(record(tenant_id))
             return
         async with maker() as session:
-            await record_decision(session, record=record(tenant_id), keyring=keyring)
+            await record_decision(
+                session, record=record(tenant_id), keyring=keyring, chain_keys=chain_keys
+            )
 
     async def writer(i: int) -> None:
         nonlocal committed, errors

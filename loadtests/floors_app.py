@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from records import record_factory
 
+from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.writer import AuditWriter
 from b2bscore.kit import serving
@@ -35,7 +36,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """One engine and one audit writer per worker, as the API holds them."""
     engine = create_engine(os.environ["FLOOR_DATABASE_URL"])
     key = base64.b64decode(os.environ["FLOOR_DATA_KEY"])
-    app.state.writer = AuditWriter(create_sessionmaker(engine), DataKeyring({"floor": key}))
+    app.state.writer = AuditWriter(
+        create_sessionmaker(engine),
+        DataKeyring({"floor": key}),
+        # The same key serves as the chain key: only the cost of a keyed link matters here.
+        ChainKeyring({"floor": key}),
+    )
     app.state.record = record_factory()
     app.state.tenant_id = os.environ["FLOOR_TENANT_ID"]
     try:

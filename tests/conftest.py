@@ -18,6 +18,7 @@ import pytest
 import redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.kit.db import create_engine, upgrade_database
 from tests.servers import serve_in_thread
 
@@ -127,3 +128,9 @@ def sandbox_url() -> Iterator[str]:
 
     with serve_in_thread(create_sandbox_app(SandboxProfile.preset("zero"))) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def chain_keys() -> ChainKeyring:
+    """In-memory audit chain keys (one HMAC key), shared like the session's database."""
+    return ChainKeyring({"c1": secrets.token_bytes(32)})

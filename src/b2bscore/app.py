@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from b2bscore.books.endpoints import BOOKS_PATH
 from b2bscore.books.endpoints import router as books_router
 from b2bscore.console.endpoints import router as console_router
+from b2bscore.decisions.chainkeys import ChainKeyring
+from b2bscore.decisions.checkpoints import CheckpointPublisher, CheckpointSigner, CheckpointStore
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.endpoints import router as decisions_router
 from b2bscore.decisions.writer import AuditWriter
@@ -169,6 +171,7 @@ async def build_state(settings: Settings) -> AppState:
     keyring = DataKeyring.from_settings(settings)
     jobs = Jobs(settings)
     await jobs.open()
+    chain_keys = ChainKeyring.from_settings(settings)
     return AppState(
         settings=settings,
         engine=engine,
@@ -176,7 +179,7 @@ async def build_state(settings: Settings) -> AppState:
         cache=create_cache(settings.redis_url),
         bundle=bundle,
         keyring=keyring,
-        audit=AuditWriter(sessionmaker, keyring),
+        audit=AuditWriter(sessionmaker, keyring, chain_keys),
         tokenizer=Tokenizer.from_settings(settings),
         sandbox_clients=ProviderClients.sandbox(settings.sandbox_url, settings)
         if settings.sandbox_url
@@ -184,6 +187,13 @@ async def build_state(settings: Settings) -> AppState:
         live_clients=ProviderClients.live(settings),
         bundles={bundle.model_id: bundle},
         jobs=jobs,
+        chain_keys=chain_keys,
+        checkpoints=CheckpointPublisher(
+            sessionmaker,
+            CheckpointSigner.from_settings(settings),
+            CheckpointStore.at(settings.resolved_checkpoint_path),
+            settings.audit_checkpoint_interval_seconds,
+        ),
     )
 
 
@@ -192,6 +202,7 @@ async def close_state(state: AppState) -> None:
     for clients in (state.sandbox_clients, state.live_clients):
         if clients is not None:
             await clients.aclose()
+    await state.checkpoints.close()
     await state.audit.close()
     if state.jobs is not None:
         await state.jobs.close()
@@ -226,6 +237,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.b2b = state = await build_state(settings)
+        # Off the request path: a background task of each worker (see CheckpointPublisher).
+        state.checkpoints.start()
         # Embedded default: this process runs the background work itself (kit/jobs.py).
         worker: asyncio.Task[None] | None = None
         if state.jobs is not None and state.jobs.runs_in_process:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from b2bscore.decisions.cli import audit_app
+from b2bscore.decisions.roles import grant_app_role_command
 from b2bscore.portfolio.cli import batch, monitor_app
 from b2bscore.sandbox.cli import sandbox_event
 from b2bscore.sources.cli import providers_app
@@ -25,6 +26,7 @@ from b2bscore.worker import worker
 app = typer.Typer(help="b2bscore: instant, explainable B2B credit decisions.", no_args_is_help=True)
 db_app = typer.Typer(help="Audit store schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+db_app.command("grant-app-role")(grant_app_role_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(providers_app, name="providers")
@@ -244,11 +246,11 @@ def evaluate_dataset(
 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Apply the Alembic migrations to B2BSCORE_DATABASE_URL (or the embedded SQLite)."""
+    """Apply the migrations as the owner: B2BSCORE_MIGRATION_DATABASE_URL, else DATABASE_URL."""
     from b2bscore.kit.db import upgrade_database
 
     settings = _settings()
-    upgrade_database(settings.resolved_database_url, revision)
+    upgrade_database(settings.resolved_migration_database_url, revision)
     typer.echo(f"database at {revision}")
 
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from b2bscore.decisions.chain import RowContent, canonical_json, compute_row_hash, jsonable
+from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.service import link_into_chain, prepare_row
 from tests.decisions.factories import make_record
@@ -120,5 +121,6 @@ def test_content_encoded_before_the_lock_hashes_as_the_whole_row(
     # any content, the hash must be the one verification recomputes from the whole row.
     keyring = DataKeyring({"k1": bytes(range(32))})
     row = prepare_row(make_record("tenant-1", features=features, reasons=reasons), keyring)
-    link_into_chain(row, seq=3, prev_hash="ab" * 32, content=RowContent.of(row))
-    assert row.row_hash == compute_row_hash("ab" * 32, row)
+    keys = ChainKeyring({"c1": bytes(range(1, 33))})
+    link_into_chain(row, seq=3, prev_hash="ab" * 32, chain_keys=keys, content=RowContent.of(row))
+    assert row.row_hash == compute_row_hash("ab" * 32, row, keys)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from b2bscore.decisions.chain import verify_chain
+from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.repository import DecisionRepository
@@ -37,7 +38,7 @@ async def _committed_tenant(engine: AsyncEngine) -> str:
 
 
 async def test_concurrent_writers_cannot_fork_the_chain(
-    engine: AsyncEngine, keyring: DataKeyring
+    engine: AsyncEngine, keyring: DataKeyring, chain_keys: ChainKeyring
 ) -> None:
     tenant_id = await _committed_tenant(engine)
     sessionmaker = create_sessionmaker(engine)
@@ -47,7 +48,10 @@ async def test_concurrent_writers_cannot_fork_the_chain(
         async with sessionmaker() as session:
             await start.wait()
             return await record_decision(
-                session, record=make_record(tenant_id, score=i), keyring=keyring
+                session,
+                record=make_record(tenant_id, score=i),
+                keyring=keyring,
+                chain_keys=chain_keys,
             )
 
     tasks = [asyncio.create_task(write(i)) for i in range(WRITERS)]
@@ -56,7 +60,7 @@ async def test_concurrent_writers_cannot_fork_the_chain(
 
     assert sorted(d.seq for d in written) == list(range(1, WRITERS + 1))
     async with sessionmaker() as session:
-        result = await verify_chain(session, tenant_id)
+        result = await verify_chain(session, tenant_id, chain_keys=chain_keys)
         assert result.ok
         assert result.rows == WRITERS
         chain = [d async for d in DecisionRepository(session).iter_chain(tenant_id, batch=7)]
@@ -64,7 +68,7 @@ async def test_concurrent_writers_cannot_fork_the_chain(
 
 
 async def test_concurrent_retries_record_one_decision(
-    engine: AsyncEngine, keyring: DataKeyring
+    engine: AsyncEngine, keyring: DataKeyring, chain_keys: ChainKeyring
 ) -> None:
     tenant_id = await _committed_tenant(engine)
     sessionmaker = create_sessionmaker(engine)
@@ -73,7 +77,10 @@ async def test_concurrent_retries_record_one_decision(
         async with sessionmaker() as session:
             try:
                 decision = await record_decision(
-                    session, record=make_record(tenant_id, idempotency_key="retry"), keyring=keyring
+                    session,
+                    record=make_record(tenant_id, idempotency_key="retry"),
+                    keyring=keyring,
+                    chain_keys=chain_keys,
                 )
             except IdempotencyConflict as conflict:
                 return conflict.decision_id

@@ -12,8 +12,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.crypto import DataKeyring
-from b2bscore.decisions.endpoints import router
+from b2bscore.decisions.endpoints import get_chain_keys, router
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.service import record_decision
 from b2bscore.kit.deps import get_db_session, get_session_opener
@@ -35,7 +36,7 @@ class World:
 
 
 @pytest.fixture
-async def world(db_session: AsyncSession, keyring: DataKeyring) -> World:
+async def world(db_session: AsyncSession, keyring: DataKeyring, chain_keys: ChainKeyring) -> World:
     """Tenant A with 5 decisions, tenant B with 1."""
     principal_cache.clear()
     a, b = await new_tenant(db_session, "a"), await new_tenant(db_session, "b")
@@ -47,15 +48,20 @@ async def world(db_session: AsyncSession, keyring: DataKeyring) -> World:
             db_session,
             record=make_record(a.id, decision="decline" if i == 2 else "approve"),
             keyring=keyring,
+            chain_keys=chain_keys,
         )
         for i in range(5)
     ]
-    theirs = await record_decision(db_session, record=make_record(b.id), keyring=keyring)
+    theirs = await record_decision(
+        db_session, record=make_record(b.id), keyring=keyring, chain_keys=chain_keys
+    )
     return World(reader, writer, other, mine, theirs)
 
 
 @pytest.fixture
-async def client(db_session: AsyncSession) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    db_session: AsyncSession, chain_keys: ChainKeyring
+) -> AsyncIterator[httpx.AsyncClient]:
     """The decisions router on the test's session."""
     app = FastAPI()
     install_problem_handlers(app)
@@ -70,6 +76,7 @@ async def client(db_session: AsyncSession) -> AsyncIterator[httpx.AsyncClient]:
 
     app.dependency_overrides[get_db_session] = session_override
     app.dependency_overrides[get_session_opener] = lambda: on_test_session
+    app.dependency_overrides[get_chain_keys] = lambda: chain_keys
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http

@@ -13,6 +13,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from b2bscore.decisions.chain import verify_chain
+from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.decisions.service import IdempotencyConflict, open_payloads, record_decision
@@ -29,7 +30,9 @@ from tests.decisions.factories import make_record
 TABLES = {"tenants", "api_keys", "decisions"}
 
 
-async def test_audit_store_on_sqlite(tmp_path: Path, keyring: DataKeyring) -> None:
+async def test_audit_store_on_sqlite(
+    tmp_path: Path, keyring: DataKeyring, chain_keys: ChainKeyring
+) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'b2bscore.db'}"
     await upgrade_database_async(url)
     engine = create_engine(url)
@@ -46,18 +49,27 @@ async def test_audit_store_on_sqlite(tmp_path: Path, keyring: DataKeyring) -> No
         async def write(i: int) -> None:
             async with create_sessionmaker(engine)() as session:
                 await record_decision(
-                    session, record=make_record(tenant_id, score=i), keyring=keyring
+                    session,
+                    record=make_record(tenant_id, score=i),
+                    keyring=keyring,
+                    chain_keys=chain_keys,
                 )
 
         await asyncio.gather(*(write(i) for i in range(10)))
         async with create_sessionmaker(engine)() as session:
             first = await record_decision(
-                session, record=make_record(tenant_id, idempotency_key="x"), keyring=keyring
+                session,
+                record=make_record(tenant_id, idempotency_key="x"),
+                keyring=keyring,
+                chain_keys=chain_keys,
             )
             first_id = first.id
             with pytest.raises(IdempotencyConflict) as caught:
                 await record_decision(
-                    session, record=make_record(tenant_id, idempotency_key="x"), keyring=keyring
+                    session,
+                    record=make_record(tenant_id, idempotency_key="x"),
+                    keyring=keyring,
+                    chain_keys=chain_keys,
                 )
             assert caught.value.decision_id == first_id
 
@@ -69,7 +81,7 @@ async def test_audit_store_on_sqlite(tmp_path: Path, keyring: DataKeyring) -> No
             assert row.requested_amount == Decimal("25000.00")
             assert row.proposed_limit == Decimal("20000.00")
             assert open_payloads(row, keyring) is not None
-            result = await verify_chain(session)
+            result = await verify_chain(session, chain_keys=chain_keys)
             assert result.ok
             assert result.rows == 11
             page = await DecisionRepository(session).list(

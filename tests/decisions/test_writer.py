@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from b2bscore.decisions.chain import RowContent, compute_row_hash, verify_chain
+from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.service import (
@@ -48,10 +49,10 @@ def _batches() -> tuple[float, float]:
 
 
 async def test_concurrent_rows_share_commits_and_keep_one_chain(
-    engine: AsyncEngine, keyring: DataKeyring
+    engine: AsyncEngine, keyring: DataKeyring, chain_keys: ChainKeyring
 ) -> None:
     tenant_id = await _tenant(engine)
-    writer = AuditWriter(create_sessionmaker(engine), keyring)
+    writer = AuditWriter(create_sessionmaker(engine), keyring, chain_keys)
     batches_before, rows_before = _batches()
 
     written = await asyncio.gather(
@@ -64,13 +65,13 @@ async def test_concurrent_rows_share_commits_and_keep_one_chain(
     assert sorted(d.seq for d in written) == list(range(1, REQUESTS + 1))
     assert sorted(d.score for d in written) == list(range(REQUESTS))
     async with create_sessionmaker(engine)() as session:
-        result = await verify_chain(session, tenant_id)
+        result = await verify_chain(session, tenant_id, chain_keys=chain_keys)
     assert result.ok
     assert result.rows == REQUESTS
 
 
 async def test_two_processes_batching_one_tenant_never_collide(
-    engine: AsyncEngine, postgres_url: str, keyring: DataKeyring
+    engine: AsyncEngine, postgres_url: str, keyring: DataKeyring, chain_keys: ChainKeyring
 ) -> None:
     # Two writers on two engines, as two API workers: each batch reads the chain head
     # under the lock, so no batch may meet the other's seq (a collision would show as rows
@@ -78,8 +79,8 @@ async def test_two_processes_batching_one_tenant_never_collide(
     tenant_id = await _tenant(engine)
     other_engine = create_engine(postgres_url, pool_size=5)
     writers = [
-        AuditWriter(create_sessionmaker(engine), keyring),
-        AuditWriter(create_sessionmaker(other_engine), keyring),
+        AuditWriter(create_sessionmaker(engine), keyring, chain_keys),
+        AuditWriter(create_sessionmaker(other_engine), keyring, chain_keys),
     ]
     _, rows_before = _batches()
     try:
@@ -98,16 +99,16 @@ async def test_two_processes_batching_one_tenant_never_collide(
     total = 5 * (REQUESTS // 4) * len(writers)
     assert rows - rows_before == total
     async with create_sessionmaker(engine)() as session:
-        result = await verify_chain(session, tenant_id)
+        result = await verify_chain(session, tenant_id, chain_keys=chain_keys)
     assert result.ok
     assert result.rows == total
 
 
 async def test_same_idempotency_key_in_one_batch_records_once(
-    engine: AsyncEngine, keyring: DataKeyring
+    engine: AsyncEngine, keyring: DataKeyring, chain_keys: ChainKeyring
 ) -> None:
     tenant_id = await _tenant(engine)
-    writer = AuditWriter(create_sessionmaker(engine), keyring)
+    writer = AuditWriter(create_sessionmaker(engine), keyring, chain_keys)
 
     outcomes = await asyncio.gather(
         *(writer.record(make_record(tenant_id, idempotency_key="retry-1")) for _ in range(5)),
@@ -123,21 +124,23 @@ async def test_same_idempotency_key_in_one_batch_records_once(
 
 def test_content_encoded_before_the_lock_hashes_as_the_whole_row() -> None:
     keyring = DataKeyring({"k1": bytes(range(32))})
+    keys = ChainKeyring({"c1": bytes(range(1, 33))})
     row = prepare_row(make_record("tenant-1", idempotency_key="k-1"), keyring)
     content = RowContent.of(row)
-    link_into_chain(row, seq=7, prev_hash="ab" * 32, content=content)
-    assert row.row_hash == compute_row_hash("ab" * 32, row)
+    link_into_chain(row, seq=7, prev_hash="ab" * 32, chain_keys=keys, content=content)
+    assert row.chain_key_id == "c1"
+    assert row.row_hash == compute_row_hash("ab" * 32, row, keys)
     # The chain's own fields are in the hash: another place gives another hash.
-    assert content.row_hash("ab" * 32, row) != compute_row_hash("cd" * 32, row)
-    link_into_chain(row, seq=8, prev_hash="ab" * 32, content=content)
-    assert row.row_hash == compute_row_hash("ab" * 32, row)
+    assert content.row_hash("ab" * 32, row, keys) != compute_row_hash("cd" * 32, row, keys)
+    link_into_chain(row, seq=8, prev_hash="ab" * 32, chain_keys=keys, content=content)
+    assert row.row_hash == compute_row_hash("ab" * 32, row, keys)
 
 
 async def test_a_row_the_database_refuses_fails_alone(
-    engine: AsyncEngine, keyring: DataKeyring
+    engine: AsyncEngine, keyring: DataKeyring, chain_keys: ChainKeyring
 ) -> None:
     tenant_id = await _tenant(engine)
-    writer = AuditWriter(create_sessionmaker(engine), keyring)
+    writer = AuditWriter(create_sessionmaker(engine), keyring, chain_keys)
     # JSONB refuses a NUL character: that row cannot be written, its batch mates can.
     bad = make_record(tenant_id, request={"external_reference": "x\u0000y"})
 
@@ -150,16 +153,16 @@ async def test_a_row_the_database_refuses_fails_alone(
     assert isinstance(outcomes[0], AuditUnavailable)
     assert all(isinstance(o, Decision) for o in outcomes[1:])
     async with create_sessionmaker(engine)() as session:
-        result = await verify_chain(session, tenant_id)
+        result = await verify_chain(session, tenant_id, chain_keys=chain_keys)
     assert result.ok
     assert result.rows == 5
 
 
 async def test_a_connection_killed_before_the_batch_is_retried(
-    engine: AsyncEngine, keyring: DataKeyring, postgres_admin_dsn: str
+    engine: AsyncEngine, keyring: DataKeyring, chain_keys: ChainKeyring, postgres_admin_dsn: str
 ) -> None:
     tenant_id = await _tenant(engine)
-    writer = AuditWriter(create_sessionmaker(engine), keyring)
+    writer = AuditWriter(create_sessionmaker(engine), keyring, chain_keys)
     await writer.record(make_record(tenant_id))
     # Kill the pooled connection behind the writer's back, as a database restart would.
     async with engine.connect() as connection:
@@ -174,17 +177,17 @@ async def test_a_connection_killed_before_the_batch_is_retried(
 
     assert row.seq == 2
     async with create_sessionmaker(engine)() as session:
-        assert (await verify_chain(session, tenant_id)).ok
+        assert (await verify_chain(session, tenant_id, chain_keys=chain_keys)).ok
 
 
 async def test_huge_integral_floats_verify_after_the_jsonb_round_trip(
-    engine: AsyncEngine, keyring: DataKeyring
+    engine: AsyncEngine, keyring: DataKeyring, chain_keys: ChainKeyring
 ) -> None:
     tenant_id = await _tenant(engine)
-    writer = AuditWriter(create_sessionmaker(engine), keyring)
+    writer = AuditWriter(create_sessionmaker(engine), keyring, chain_keys)
     # JSONB hands these back as integers (signed or unsigned 64-bit), or as floats.
     features = {"a": 1e16, "b": 1e19, "c": -9.2e18, "d": 1e20, "e": 0.5}
     await writer.record(make_record(tenant_id, features=features))
     async with create_sessionmaker(engine)() as session:
-        result = await verify_chain(session, tenant_id)
+        result = await verify_chain(session, tenant_id, chain_keys=chain_keys)
     assert result.ok, result.broken

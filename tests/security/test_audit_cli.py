@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner, Result
 
 from b2bscore.cli import app as cli
+from b2bscore.decisions.chainkeys import CHAIN_KEY_FILE_NAME, ChainKeyring
 from b2bscore.decisions.crypto import KEY_FILE_NAME, DataKeyring, KeyringError
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.service import open_payloads, record_decision
@@ -36,6 +37,7 @@ class Audit:
     tenant_name: str
     other: str
     rows: list[Decision]
+    chain_keys: ChainKeyring
 
 
 async def run_cli(args: list[str], env: Mapping[str, str]) -> Result:
@@ -49,6 +51,7 @@ async def audit(postgres_admin_dsn: str, tmp_path: Path) -> AsyncIterator[Audit]
     """Three rows for one tenant, two for another, keys in a key file under var_dir."""
     async with fresh_database(postgres_admin_dsn, "audit") as (_, url):
         keyring = DataKeyring.from_file(tmp_path / KEY_FILE_NAME)
+        chain_keys = ChainKeyring.from_file(tmp_path / CHAIN_KEY_FILE_NAME)
         engine = create_engine(url, pool_size=2)
         try:
             async with create_sessionmaker(engine)() as session:
@@ -56,14 +59,24 @@ async def audit(postgres_admin_dsn: str, tmp_path: Path) -> AsyncIterator[Audit]
                 await session.commit()
                 rows = [
                     await record_decision(
-                        session, record=make_record(tenant.id, score=600 + i), keyring=keyring
+                        session,
+                        record=make_record(tenant.id, score=600 + i),
+                        keyring=keyring,
+                        chain_keys=chain_keys,
                     )
                     for i in range(3)
                 ]
                 for _ in range(2):
-                    await record_decision(session, record=make_record(other.id), keyring=keyring)
+                    await record_decision(
+                        session,
+                        record=make_record(other.id),
+                        keyring=keyring,
+                        chain_keys=chain_keys,
+                    )
             env = {"B2BSCORE_DATABASE_URL": url, "B2BSCORE_VAR_DIR": str(tmp_path)}
-            yield Audit(url, engine, keyring, env, tenant.id, tenant.name, other.id, rows)
+            yield Audit(
+                url, engine, keyring, env, tenant.id, tenant.name, other.id, rows, chain_keys
+            )
         finally:
             await engine.dispose()
 
@@ -71,12 +84,13 @@ async def audit(postgres_admin_dsn: str, tmp_path: Path) -> AsyncIterator[Audit]
 async def test_verify_passes_on_intact_chains(audit: Audit) -> None:
     result = await run_cli(["audit", "verify"], audit.env)
     assert result.exit_code == 0, result.output
-    assert "OK: 5 rows in 2 tenant chains verified" in result.output
+    # Two tenants with test rows only: one chain each.
+    assert "OK: 5 rows in 2 chains verified" in result.output
     result = await run_cli(
         ["audit", "verify", "--tenant", audit.tenant_name, "--payloads"], audit.env
     )
     assert result.exit_code == 0, result.output
-    assert "OK: 3 rows in 1 tenant chains and payloads verified" in result.output
+    assert "OK: 3 rows in 1 chains and payloads verified" in result.output
 
 
 @pytest.mark.parametrize(
@@ -206,7 +220,9 @@ async def test_rotation_with_a_key_file_encrypts_new_rows_with_the_new_key(
     rotated = DataKeyring.from_file(tmp_path / KEY_FILE_NAME)
     assert rotated.key_ids == ("k1", "k2")
     async with create_sessionmaker(audit.engine)() as session:
-        new = await record_decision(session, record=make_record(audit.tenant), keyring=rotated)
+        new = await record_decision(
+            session, record=make_record(audit.tenant), keyring=rotated, chain_keys=audit.chain_keys
+        )
         assert new.payload_key_id == "k2"
         rows = (
             (await session.execute(select(Decision).where(Decision.tenant_id == audit.tenant)))

@@ -124,7 +124,7 @@ async def test_every_answered_decision_is_recorded_exactly_once(
             ).all()
         )
         assert {d: counts.get(d, 0) for d in answered} == dict.fromkeys(answered, 1)
-        verified = await verify_chain(session)
+        verified = await verify_chain(session, chain_keys=stack.state.chain_keys)
         assert verified.ok, verified.broken
 
     # And once the database is back, decisions flow again.

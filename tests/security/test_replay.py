@@ -5,6 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import select
+
+from b2bscore.decisions.chain import compute_row_hash
+from b2bscore.decisions.models import Decision
+from b2bscore.kit.db import create_sessionmaker
 from tests.security.conftest import (
     Stack,
     assert_problem_json,
@@ -48,6 +53,18 @@ async def test_fresh_decisions_replay_identically(stack: Stack) -> None:
         }
 
 
+async def _relink(stack: Stack, decision_id: str) -> None:
+    """Recompute the row's own link with the audit key, as an insider who stole it would."""
+    async with create_sessionmaker(stack.engine)() as session:
+        row = (
+            await session.execute(select(Decision).where(Decision.id == decision_id))
+        ).scalar_one()
+        row_hash = compute_row_hash(row.prev_hash, row, stack.state.chain_keys)
+    await tamper(
+        stack.url, "UPDATE decisions SET row_hash = $2 WHERE id = $1", decision_id, row_hash
+    )
+
+
 async def test_a_tampered_feature_shows_in_the_replay(stack: Stack) -> None:
     answer = await _score(stack, "111111118")
     assert answer["decision"] == "approve"
@@ -58,6 +75,12 @@ async def test_a_tampered_feature_shows_in_the_replay(stack: Stack) -> None:
         "WHERE id = $1",
         answer["decision_id"],
     )
+    # Without the audit key the row no longer matches its link: it is not replayed at all.
+    response = await _replay(stack, answer["decision_id"], stack.keys.writer)
+    assert response.status_code == 409, response.text
+    assert assert_problem_json(response)["code"] == "integrity_error"
+    # With the stolen key the link is forged, and the replay still shows the change.
+    await _relink(stack, answer["decision_id"])
     response = await _replay(stack, answer["decision_id"], stack.keys.writer)
     assert response.status_code == 200, response.text
     replay = response.json()
@@ -100,6 +123,7 @@ async def test_a_model_that_is_gone_is_a_clean_409(stack: Stack) -> None:
             answer["decision_id"],
             model_id,
         )
+        await _relink(stack, answer["decision_id"])
         response = await _replay(stack, answer["decision_id"], stack.keys.writer)
         assert response.status_code == 409, response.text
         assert assert_problem_json(response)["code"] == "replay_unavailable"

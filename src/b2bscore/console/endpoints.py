@@ -455,7 +455,7 @@ async def _decision_response(
     lang = _lang(request)
     context = {
         "d": decision,
-        "chain": await service.check_chain_link(db, decision),
+        "chain": await service.check_chain_link(db, decision, request.app.state.b2b.chain_keys),
         "result": _result_view(reasons=decision.reasons, sources=decision.sources, lang=lang),
         "request_json": json.dumps(decision.request, indent=2, sort_keys=True, ensure_ascii=False),
         "features": _feature_rows(decision.features, lang),

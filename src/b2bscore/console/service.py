@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stdnum.exceptions import ValidationError as StdnumValidationError
 from stdnum.fr import siren as stdnum_siren
 
-from b2bscore.decisions.chain import GENESIS_HASH, compute_row_hash
+from b2bscore.decisions.chain import GENESIS_HASH, read_problem
+from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.replay import ReplayResult, ReplayUnavailable, bundle_for, replay_decision
 from b2bscore.decisions.repository import DecisionRepository
@@ -219,15 +220,18 @@ async def get_decision(db: AsyncSession, principal: Principal, decision_id: str)
     return decision
 
 
-async def check_chain_link(db: AsyncSession, decision: Decision) -> ChainCheck:
-    """Recompute the row's hash with the chain's code and compare the previous row's hash."""
-    row_ok = compute_row_hash(decision.prev_hash, decision) == decision.row_hash
+async def check_chain_link(
+    db: AsyncSession, decision: Decision, chain_keys: ChainKeyring
+) -> ChainCheck:
+    """Check the row with the audit's own read check and its link to the row before it."""
+    repository = DecisionRepository(db)
+    row_ok = await read_problem(repository, decision, chain_keys) is None
     if decision.seq == 1:
         return ChainCheck(row_ok, "genesis" if decision.prev_hash == GENESIS_HASH else "broken")
-    previous = await DecisionRepository(db).list(decision.tenant_id, limit=1, after=decision.seq)
-    if not previous or previous[0].seq != decision.seq - 1:
+    previous = await repository.at_seq(decision.tenant_id, decision.mode, decision.seq - 1)
+    if previous is None:
         return ChainCheck(row_ok, "broken")
-    return ChainCheck(row_ok, "ok" if previous[0].row_hash == decision.prev_hash else "broken")
+    return ChainCheck(row_ok, "ok" if previous.row_hash == decision.prev_hash else "broken")
 
 
 async def replay(state: AppState, decision: Decision) -> ReplayResult:

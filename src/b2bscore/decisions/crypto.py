@@ -35,7 +35,7 @@ def payload_aad(tenant_id: str, decision_id: str) -> bytes:
     return f"b2bscore.decision.v1|{tenant_id}|{decision_id}".encode()
 
 
-def _parse(spec: str) -> dict[str, bytes]:
+def _parse(spec: str, label: str = "data") -> dict[str, bytes]:
     keys: dict[str, bytes] = {}
     for item in re.split(r"[,\n]", spec):
         item = item.strip()
@@ -43,15 +43,15 @@ def _parse(spec: str) -> dict[str, bytes]:
             continue
         key_id, sep, encoded = item.partition(":")
         if not sep or not _KEY_ID.fullmatch(key_id):
-            raise KeyringError("data keys must read 'key_id:base64key,...'")
+            raise KeyringError(f"{label} keys must read 'key_id:base64key,...'")
         try:
             key = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise KeyringError(f"data key {key_id!r} is not valid base64") from exc
+            raise KeyringError(f"{label} key {key_id!r} is not valid base64") from exc
         if len(key) != KEY_BYTES:
-            raise KeyringError(f"data key {key_id!r} must be {KEY_BYTES} bytes")
+            raise KeyringError(f"{label} key {key_id!r} must be {KEY_BYTES} bytes")
         if key_id in keys:
-            raise KeyringError(f"data key id {key_id!r} appears twice")
+            raise KeyringError(f"{label} key id {key_id!r} appears twice")
         keys[key_id] = key
     return keys
 

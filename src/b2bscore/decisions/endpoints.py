@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+from collections import OrderedDict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime
 
+from b2bscore.decisions.chain import read_problem
+from b2bscore.decisions.chainkeys import ChainKeyring
+from b2bscore.decisions.models import Decision
 from b2bscore.decisions.replay import ReplayUnavailable, bundle_for, replay_decision
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.decisions.schemas import DecisionOut, DecisionPage, DifferenceOut, ModelRef, ReplayOut
-from b2bscore.kit.deps import DbSession, State
+from b2bscore.kit.deps import DbSession, State, app_state
 from b2bscore.kit.problems import Problem
 from b2bscore.tenants.auth import requires
 from b2bscore.tenants.service import Principal
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
@@ -32,6 +39,49 @@ _READ_PROBLEMS: dict[int | str, dict[str, Any]] = {
     422: _PROBLEM,
     503: _PROBLEM,
 }
+
+
+# Ids already reported, so that a client reading a damaged row in a loop does not flood
+# the log; bounded, a process forgets the oldest first.
+_REPORTED: OrderedDict[str, None] = OrderedDict()
+_REPORTED_MAX = 1024
+
+
+async def get_chain_keys(request: Request) -> ChainKeyring:
+    """The audit chain keys, to check a row before it is served (dependency)."""
+    return app_state(request).chain_keys
+
+
+ChainKeys = Annotated[ChainKeyring, Depends(get_chain_keys)]
+
+
+async def _intact(
+    repository: DecisionRepository, decision: Decision, chain_keys: ChainKeyring
+) -> Decision:
+    """The decision, once its row verifies; 409 integrity_error (logged once) otherwise."""
+    reason = await read_problem(repository, decision, chain_keys)
+    if reason is None:
+        return decision
+    if decision.id not in _REPORTED:
+        _REPORTED[decision.id] = None
+        if len(_REPORTED) > _REPORTED_MAX:
+            _REPORTED.popitem(last=False)
+        # Ids only: nothing about the company or the decision itself.
+        log.error(
+            "audit row failed its integrity check: tenant=%s mode=%s decision=%s seq=%s reason=%s",
+            decision.tenant_id,
+            decision.mode,
+            decision.id,
+            decision.seq,
+            reason,
+        )
+    raise Problem(
+        409,
+        "integrity_error",
+        "Decision record failed its integrity check",
+        "The stored record of this decision does not match its audit chain; it is not "
+        "served. The operator has been alerted.",
+    )
 
 
 def _not_found() -> Problem:
@@ -60,15 +110,18 @@ def _decode_cursor(cursor: str) -> int:
     return seq
 
 
-@router.get("/{decision_id}", response_model=DecisionOut, responses=_READ_PROBLEMS)
+@router.get(
+    "/{decision_id}", response_model=DecisionOut, responses={**_READ_PROBLEMS, 409: _PROBLEM}
+)
 async def get_decision(
-    decision_id: str, principal: DecisionsReader, session: DbSession
+    decision_id: str, principal: DecisionsReader, session: DbSession, chain_keys: ChainKeys
 ) -> DecisionOut:
     """One decision of the caller's tenant."""
-    decision = await DecisionRepository(session).get(principal.tenant_id, decision_id)
+    repository = DecisionRepository(session)
+    decision = await repository.get(principal.tenant_id, decision_id)
     if decision is None:
         raise _not_found()
-    return DecisionOut.from_decision(decision)
+    return DecisionOut.from_decision(await _intact(repository, decision, chain_keys))
 
 
 @router.post(
@@ -78,12 +131,19 @@ async def get_decision(
     summary="Recompute a decision from its stored features with its stored model",
 )
 async def replay(
-    decision_id: str, principal: DecisionsReader, session: DbSession, state: State
+    decision_id: str,
+    principal: DecisionsReader,
+    session: DbSession,
+    state: State,
+    chain_keys: ChainKeys,
 ) -> ReplayOut:
     """Replay one decision of the caller's tenant and list what differs from the record."""
-    decision = await DecisionRepository(session).get(principal.tenant_id, decision_id)
+    repository = DecisionRepository(session)
+    decision = await repository.get(principal.tenant_id, decision_id)
     if decision is None:
         raise _not_found()
+    # A replay of a tampered record would "prove" whatever the tamperer wrote.
+    decision = await _intact(repository, decision, chain_keys)
     try:
         bundle = await bundle_for(decision, state.bundles, state.settings.models_dir)
         result = replay_decision(decision, bundle)

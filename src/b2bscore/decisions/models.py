@@ -1,4 +1,4 @@
-"""The audit row: one per answered decision, append-only and hash-chained per tenant."""
+"""The audit row: one per answered decision, append-only and chained per tenant and mode."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ class Decision(Base):
 
     __tablename__ = "decisions"
     __table_args__ = (
-        sa.UniqueConstraint("tenant_id", "seq", name="uq_decisions_tenant_seq"),
+        # One chain per tenant and mode: test and live never share a sequence.
+        sa.UniqueConstraint("tenant_id", "mode", "seq", name="uq_decisions_tenant_mode_seq"),
         sa.UniqueConstraint(
             "tenant_id", "idempotency_key", name="uq_decisions_tenant_idempotency_key"
         ),
@@ -108,6 +109,9 @@ class Decision(Base):
 
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     row_hash: Mapped[str] = mapped_column(sa.String(64))
+    # Id of the HMAC key that linked the row; NULL on rows written before revision 0002,
+    # which keep their unkeyed SHA-256 link (decisions.chain explains both rules).
+    chain_key_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
     @property
     def probability_of_default_float(self) -> float:

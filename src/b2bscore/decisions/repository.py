@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from b2bscore.decisions.models import Decision
@@ -67,11 +67,11 @@ class DecisionRepository:
         statement = statement.order_by(Decision.seq.desc()).limit(limit)
         return (await self.session.execute(statement)).scalars().all()
 
-    async def chain_head(self, tenant_id: str) -> tuple[int, str] | None:
-        """(seq, row_hash) of the tenant's last decision, or None before the first."""
+    async def chain_head(self, tenant_id: str, mode: str) -> tuple[int, str] | None:
+        """(seq, row_hash) of the last decision of the tenant's chain of this mode, or None."""
         statement = (
             select(Decision.seq, Decision.row_hash)
-            .where(Decision.tenant_id == tenant_id)
+            .where(Decision.tenant_id == tenant_id, Decision.mode == mode)
             .order_by(Decision.seq.desc())
             .limit(1)
         )
@@ -95,21 +95,94 @@ class DecisionRepository:
         rows = (await self.session.execute(statement)).all()
         return [(row[0], row[1], row[2], row[3]) for row in rows]
 
+    async def chain_heads(self) -> Sequence[tuple[str, str, int, str]]:
+        """(tenant_id, mode, seq, row_hash) of the last row of every chain."""
+        last = (
+            select(Decision.tenant_id, Decision.mode, func.max(Decision.seq).label("seq"))
+            .group_by(Decision.tenant_id, Decision.mode)
+            .subquery()
+        )
+        statement = (
+            select(Decision.tenant_id, Decision.mode, Decision.seq, Decision.row_hash)
+            .join(
+                last,
+                and_(
+                    Decision.tenant_id == last.c.tenant_id,
+                    Decision.mode == last.c.mode,
+                    Decision.seq == last.c.seq,
+                ),
+            )
+            .order_by(Decision.tenant_id, Decision.mode)
+        )
+        rows = (await self.session.execute(statement)).all()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def at_seq(self, tenant_id: str, mode: str, seq: int) -> Decision | None:
+        """The row at seq of the tenant's chain of this mode, or None."""
+        statement = select(Decision).where(
+            Decision.tenant_id == tenant_id, Decision.mode == mode, Decision.seq == seq
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def keyed_before(self, tenant_id: str, mode: str, seq: int) -> bool:
+        """True when a keyed row precedes seq in the tenant's chain of this mode."""
+        statement = (
+            select(Decision.id)
+            .where(
+                Decision.tenant_id == tenant_id,
+                Decision.mode == mode,
+                Decision.seq < seq,
+                Decision.chain_key_id.is_not(None),
+            )
+            .limit(1)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
     async def tenant_ids(self) -> Sequence[str]:
         """Every tenant with at least one decision."""
         statement = select(Decision.tenant_id).distinct().order_by(Decision.tenant_id)
         return (await self.session.execute(statement)).scalars().all()
 
+    async def modes(self, tenant_id: str) -> Sequence[str]:
+        """The modes in which the tenant has decisions (one chain each)."""
+        statement = (
+            select(Decision.mode)
+            .where(Decision.tenant_id == tenant_id)
+            .distinct()
+            .order_by(Decision.mode)
+        )
+        return (await self.session.execute(statement)).scalars().all()
+
     async def iter_chain(
-        self, tenant_id: str, *, batch: int = 500
+        self,
+        tenant_id: str,
+        *,
+        mode: str | None = None,
+        keyed: bool | None = None,
+        batch: int = 500,
     ) -> AsyncGenerator[Decision, None]:
-        """The tenant's decisions in seq order, read from the database in batches."""
-        last_seq = 0
+        """The tenant's decisions (of one mode, keyed or not) in seq order, in batches.
+
+        Paged on (seq, id), not seq alone: rows of both modes may share a seq, and a
+        forged duplicate must not fall between two pages unseen.
+        """
+        last: tuple[int, str] | None = None
         while True:
+            statement = select(Decision).where(Decision.tenant_id == tenant_id)
+            if mode is not None:
+                statement = statement.where(Decision.mode == mode)
+            if keyed is not None:
+                key = Decision.chain_key_id
+                statement = statement.where(key.is_not(None) if keyed else key.is_(None))
+            if last is not None:
+                statement = statement.where(
+                    or_(
+                        Decision.seq > last[0],
+                        and_(Decision.seq == last[0], Decision.id > last[1]),
+                    )
+                )
             statement = (
-                select(Decision)
-                .where(Decision.tenant_id == tenant_id, Decision.seq > last_seq)
-                .order_by(Decision.seq)
+                statement.order_by(Decision.seq, Decision.id)
                 .limit(batch)
                 # Verification must see what the database holds, not objects this
                 # session loaded or wrote earlier.
@@ -120,4 +193,4 @@ class DecisionRepository:
                 yield row
             if len(rows) < batch:
                 return
-            last_seq = rows[-1].seq
+            last = (rows[-1].seq, rows[-1].id)

@@ -21,7 +21,7 @@ class DecisionOut(BaseModel):
     """One recorded decision, as it was answered, with its place in the hash chain."""
 
     decision_id: str
-    seq: int = Field(description="Position in the tenant's hash chain, from 1.")
+    seq: int = Field(description="Position in the tenant's audit chain of this mode, from 1.")
     created_at: datetime
     mode: str
     siren: str

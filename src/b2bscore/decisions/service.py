@@ -1,4 +1,4 @@
-"""Writing the audit row of a decision: serialized per tenant, chained, encrypted, committed."""
+"""Writing the audit row of a decision: serialized per chain, linked, encrypted, committed."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from b2bscore.decisions.chain import (
     jsonable,
     sha256_hex,
 )
+from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.crypto import DataKeyring, DecryptionError, payload_aad
 from b2bscore.decisions.models import CENT, Decision
 from b2bscore.decisions.repository import DecisionRepository
@@ -94,14 +95,19 @@ _sqlite_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock
 )
 
 
+def chain_name(tenant_id: str, mode: str) -> str:
+    """The name of a (tenant, mode) chain, as its advisory lock is keyed."""
+    return f"{tenant_id}/{mode}"
+
+
 @asynccontextmanager
-async def chain_lock(session: AsyncSession, tenant_id: str) -> AsyncIterator[None]:
-    """Serialize writers of one tenant's chain until the transaction ends."""
+async def chain_lock(session: AsyncSession, tenant_id: str, mode: str) -> AsyncIterator[None]:
+    """Serialize writers of one (tenant, mode) chain until the transaction ends."""
     if session.get_bind().dialect.name == "postgresql":
         # Held until commit or rollback, across every process sharing the database.
         await session.execute(
-            text("SELECT pg_advisory_xact_lock(:space, hashtext(:tenant_id))"),
-            {"space": ADVISORY_LOCK_CLASS, "tenant_id": tenant_id},
+            text("SELECT pg_advisory_xact_lock(:space, hashtext(:chain))"),
+            {"space": ADVISORY_LOCK_CLASS, "chain": chain_name(tenant_id, mode)},
         )
         yield
         return
@@ -133,7 +139,7 @@ def _probability_text(value: float | Decimal) -> str:
 def _prepare(*, tenant_id: str, record: DecisionRecord, keyring: DataKeyring) -> Decision:
     """The row without its place in the chain: everything that can happen outside the lock.
 
-    Hashing and encrypting the payloads is done here, not under the per-tenant chain lock,
+    Hashing and encrypting the payloads is done here, not under the per-chain lock,
     where it would cap one tenant's throughput.
     """
     decision_id = record.decision_id or new_id()
@@ -171,17 +177,23 @@ def _prepare(*, tenant_id: str, record: DecisionRecord, keyring: DataKeyring) ->
 
 
 def link_into_chain(
-    decision: Decision, *, seq: int, prev_hash: str, content: RowContent | None = None
+    decision: Decision,
+    *,
+    seq: int,
+    prev_hash: str,
+    chain_keys: ChainKeyring,
+    content: RowContent | None = None,
 ) -> None:
-    """Give the prepared row its place in the chain (under the chain lock)."""
+    """Give the prepared row its place in the chain, keyed link included (under the lock)."""
     decision.seq = seq
-    # Taken under the chain lock, so created_at follows seq within a tenant.
+    # Taken under the chain lock, so created_at follows seq within a chain.
     decision.created_at = datetime.now(UTC)
     decision.prev_hash = prev_hash
+    decision.chain_key_id = chain_keys.current_key_id
     decision.row_hash = (
-        content.row_hash(prev_hash, decision)
+        content.row_hash(prev_hash, decision, chain_keys)
         if content is not None
-        else compute_row_hash(prev_hash, decision)
+        else compute_row_hash(prev_hash, decision, chain_keys)
     )
 
 
@@ -197,9 +209,10 @@ async def record_decision(
     *,
     record: DecisionRecord,
     keyring: DataKeyring,
+    chain_keys: ChainKeyring,
     tenant_id: str | None = None,
 ) -> Decision:
-    """Append the decision to its tenant's chain and COMMIT the session.
+    """Append the decision to its (tenant, mode) chain and COMMIT the session.
 
     Raises IdempotencyConflict (with the existing decision id) when the idempotency key
     was already used, and AuditUnavailable on any database failure (after a rollback,
@@ -211,16 +224,16 @@ async def record_decision(
     repository = DecisionRepository(session)
     decision = _prepare(tenant_id=tenant_id, record=record, keyring=keyring)
     try:
-        async with chain_lock(session, tenant_id):
+        async with chain_lock(session, tenant_id, record.mode):
             if record.idempotency_key is not None:
                 existing = await repository.get_by_idempotency_key(
                     tenant_id, record.idempotency_key
                 )
                 if existing is not None:
                     raise IdempotencyConflict(existing.id)
-            head = await repository.chain_head(tenant_id)
+            head = await repository.chain_head(tenant_id, record.mode)
             seq, prev_hash = (1, GENESIS_HASH) if head is None else (head[0] + 1, head[1])
-            link_into_chain(decision, seq=seq, prev_hash=prev_hash)
+            link_into_chain(decision, seq=seq, prev_hash=prev_hash, chain_keys=chain_keys)
             session.add(decision)
             await session.commit()
     except IdempotencyConflict:

@@ -1,7 +1,7 @@
-"""Group commit of audit rows: concurrent decisions of a tenant share one transaction.
+"""Group commit of audit rows: concurrent decisions of a chain share one transaction.
 
 Every request still awaits the commit of its own row before it answers; what is shared
-is the per-tenant chain lock, the chain-head read and the commit (one fsync) for all rows
+is the per-(tenant, mode) chain lock, the chain-head read and the commit (one fsync) for all rows
 that arrived while the previous batch was being written. Under load this turns N lock
 hand-overs and N commits into one of each, which is what caps a single tenant otherwise.
 """
@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from b2bscore.decisions.chain import GENESIS_HASH, RowContent
+from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.repository import DecisionRepository
@@ -30,6 +31,7 @@ from b2bscore.decisions.service import (
     DecisionRecord,
     IdempotencyConflict,
     chain_lock,
+    chain_name,
     link_into_chain,
     prepare_row,
     record_decision,
@@ -87,7 +89,7 @@ _KNOWN_KEYS_SQL = (
 )
 _HEAD_SQL = (
     f"SELECT seq, row_hash FROM {_TABLE} "  # noqa: S608 - constant names only
-    "WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1"
+    "WHERE tenant_id = $1 AND mode = $2 ORDER BY seq DESC LIMIT 1"
 )
 _INSERT_SQL = (
     f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant names only
@@ -137,15 +139,22 @@ class _Pending:
 class AuditWriter:
     """Writes audit rows in per-tenant batches; one writer per process."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], keyring: DataKeyring):
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        keyring: DataKeyring,
+        chain_keys: ChainKeyring,
+    ):
         self._sessionmaker = sessionmaker
         engine = sessionmaker.kw["bind"]
         if not isinstance(engine, AsyncEngine):
             raise TypeError("the audit writer needs a sessionmaker bound to an AsyncEngine")
         self._engine = engine
         self._keyring = keyring
-        self._queues: defaultdict[str, list[_Pending]] = defaultdict(list)
-        self._flushers: dict[str, asyncio.Task[None]] = {}
+        self._chain_keys = chain_keys
+        # One queue and one flusher per (tenant, mode) chain.
+        self._queues: defaultdict[tuple[str, str], list[_Pending]] = defaultdict(list)
+        self._flushers: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def record(self, record: DecisionRecord) -> Decision:
         """Commit the decision's row (in a shared batch) and return it once durable."""
@@ -153,11 +162,11 @@ class AuditWriter:
         # task, so that the batch writer only links and commits.
         row = prepare_row(record, self._keyring)
         pending = _Pending(row, record, RowContent.of(row))
-        tenant_id = record.tenant_id
-        self._queues[tenant_id].append(pending)
-        flusher = self._flushers.get(tenant_id)
+        chain = (record.tenant_id, record.mode)
+        self._queues[chain].append(pending)
+        flusher = self._flushers.get(chain)
         if flusher is None or flusher.done():
-            self._flushers[tenant_id] = asyncio.create_task(self._flush(tenant_id))
+            self._flushers[chain] = asyncio.create_task(self._flush(chain))
         # A caller that gave up (its deadline) no longer reads the outcome: mark it read,
         # so that a failed batch does not log "exception was never retrieved".
         pending.done.add_done_callback(_outcome_read)
@@ -168,12 +177,12 @@ class AuditWriter:
         """Wait for the batches in flight."""
         await asyncio.gather(*self._flushers.values(), return_exceptions=True)
 
-    async def _flush(self, tenant_id: str) -> None:
-        queue = self._queues[tenant_id]
+    async def _flush(self, chain: tuple[str, str]) -> None:
+        queue = self._queues[chain]
         while queue:
             batch, queue[:] = queue[:MAX_BATCH], queue[MAX_BATCH:]
             try:
-                await self._write(tenant_id, batch)
+                await self._write(chain, batch)
             except Exception as error:  # every waiter must hear about it, whatever it is
                 log.exception("audit batch of %d rows failed", len(batch))
                 for pending in batch:
@@ -184,19 +193,19 @@ class AuditWriter:
                             else AuditUnavailable(f"audit batch failed: {type(error).__name__}")
                         )
 
-    async def _write(self, tenant_id: str, batch: list[_Pending]) -> None:
+    async def _write(self, chain: tuple[str, str], batch: list[_Pending]) -> None:
         if self._engine.dialect.driver == "asyncpg":
-            await self._write_postgres(tenant_id, batch)
+            await self._write_postgres(chain, batch)
             return
         try:
             try:
                 async with self._sessionmaker() as session:
-                    await self._commit_batch(session, tenant_id, batch)
+                    await self._commit_batch(session, chain, batch)
             except _StaleConnection:
                 # The pool handed out a connection the database had dropped (a restart):
                 # the pool is now invalidated, nothing was committed, one retry is safe.
                 async with self._sessionmaker() as session:
-                    await self._commit_batch(session, tenant_id, batch)
+                    await self._commit_batch(session, chain, batch)
         except IntegrityError:
             # One row of the batch was refused (an idempotency key raced in from another
             # process): write them one by one so that only that row's request hears it.
@@ -207,18 +216,23 @@ class AuditWriter:
             raise AuditUnavailable("audit store unavailable") from error
 
     async def _commit_batch(
-        self, session: AsyncSession, tenant_id: str, batch: list[_Pending]
+        self, session: AsyncSession, chain: tuple[str, str], batch: list[_Pending]
     ) -> None:
         committing = False
+        tenant_id, mode = chain
         try:
-            async with chain_lock(session, tenant_id):
+            async with chain_lock(session, tenant_id, mode):
                 accepted, replays = await self._split_replays(session, tenant_id, batch)
-                head = await DecisionRepository(session).chain_head(tenant_id)
+                head = await DecisionRepository(session).chain_head(tenant_id, mode)
                 seq, prev_hash = (0, GENESIS_HASH) if head is None else head
                 for pending in accepted:
                     seq += 1
                     link_into_chain(
-                        pending.row, seq=seq, prev_hash=prev_hash, content=pending.content
+                        pending.row,
+                        seq=seq,
+                        prev_hash=prev_hash,
+                        chain_keys=self._chain_keys,
+                        content=pending.content,
                     )
                     prev_hash = pending.row.row_hash
                 if accepted:
@@ -235,7 +249,7 @@ class AuditWriter:
             raise
         self._settle(accepted, replays)
 
-    async def _write_postgres(self, tenant_id: str, batch: list[_Pending]) -> None:
+    async def _write_postgres(self, chain: tuple[str, str], batch: list[_Pending]) -> None:
         """The batch straight through asyncpg: five round trips, no ORM or Core on the way.
 
         Through the session the same batch cost ~2 ms of CPU, most of it SQLAlchemy
@@ -253,7 +267,7 @@ class AuditWriter:
                 pg: asyncpg.Connection = pooled.driver_connection
                 phase = _Phase()
                 try:
-                    await self._commit_batch_postgres(pg, tenant_id, batch, phase)
+                    await self._commit_batch_postgres(pg, chain, batch, phase)
                     return
                 except _ROW_REFUSED:
                     # One row was refused (an idempotency key raced in from another
@@ -281,21 +295,32 @@ class AuditWriter:
                 await self._write_alone(pending)
 
     async def _commit_batch_postgres(
-        self, pg: asyncpg.Connection, tenant_id: str, batch: list[_Pending], phase: _Phase
+        self,
+        pg: asyncpg.Connection,
+        chain: tuple[str, str],
+        batch: list[_Pending],
+        phase: _Phase,
     ) -> None:
+        tenant_id, mode = chain
         async with pg.transaction():
-            await pg.execute(_LOCK_SQL, ADVISORY_LOCK_CLASS, tenant_id)
+            await pg.execute(_LOCK_SQL, ADVISORY_LOCK_CLASS, chain_name(tenant_id, mode))
             keys = [p.record.idempotency_key for p in batch if p.record.idempotency_key]
             known: dict[str, str] = {}
             if keys:
                 rows = await pg.fetch(_KNOWN_KEYS_SQL, tenant_id, keys)
                 known = {row["idempotency_key"]: row["id"] for row in rows}
             accepted, replays = _split(batch, known)
-            head = await pg.fetchrow(_HEAD_SQL, tenant_id)
+            head = await pg.fetchrow(_HEAD_SQL, tenant_id, mode)
             seq, prev_hash = (0, GENESIS_HASH) if head is None else (head["seq"], head["row_hash"])
             for pending in accepted:
                 seq += 1
-                link_into_chain(pending.row, seq=seq, prev_hash=prev_hash, content=pending.content)
+                link_into_chain(
+                    pending.row,
+                    seq=seq,
+                    prev_hash=prev_hash,
+                    chain_keys=self._chain_keys,
+                    content=pending.content,
+                )
                 prev_hash = pending.row.row_hash
             if accepted:
                 await pg.executemany(_INSERT_SQL, [_postgres_args(p.row) for p in accepted])
@@ -329,7 +354,12 @@ class AuditWriter:
     async def _write_alone(self, pending: _Pending) -> None:
         try:
             async with self._sessionmaker() as session:
-                row = await record_decision(session, record=pending.record, keyring=self._keyring)
+                row = await record_decision(
+                    session,
+                    record=pending.record,
+                    keyring=self._keyring,
+                    chain_keys=self._chain_keys,
+                )
         except (IdempotencyConflict, AuditUnavailable) as error:
             pending.done.set_exception(error)
         else:

@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from b2bscore.kit.files import make_private
+
 log = logging.getLogger(__name__)
 
 # Inside the package, so that an installed wheel finds them as a source checkout does.
@@ -42,9 +44,7 @@ def _json_text(value: Any) -> str:
 def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
     """An async engine tuned for the backend the URL names."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(url)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 5})
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -80,6 +80,13 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
     )
     _ping_when_idle(engine)
     return engine
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create the embedded database 0600 before SQLite does: its -wal and -shm follow suit."""
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    if path and path != ":memory:" and not path.startswith("file:"):
+        make_private(Path(path))
 
 
 def _ping_when_idle(engine: AsyncEngine) -> None:
@@ -171,9 +178,7 @@ def upgrade_database(url: str, revision: str = "head") -> None:
     from alembic import command
 
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(url)
     command.upgrade(alembic_config(url), revision)
 
 

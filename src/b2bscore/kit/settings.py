@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     # Embedded default: SQLite under var/. Production: postgresql+asyncpg://...
     database_url: str | None = None
+    # The owner role that runs `db upgrade` (and the retention purge); the service's own
+    # role may only INSERT and SELECT audit rows. Unset: database_url.
+    migration_database_url: str | None = None
     db_pool_size: int = Field(default=20, ge=1, le=200)
     # None means the in-process cache; production sets redis://...
     redis_url: str | None = None
@@ -60,6 +63,17 @@ class Settings(BaseSettings):
     data_keys: SecretStr | None = None
     # Keyed hash for IBANs and account ids outside the encrypted payloads.
     tokenization_key: SecretStr | None = None
+    # HMAC-SHA256 keys linking the audit chain, "key_id:base64key,..." (the last links).
+    # Unset: a 0600 key file under var_dir.
+    audit_keys: SecretStr | None = None
+    # Ed25519 private key (base64 of the 32-byte seed) signing the audit checkpoints.
+    # Unset: a 0600 key file under var_dir.
+    audit_signing_key: SecretStr | None = None
+    # Where signed checkpoints of every chain head go: an append-only JSON-lines file, or
+    # a directory (one write-once file per checkpoint). Unset: var_dir/audit_checkpoints.jsonl.
+    audit_checkpoint_path: Path | None = None
+    # Seconds between checkpoints published by the servers; 0 leaves it to the CLI.
+    audit_checkpoint_interval_seconds: int = Field(default=300, ge=0, le=86_400)
 
     max_body_bytes: int = 16_384
     rate_limit_per_minute: int = 600
@@ -104,6 +118,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.var_dir / 'b2bscore.db').as_posix()}"
+
+    @property
+    def resolved_migration_database_url(self) -> str:
+        """The owner's database URL for migrations, defaulting to the service's."""
+        return self.migration_database_url or self.resolved_database_url
+
+    @property
+    def resolved_checkpoint_path(self) -> Path:
+        """Where checkpoints are published, defaulting to a JSON-lines file under var_dir."""
+        return self.audit_checkpoint_path or self.var_dir / "audit_checkpoints.jsonl"
 
     @property
     def is_embedded(self) -> bool:

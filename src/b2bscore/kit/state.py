@@ -11,6 +11,8 @@ from b2bscore.kit.cache import Cache
 from b2bscore.kit.settings import Settings
 
 if TYPE_CHECKING:
+    from b2bscore.decisions.chainkeys import ChainKeyring
+    from b2bscore.decisions.checkpoints import CheckpointPublisher
     from b2bscore.decisions.crypto import DataKeyring
     from b2bscore.decisions.writer import AuditWriter
     from b2bscore.kit.jobs import Jobs
@@ -33,6 +35,8 @@ class AppState:
     tokenizer: Tokenizer
     sandbox_clients: ProviderClients | None
     live_clients: ProviderClients | None
+    chain_keys: ChainKeyring
+    checkpoints: CheckpointPublisher
     # Past model versions loaded on demand for replay, by model id.
     bundles: dict[str, ModelBundle] = field(default_factory=dict)
     # The job engine (kit/jobs.py), opened by the lifespan or the worker.

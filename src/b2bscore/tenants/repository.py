@@ -26,6 +26,10 @@ class TenantRepository:
         result = await self.session.execute(select(Tenant).where(Tenant.name == name))
         return result.scalar_one_or_none()
 
+    async def ids(self) -> Sequence[str]:
+        """Every tenant's id, in order."""
+        return (await self.session.execute(select(Tenant.id).order_by(Tenant.id))).scalars().all()
+
 
 class ApiKeyRepository:
     """API key lookups and the last-used stamp."""
