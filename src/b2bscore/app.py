@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -23,6 +24,8 @@ from b2bscore.decisions.endpoints import router as decisions_router
 from b2bscore.decisions.writer import AuditWriter
 from b2bscore.kit.cache import FallbackCache, create_cache
 from b2bscore.kit.db import create_engine, create_sessionmaker
+from b2bscore.kit.deadline import StoreUnavailable, store_unavailable_problem, within
+from b2bscore.kit.logging import throttle
 from b2bscore.kit.deps import State
 from b2bscore.kit.metrics import REQUEST_LATENCY, render_metrics
 from b2bscore.kit.problems import Problem, install_problem_handlers, problem_response
@@ -34,6 +37,9 @@ from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.tokens import Tokenizer
 
 log = logging.getLogger(__name__)
+
+# Each readiness probe (database, cache) gets this long; /readyz answers within a second.
+READY_PROBE_SECONDS = 0.8
 
 
 class GuardMiddleware:
@@ -168,19 +174,23 @@ def _install_store_outage_handler(app: FastAPI) -> None:
     """A database that cannot be reached is an outage (503), not a bug (500)."""
 
     async def _store_unavailable(request: Request, exc: Exception) -> Response:
-        log.warning("store unavailable on %s: %s", request.url.path, type(exc).__name__)
-        return problem_response(
-            Problem(
-                503,
-                "store_unavailable",
-                "Service temporarily unavailable",
-                "A backing store did not answer; no decision was issued. Retry later.",
-                headers={"Retry-After": "2"},
-            ),
-            request.url.path,
+        # Once per interval and kind, with a count: an outage meets every request.
+        throttle.log(
+            log,
+            logging.WARNING,
+            f"store_unavailable:{type(exc).__name__}",
+            "store unavailable: %s",
+            exc if isinstance(exc, StoreUnavailable) else type(exc).__name__,
         )
+        return problem_response(store_unavailable_problem(), request.url.path)
 
-    for error in (DBAPIError, SQLAlchemyTimeoutError, ConnectionError, TimeoutError):
+    for error in (
+        StoreUnavailable,
+        DBAPIError,
+        SQLAlchemyTimeoutError,
+        ConnectionError,
+        TimeoutError,
+    ):
         app.add_exception_handler(error, _store_unavailable)
 
 
@@ -221,15 +231,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def readyz(state: State) -> Response:
         checks: dict[str, Any] = {"model": f"{state.bundle.model_id} {state.bundle.version}"}
         ready = True
-        try:
+
+        async def select_one() -> None:
             async with state.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as error:  # any failure means not ready; say which
-            checks["database"] = f"unavailable: {type(error).__name__}"
+
+        # Both probes at once, each cut at READY_PROBE_SECONDS: /readyz answers within a
+        # second whatever the stores do (a frozen database never refuses, it only waits).
+        deadline = time.monotonic() + READY_PROBE_SECONDS
+        database, cache = await asyncio.gather(
+            within(deadline, select_one(), store="database"),
+            within(deadline, state.cache.ping(), store="cache"),
+            return_exceptions=True,
+        )
+        if isinstance(database, BaseException):
+            checks["database"] = f"unavailable: {type(database).__name__}"
             ready = False
+        else:
+            checks["database"] = "ok"
         if isinstance(state.cache, FallbackCache):
-            checks["cache"] = "ok" if await state.cache.ping() else "degraded: in-process fallback"
+            checks["cache"] = "ok" if cache is True else "degraded: in-process fallback"
         else:
             checks["cache"] = "in-process"
         body = {"status": "ready" if ready else "not_ready", "checks": checks}

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime
 
 from b2bscore.decisions.replay import ReplayUnavailable, bundle_for, replay_decision
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.decisions.schemas import DecisionOut, DecisionPage, DifferenceOut, ModelRef, ReplayOut
-from b2bscore.kit.deps import DbSession, State
+from b2bscore.kit.db import opened_session
+from b2bscore.kit.deadline import request_deadline, within
+from b2bscore.kit.deps import Sessions, State
 from b2bscore.kit.problems import Problem
 from b2bscore.tenants.auth import requires
 from b2bscore.tenants.service import Principal
@@ -34,8 +37,23 @@ _READ_PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_T = TypeVar("_T")
+
+
+async def _read(
+    request: Request, sessions: Sessions, work: Callable[[DecisionRepository], Awaitable[_T]]
+) -> _T:
+    """work on the audit store, answered 503 by the request's deadline if the store stalls."""
+
+    async def unit() -> _T:
+        async with opened_session(sessions) as session:
+            return await work(DecisionRepository(session))
+
+    return await within(request_deadline(request), unit(), store="database")
+
+
 def _not_found() -> Problem:
-    # Same answer for another tenant's id as for an unknown one.
+    # Same answer for another tenant's id, or another mode's, as for an unknown one.
     return Problem(404, "decision_not_found", "Decision not found")
 
 
@@ -62,10 +80,14 @@ def _decode_cursor(cursor: str) -> int:
 
 @router.get("/{decision_id}", response_model=DecisionOut, responses=_READ_PROBLEMS)
 async def get_decision(
-    decision_id: str, principal: DecisionsReader, session: DbSession
+    request: Request, decision_id: str, principal: DecisionsReader, sessions: Sessions
 ) -> DecisionOut:
-    """One decision of the caller's tenant."""
-    decision = await DecisionRepository(session).get(principal.tenant_id, decision_id)
+    """One decision of the caller's tenant, in the caller's mode (test or live)."""
+    decision = await _read(
+        request,
+        sessions,
+        lambda decisions: decisions.get(principal.tenant_id, decision_id, mode=principal.mode),
+    )
     if decision is None:
         raise _not_found()
     return DecisionOut.from_decision(decision)
@@ -78,10 +100,14 @@ async def get_decision(
     summary="Recompute a decision from its stored features with its stored model",
 )
 async def replay(
-    decision_id: str, principal: DecisionsReader, session: DbSession, state: State
+    request: Request, decision_id: str, principal: DecisionsReader, sessions: Sessions, state: State
 ) -> ReplayOut:
-    """Replay one decision of the caller's tenant and list what differs from the record."""
-    decision = await DecisionRepository(session).get(principal.tenant_id, decision_id)
+    """Replay one decision of the caller's tenant and mode; list what differs from the record."""
+    decision = await _read(
+        request,
+        sessions,
+        lambda decisions: decisions.get(principal.tenant_id, decision_id, mode=principal.mode),
+    )
     if decision is None:
         raise _not_found()
     try:
@@ -104,8 +130,9 @@ async def replay(
 
 @router.get("", response_model=DecisionPage, responses=_READ_PROBLEMS)
 async def list_decisions(
+    request: Request,
     principal: DecisionsReader,
-    session: DbSession,
+    sessions: Sessions,
     siren: Annotated[str | None, Query(pattern=r"^\d{9}$")] = None,
     decision: Annotated[str | None, Query(max_length=16)] = None,
     created_from: AwareDatetime | None = None,
@@ -113,17 +140,22 @@ async def list_decisions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> DecisionPage:
-    """The caller's decisions, newest first, filtered, with keyset pagination."""
+    """The caller's decisions of its own mode, newest first, filtered, keyset-paginated."""
     after = _decode_cursor(cursor) if cursor else None
-    rows = await DecisionRepository(session).list(
-        principal.tenant_id,
-        siren=siren,
-        decision=decision,
-        created_from=created_from,
-        created_to=created_to,
-        # One extra row tells whether another page exists.
-        limit=limit + 1,
-        after=after,
+    rows = await _read(
+        request,
+        sessions,
+        lambda decisions: decisions.list(
+            principal.tenant_id,
+            mode=principal.mode,
+            siren=siren,
+            decision=decision,
+            created_from=created_from,
+            created_to=created_to,
+            # One extra row tells whether another page exists.
+            limit=limit + 1,
+            after=after,
+        ),
     )
     items = [DecisionOut.from_decision(row) for row in rows[:limit]]
     next_cursor = _encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None

@@ -214,7 +214,7 @@ async def record_decision(
         async with chain_lock(session, tenant_id):
             if record.idempotency_key is not None:
                 existing = await repository.get_by_idempotency_key(
-                    tenant_id, record.idempotency_key
+                    tenant_id, record.mode, record.idempotency_key
                 )
                 if existing is not None:
                     raise IdempotencyConflict(existing.id)
@@ -236,7 +236,7 @@ async def record_decision(
         if record.idempotency_key is not None:
             try:
                 existing = await repository.get_by_idempotency_key(
-                    tenant_id, record.idempotency_key
+                    tenant_id, record.mode, record.idempotency_key
                 )
             except (SQLAlchemyError, OSError, TimeoutError) as lookup_exc:
                 raise AuditUnavailable("audit store lookup failed") from lookup_exc

@@ -45,7 +45,12 @@ class Settings(BaseSettings):
     tokenization_key: SecretStr | None = None
 
     max_body_bytes: int = 16_384
+    # Request line and headers, checked as they arrive (431 beyond): kit/serving.py.
+    max_request_line_bytes: int = Field(default=8_192, ge=256)
+    max_header_bytes: int = Field(default=16_384, ge=1_024)
+    # Per tenant and mode; requests without a valid key: per client address.
     rate_limit_per_minute: int = 600
+    unauthenticated_rate_limit_per_minute: int = Field(default=60, ge=1)
     idempotency_ttl_seconds: int = 86_400
 
     @property
