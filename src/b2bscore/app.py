@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from b2bscore.decisions.crypto import DataKeyring
+from b2bscore.decisions.crypto import DataKeyring, KeyringError
 from b2bscore.decisions.endpoints import router as decisions_router
 from b2bscore.decisions.writer import AuditWriter
 from b2bscore.kit.cache import FallbackCache, create_cache
@@ -132,8 +132,22 @@ class _BodyTooLarge(StarletteHTTPException):
         super().__init__(413, "Request body too large")
 
 
+class StartupRefused(Exception):
+    """The service must not start as configured (production mode without its keys)."""
+
+
+def load_secrets(settings: Settings) -> tuple[DataKeyring, Tokenizer]:
+    """The data keyring and the tokenizer; StartupRefused saying what is missing."""
+    try:
+        return DataKeyring.from_settings(settings), Tokenizer.from_settings(settings)
+    except (KeyringError, ValueError) as error:
+        raise StartupRefused(str(error)) from None
+
+
 async def build_state(settings: Settings) -> AppState:
     """Open pools, clients and the model bundle for the lifetime of the app."""
+    # First: in production, no keys means no start (nothing opened to close again).
+    keyring, tokenizer = load_secrets(settings)
     engine = create_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
     models_dir = settings.models_dir
     bundle_path = (
@@ -142,7 +156,6 @@ async def build_state(settings: Settings) -> AppState:
     bundle = load_bundle(bundle_path)
     log.info("model %s %s loaded from %s", bundle.model_id, bundle.version, bundle_path)
     sessionmaker = create_sessionmaker(engine)
-    keyring = DataKeyring.from_settings(settings)
     return AppState(
         settings=settings,
         engine=engine,
@@ -151,7 +164,7 @@ async def build_state(settings: Settings) -> AppState:
         bundle=bundle,
         keyring=keyring,
         audit=AuditWriter(sessionmaker, keyring),
-        tokenizer=Tokenizer.from_settings(settings),
+        tokenizer=tokenizer,
         sandbox_clients=ProviderClients.sandbox(settings.sandbox_url, settings)
         if settings.sandbox_url
         else None,

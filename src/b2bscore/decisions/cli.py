@@ -50,13 +50,24 @@ def _existing_keyring(settings: Settings) -> DataKeyring:
     """The service's keyring; never a fresh key file, which could decrypt nothing."""
     from b2bscore.decisions.crypto import KEY_FILE_NAME, DataKeyring
 
-    if settings.data_keys is None and not (settings.var_dir / KEY_FILE_NAME).exists():
+    from b2bscore.decisions.crypto import KeyringError
+
+    if (
+        settings.data_keys is None
+        and settings.data_keys_file is None
+        and not (settings.var_dir / KEY_FILE_NAME).exists()
+    ):
         typer.echo(
-            f"no data keys: set B2BSCORE_DATA_KEYS or provide {settings.var_dir / KEY_FILE_NAME}",
+            "no data keys: set B2BSCORE_DATA_KEYS or B2BSCORE_DATA_KEYS_FILE, or provide "
+            f"{settings.var_dir / KEY_FILE_NAME}",
             err=True,
         )
         raise typer.Exit(code=2)
-    return DataKeyring.from_settings(settings)
+    try:
+        return DataKeyring.from_settings(settings)
+    except KeyringError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=2) from None
 
 
 @audit_app.command("verify")
@@ -112,6 +123,22 @@ def rotate_data_key() -> None:
         "(comma-separated, keep every older key), then restart the servers"
     )
     typer.echo(keyring.key_spec(key_id))
+
+
+@audit_app.command("generate-keys")
+def generate_keys() -> None:
+    """Print a new data-encryption key and tokenization key, as environment lines.
+
+    Store them in a secret manager (or as files for B2BSCORE_DATA_KEYS_FILE and
+    B2BSCORE_TOKENIZATION_KEY_FILE); nothing is written here.
+    """
+    import base64
+    import secrets
+
+    from b2bscore.decisions.crypto import new_key_spec
+
+    typer.echo(f"B2BSCORE_DATA_KEYS={new_key_spec()}")
+    typer.echo(f"B2BSCORE_TOKENIZATION_KEY={base64.b64encode(secrets.token_bytes(32)).decode()}")
 
 
 @audit_app.command("purge-payloads")

@@ -40,9 +40,12 @@ class Settings(BaseSettings):
     model_id: str | None = None  # None: the newest bundle in models_dir
 
     # AES-256-GCM data keys as "key_id:base64key,key_id:base64key"; the last encrypts.
+    # Or a file holding them (one per line or comma-separated): a Docker/Kubernetes secret.
     data_keys: SecretStr | None = None
-    # Keyed hash for IBANs and account ids outside the encrypted payloads.
+    data_keys_file: Path | None = None
+    # Keyed hash for IBANs and account ids outside the encrypted payloads; or its file.
     tokenization_key: SecretStr | None = None
+    tokenization_key_file: Path | None = None
 
     max_body_bytes: int = 16_384
     # Request line and headers, checked as they arrive (431 beyond): kit/serving.py.
@@ -59,6 +62,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.var_dir / 'b2bscore.db').as_posix()}"
+
+    @property
+    def is_production(self) -> bool:
+        """True in production mode (B2BSCORE_ENV=production): secrets fail closed."""
+        return self.env == "production"
 
     @property
     def is_embedded(self) -> bool:
