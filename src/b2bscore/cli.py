@@ -157,7 +157,8 @@ def serve(
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            # httptools, with the request line and headers bounded (431) as they arrive.
+            http=serving.BoundedHttpToolsProtocol,
             access_log=False,
             log_level="warning",
         )
