@@ -105,14 +105,21 @@ async def chain_lock(session: AsyncSession, tenant_id: str) -> AsyncIterator[Non
         )
         yield
         return
-    # SQLite has one writer per database, but this process's tasks would still read the
-    # same chain head between their SELECT and INSERT; (tenant_id, seq) is unique anyway.
+    async with sqlite_chain_lock():
+        yield
+
+
+def sqlite_chain_lock() -> asyncio.Lock:
+    """This event loop's lock over SQLite chain writes.
+
+    SQLite has one writer per database, but this process's tasks would still read the
+    same chain head between their SELECT and INSERT; (tenant_id, seq) is unique anyway.
+    """
     loop = asyncio.get_running_loop()
     lock = _sqlite_locks.get(loop)
     if lock is None:
         lock = _sqlite_locks[loop] = asyncio.Lock()
-    async with lock:
-        yield
+    return lock
 
 
 def prepare_row(record: DecisionRecord, keyring: DataKeyring) -> Decision:

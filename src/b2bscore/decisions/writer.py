@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
 import orjson
-from sqlalchemy import insert, select
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -34,7 +35,9 @@ from b2bscore.decisions.service import (
     link_into_chain,
     prepare_row,
     record_decision,
+    sqlite_chain_lock,
 )
+from b2bscore.kit.db import create_sync_sqlite_engine
 from b2bscore.kit.logging import throttle
 from b2bscore.kit.metrics import AUDIT_BATCH_ROWS
 
@@ -164,6 +167,12 @@ class AuditWriter:
             raise TypeError("the audit writer needs a sessionmaker bound to an AsyncEngine")
         self._engine = engine
         self._keyring = keyring
+        # SQLite: each batch is one hop to this thread, which owns a blocking connection.
+        self._sqlite: Engine | None = None
+        self._sqlite_thread: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._sqlite = create_sync_sqlite_engine(engine)
+            self._sqlite_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-sqlite")
         self._queues: defaultdict[str, list[_Pending]] = defaultdict(list)
         self._flushers: dict[str, asyncio.Task[None]] = {}
 
@@ -202,6 +211,8 @@ class AuditWriter:
     async def close(self) -> None:
         """Wait for the batches in flight."""
         await asyncio.gather(*self._flushers.values(), return_exceptions=True)
+        if self._sqlite_thread is not None and self._sqlite is not None:
+            self._sqlite_thread.submit(self._sqlite.dispose).result()
 
     async def _flush(self, tenant_id: str) -> None:
         queue = self._queues[tenant_id]
@@ -231,6 +242,9 @@ class AuditWriter:
     async def _write(self, tenant_id: str, batch: list[_Pending]) -> None:
         if self._engine.dialect.driver == "asyncpg":
             await self._write_postgres(tenant_id, batch)
+            return
+        if self._sqlite is not None and self._sqlite_thread is not None:
+            await self._write_sqlite(tenant_id, batch, self._sqlite, self._sqlite_thread)
             return
         try:
             try:
@@ -289,6 +303,71 @@ class AuditWriter:
                 raise _StaleConnection from error
             raise
         self._settle(accepted, replays)
+
+    async def _write_sqlite(
+        self, tenant_id: str, batch: list[_Pending], engine: Engine, thread: ThreadPoolExecutor
+    ) -> None:
+        """The whole batch in one hop to the SQLite thread (see create_sync_sqlite_engine)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with sqlite_chain_lock():  # the lock record_decision takes too
+                accepted, replays = await loop.run_in_executor(
+                    thread, self._commit_batch_sqlite, engine, tenant_id, batch
+                )
+        except IntegrityError:
+            # One row was refused (an idempotency key raced in from another process):
+            # one by one, so that only that row's request hears it.
+            for pending in batch:
+                if not pending.done.done():
+                    await self._write_alone(pending)
+            return
+        except (SQLAlchemyError, OSError) as error:
+            raise AuditUnavailable("audit store unavailable") from error
+        self._settle(accepted, replays)
+
+    @staticmethod
+    def _commit_batch_sqlite(
+        engine: Engine, tenant_id: str, batch: list[_Pending]
+    ) -> tuple[list[_Pending], list[tuple[_Pending, str]]]:
+        """In the SQLite thread: known keys, chain head, inserts and commit."""
+        with engine.begin() as connection:
+            # BEGIN IMMEDIATE would be stricter; the chain lock already orders this
+            # process's writers, and (tenant_id, seq) is unique across processes.
+            keys = {p.record.idempotency_key for p in batch if p.record.idempotency_key}
+            known: KnownKeys = {}
+            if keys:
+                rows = connection.execute(
+                    select(Decision.mode, Decision.idempotency_key, Decision.id).where(
+                        Decision.tenant_id == tenant_id, Decision.idempotency_key.in_(keys)
+                    )
+                )
+                known = {(mode, key): decision_id for mode, key, decision_id in rows if key}
+            accepted, replays = _split(batch, known)
+            head = connection.execute(
+                select(Decision.seq, Decision.row_hash)
+                .where(Decision.tenant_id == tenant_id)
+                .order_by(Decision.seq.desc())
+                .limit(1)
+            ).one_or_none()
+            seq, prev_hash = (0, GENESIS_HASH) if head is None else (head[0], head[1])
+            for pending in accepted:
+                seq += 1
+                link_into_chain(pending.row, seq=seq, prev_hash=prev_hash, content=pending.content)
+                prev_hash = pending.row.row_hash
+            if accepted:
+                connection.execute(insert(Decision), [_values(p.row) for p in accepted])
+                gone = [p for p in accepted if p.abandoned]
+                if gone:
+                    connection.execute(
+                        insert(LateCommit),
+                        [
+                            dict(zip(_LATE_COLUMNS, row, strict=True))
+                            for row in _late_rows(gone, datetime.now(UTC))
+                        ],
+                    )
+                    for pending in gone:
+                        pending.noted_late = True
+        return accepted, replays
 
     async def _write_postgres(self, tenant_id: str, batch: list[_Pending]) -> None:
         """The batch straight through asyncpg: five round trips, no ORM or Core on the way.

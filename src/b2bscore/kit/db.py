@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import Engine, StaticPool, event
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -46,18 +47,7 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 5})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets readers run beside the single writer; synchronous=FULL keeps every
-            # committed audit row durable across a power cut.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.close()
-
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_async_engine(
         url,
@@ -79,6 +69,32 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
         connect_args={"timeout": 2, "command_timeout": 5},
     )
     _ping_when_idle(engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the single writer; synchronous=FULL keeps every
+    # committed audit row durable across a power cut.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_sync_sqlite_engine(async_engine: AsyncEngine) -> Engine:
+    """A blocking engine on the same SQLite file, for work done whole in one thread.
+
+    The audit writer commits a batch in one hop to a worker thread instead of one event
+    loop round trip per statement through aiosqlite: under load each of those waited
+    behind every other request's work on the loop.
+    """
+    url = async_engine.url.set(drivername="sqlite")
+    engine = sa_create_engine(
+        url, connect_args={"timeout": 5, "check_same_thread": False}, poolclass=StaticPool
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 
