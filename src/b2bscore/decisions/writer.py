@@ -330,9 +330,7 @@ class AuditWriter:
         engine: Engine, tenant_id: str, batch: list[_Pending]
     ) -> tuple[list[_Pending], list[tuple[_Pending, str]]]:
         """In the SQLite thread: known keys, chain head, inserts and commit."""
-        with engine.begin() as connection:
-            # BEGIN IMMEDIATE would be stricter; the chain lock already orders this
-            # process's writers, and (tenant_id, seq) is unique across processes.
+        with engine.begin() as connection:  # BEGIN IMMEDIATE: see create_sync_sqlite_engine
             keys = {p.record.idempotency_key for p in batch if p.record.idempotency_key}
             known: KnownKeys = {}
             if keys:

@@ -94,7 +94,20 @@ def create_sync_sqlite_engine(async_engine: AsyncEngine) -> Engine:
     engine = sa_create_engine(
         url, connect_args={"timeout": 5, "check_same_thread": False}, poolclass=StaticPool
     )
-    event.listen(engine, "connect", _sqlite_pragmas)
+
+    @event.listens_for(engine, "connect")
+    def _connected(dbapi_connection: Any, record: Any) -> None:
+        _sqlite_pragmas(dbapi_connection, record)
+        # Transactions are begun below, not by the driver.
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        # The write lock first, then the reads: a writer of another process that commits
+        # in between cannot leave this batch on a stale snapshot (SQLITE_BUSY_SNAPSHOT,
+        # which would have failed it); it waits up to busy_timeout instead.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
     return engine
 
 

@@ -36,7 +36,7 @@ async def claim(
     """Claim the key for this request; or the decision id an earlier request got for it.
 
     Returns None when this request owns the key and must decide. Waits, until the
-    deadline, for a concurrent request holding the key.
+    deadline, for a concurrent request holding the key; past it, raises InFlight.
     """
     key = _key(tenant_id, mode, idempotency_key)
     pending = orjson.dumps({"state": "pending", "fingerprint": fingerprint})
@@ -57,14 +57,23 @@ async def claim(
         if entry.get("state") == "done":
             return str(entry["decision_id"])
         if time.monotonic() >= deadline:
-            raise Problem(
-                409,
-                "idempotency_key_in_flight",
-                "A request with this Idempotency-Key is still in progress",
-                "Retry in a moment to receive its decision.",
-                headers={"Retry-After": "1"},
-            )
+            raise InFlight
         await asyncio.sleep(_POLL_SECONDS)
+
+
+class InFlight(Exception):
+    """Another request of this process still holds the key at the deadline."""
+
+
+def in_flight_problem() -> Problem:
+    """409: the key's first request is still running and nothing is recorded yet."""
+    return Problem(
+        409,
+        "idempotency_key_in_flight",
+        "A request with this Idempotency-Key is still in progress",
+        "Nothing is recorded for this key yet. Retry in a moment to receive its decision.",
+        headers={"Retry-After": "1"},
+    )
 
 
 async def complete(

@@ -190,7 +190,9 @@ async def authenticate(session: AsyncSession, presented_key: str) -> Principal |
     if api_key.expires_at is not None and api_key.expires_at <= now:
         return None
     if api_key.last_used_at is None or now - api_key.last_used_at >= _LAST_USED_GRANULARITY:
-        await ApiKeyRepository(session).touch(api_key.id, now)
+        await ApiKeyRepository(session).touch(
+            api_key.id, now, unless_since=now - _LAST_USED_GRANULARITY
+        )
         await session.commit()
     return Principal(
         tenant_id=tenant.id,
