@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mix import RequestMix  # noqa: E402
+from mix import RequestMix
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,11 +87,21 @@ class Server:
 
     def __init__(self, var_root: Path, port: int, profile: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("B2BSCORE_")}
-        env["B2BSCORE_MODELS_DIR"] = os.environ.get("B2BSCORE_LOADTEST_MODELS", str(REPO / "models"))
+        env["B2BSCORE_MODELS_DIR"] = os.environ.get(
+            "B2BSCORE_LOADTEST_MODELS", str(REPO / "models")
+        )
         self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "b2bscore", "serve", "--port", str(port),
-             "--sandbox-profile", profile],
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "b2bscore",
+                "serve",
+                "--port",
+                str(port),
+                "--sandbox-profile",
+                profile,
+            ],
             cwd=var_root,
             env=env,
             stdout=subprocess.PIPE,

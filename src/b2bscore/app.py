@@ -25,8 +25,8 @@ from b2bscore.decisions.writer import AuditWriter
 from b2bscore.kit.cache import FallbackCache, create_cache
 from b2bscore.kit.db import create_engine, create_sessionmaker
 from b2bscore.kit.deadline import StoreUnavailable, store_unavailable_problem, within
-from b2bscore.kit.logging import throttle
 from b2bscore.kit.deps import State
+from b2bscore.kit.logging import throttle
 from b2bscore.kit.metrics import REQUEST_LATENCY, render_metrics
 from b2bscore.kit.problems import Problem, install_problem_handlers, problem_response
 from b2bscore.kit.settings import Settings, get_settings

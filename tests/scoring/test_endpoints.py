@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from b2bscore.decisions.models import Decision
-from b2bscore.training.world import SCENARIOS
 from b2bscore.tenants.keys import hash_key
 from b2bscore.tenants.models import ApiKey
+from b2bscore.training.world import SCENARIOS
 from tests.scoring.conftest import Keys, bearer, count_decisions
 from tests.security.conftest import partial_data_allowed
 

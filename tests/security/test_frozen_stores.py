@@ -10,10 +10,12 @@ budget plus the documented margin, and /readyz within a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -31,8 +33,8 @@ import redis
 from sqlalchemy import select
 
 from b2bscore.decisions.models import Decision, LateCommit
-from b2bscore.kit.deadline import FAULT_MARGIN_SECONDS
 from b2bscore.kit.db import create_engine, create_sessionmaker, upgrade_database
+from b2bscore.kit.deadline import FAULT_MARGIN_SECONDS
 from b2bscore.kit.settings import Settings
 from b2bscore.tenants.auth import principal_cache
 from tests.security.conftest import (
@@ -40,8 +42,8 @@ from tests.security.conftest import (
     Stack,
     StackKeys,
     app_instance,
-    asyncpg_dsn,
     assert_problem_json,
+    asyncpg_dsn,
     bearer,
     create_keys,
     score_body,
@@ -94,10 +96,8 @@ def frozen(pids: list[int]) -> Iterator[None]:
         yield
     finally:
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -268,7 +268,8 @@ async def test_a_frozen_database_is_answered_503_within_the_budget(
     async with create_sessionmaker(stack.engine)() as session:
         decided = set((await session.execute(select(Decision.id))).scalars())
         late = set((await session.execute(select(LateCommit.decision_id))).scalars())
-    print(f"\nelapsed: {[round(e, 3) for _, e in [*burst, keyed, read, cold, ready]]}; late {len(late)}")
+    timings = [round(t, 3) for _, t in [*burst, keyed, read, cold, ready]]
+    print(f"\nanswered in (s): {timings}; late commits: {len(late)}")
     assert late, "the rows held up by the freeze committed after their 503s"
     assert decided - answered == late
 
@@ -328,7 +329,7 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     if binary is None:
         pytest.skip("redis-server is not installed")
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [
             binary,
             "--port",
@@ -395,3 +396,64 @@ async def test_a_frozen_redis_costs_requests_no_more_than_the_budget(
         assert ready.status_code == 200
         assert ready.json()["checks"]["cache"].startswith("degraded")
         assert ready_elapsed < READY_WITHIN_S
+
+
+async def test_on_sqlite_a_late_row_is_marked_and_replayed_by_its_key(
+    sandbox_url: str, tmp_path: Path
+) -> None:
+    """The same promise on the embedded default: another process holds the write lock."""
+    path = tmp_path / "b2bscore.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await asyncio.to_thread(upgrade_database, url)
+    settings = Settings(
+        database_url=url,
+        sandbox_url=sandbox_url,
+        var_dir=tmp_path,
+        models_dir=MODELS_DIR,
+        rate_limit_per_minute=100_000,
+        unauthenticated_rate_limit_per_minute=100_000,
+    )
+    engine = create_engine(url)
+    try:
+        keys = await create_keys(engine)
+        async with app_instance(settings) as (app, client):
+            headers = bearer(keys.writer, **{"Idempotency-Key": f"order-{uuid.uuid4()}"})
+            assert (await client.get("/v1/decisions", headers=headers)).status_code == 200
+            blocker = sqlite3.connect(path, isolation_level=None)
+            try:
+                blocker.execute("BEGIN IMMEDIATE")  # what a second process's writer holds
+                refused, elapsed = await _timed(
+                    client.post("/v1/score", json=score_body(), headers=headers)
+                )
+                assert refused.status_code == 503, refused.text
+                assert assert_problem_json(refused)["code"] == "audit_unavailable"
+                assert elapsed < ANSWERED_WITHIN_S
+            finally:
+                blocker.rollback()
+                blocker.close()
+            await app.state.b2b.audit.close()
+            retried = await client.post("/v1/score", json=score_body(), headers=headers)
+            assert retried.status_code == 200, retried.text
+            decision_id = retried.json()["decision_id"]
+        async with create_sessionmaker(engine)() as session:
+            late = (await session.execute(select(LateCommit.decision_id))).scalars().all()
+            keyed = (
+                (
+                    await session.execute(
+                        select(Decision.id).where(Decision.idempotency_key.is_not(None))
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert late == [decision_id]
+        assert keyed == [decision_id]
+        check = sqlite3.connect(path)
+        try:
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                check.execute("DELETE FROM late_commits")
+        finally:
+            check.close()
+    finally:
+        await engine.dispose()
+        principal_cache.clear()

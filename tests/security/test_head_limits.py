@@ -40,7 +40,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
         B2BSCORE_MODELS_DIR=os.environ.get("B2BSCORE_TEST_MODELS_DIR", str(REPO / "models")),
         B2BSCORE_UNAUTHENTICATED_RATE_LIMIT_PER_MINUTE="100000",
     )
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    process = subprocess.Popen(
         [sys.executable, "-c", _SERVE.format(port=port)], env=env, cwd=var_dir
     )
     url = f"http://127.0.0.1:{port}"

@@ -104,9 +104,7 @@ class TestReadsStayInTheirMode:
         ).status_code == 200
         for response in (
             await walled.client.get(f"/v1/decisions/{decision_id}", headers=bearer(reader)),
-            await walled.client.post(
-                f"/v1/decisions/{decision_id}/replay", headers=bearer(reader)
-            ),
+            await walled.client.post(f"/v1/decisions/{decision_id}/replay", headers=bearer(reader)),
         ):
             assert response.status_code == 404, response.text
             assert assert_problem_json(response)["code"] == "decision_not_found"
@@ -121,7 +119,9 @@ class TestReadsStayInTheirMode:
             seen: set[str] = set()
             cursor: str | None = None
             while True:
-                params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+                params: dict[str, str | int] = {"limit": 200}
+                if cursor:
+                    params["cursor"] = cursor
                 page = await walled.client.get("/v1/decisions", params=params, headers=bearer(key))
                 assert page.status_code == 200, page.text
                 body = page.json()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from b2bscore.app import StartupRefused, load_secrets
 from b2bscore.kit.settings import Settings
@@ -71,7 +72,9 @@ async def test_generated_keys_are_accepted_from_secrets_files(tmp_path: Path) ->
     # The same in production through the environment variables themselves.
     load_secrets(
         Settings(
-            env="production", **{k.removeprefix("B2BSCORE_").lower(): v for k, v in lines.items()}
+            env="production",
+            data_keys=SecretStr(lines["B2BSCORE_DATA_KEYS"]),
+            tokenization_key=SecretStr(lines["B2BSCORE_TOKENIZATION_KEY"]),
         )
     )
     with pytest.raises(StartupRefused, match="cannot read"):

@@ -48,9 +48,7 @@ async def _tenant_id(session: AsyncSession, tenant: str) -> str:
 
 def _existing_keyring(settings: Settings) -> DataKeyring:
     """The service's keyring; never a fresh key file, which could decrypt nothing."""
-    from b2bscore.decisions.crypto import KEY_FILE_NAME, DataKeyring
-
-    from b2bscore.decisions.crypto import KeyringError
+    from b2bscore.decisions.crypto import KEY_FILE_NAME, DataKeyring, KeyringError
 
     if (
         settings.data_keys is None

@@ -141,7 +141,9 @@ def _split(
     return accepted, replays
 
 
-def _late_rows(pendings: list[_Pending], noted_at: datetime) -> list[tuple[str, str, str, datetime]]:
+def _late_rows(
+    pendings: list[_Pending], noted_at: datetime
+) -> list[tuple[str, str, str, datetime]]:
     return [(p.row.id, p.record.tenant_id, p.record.mode, noted_at) for p in pendings]
 
 
@@ -176,11 +178,13 @@ class AuditWriter:
         self._queues: defaultdict[str, list[_Pending]] = defaultdict(list)
         self._flushers: dict[str, asyncio.Task[None]] = {}
 
-    async def record(self, record: DecisionRecord, *, timeout: float | None = None) -> Decision:
+    async def record(
+        self, record: DecisionRecord, *, give_up_after: float | None = None
+    ) -> Decision:
         """Commit the decision's row (in a shared batch) and return it once durable.
 
-        With timeout, AuditUnavailable once it has passed; should the row commit later,
-        it is noted in late_commits (the caller answered 503 and nobody was told).
+        With give_up_after (seconds), AuditUnavailable once they have passed; should the
+        row commit later, it is noted in late_commits (the caller answered 503).
         """
         # Serializing and encrypting the payloads happens here, in the request's own
         # task, so that the batch writer only links and commits.
@@ -195,10 +199,10 @@ class AuditWriter:
         # so that a failed batch does not log "exception was never retrieved".
         pending.done.add_done_callback(_outcome_read)
         # Shielded: a caller that gives up must not cancel the batch the others wait on.
-        if timeout is None:
+        if give_up_after is None:
             return await asyncio.shield(pending.done)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(give_up_after):
                 return await asyncio.shield(pending.done)
         except TimeoutError:
             # One event loop: either the batch settled before this line (answer with the

@@ -121,12 +121,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if status == 414
             else f"{self.max_header_bytes} bytes of headers"
         )
+        code = "uri_too_long" if status == 414 else "headers_too_large"
         body = orjson.dumps(
             {
-                "type": f"https://b2bscore.dev/problems/{'uri_too_long' if status == 414 else 'headers_too_large'}",
+                "type": f"https://b2bscore.dev/problems/{code}",
                 "title": title,
                 "status": status,
-                "code": "uri_too_long" if status == 414 else "headers_too_large",
+                "code": code,
                 "detail": f"A request may carry at most {limit}.",
             }
         )

@@ -1,9 +1,9 @@
 """Idempotency-Key handling: a 24 h claim in the shared cache over the audit store's rule.
 
 The audit store's unique (tenant, mode, idempotency_key) constraint is what guarantees
-one decision per key; test and live never share a key, in the store as in the cache. The cache in front of it lets a retry that arrives while the first
-request is still in flight wait for that request's decision instead of calling the
-providers a second time.
+one decision per key; test and live never share a key, in the store as in the cache.
+The cache in front of it lets a retry that arrives while the first request is still in
+flight wait for that request's decision instead of calling the providers a second time.
 """
 
 from __future__ import annotations

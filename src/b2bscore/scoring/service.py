@@ -275,7 +275,7 @@ async def _record(audit: AuditWriter, record: DecisionRecord, deadline: float) -
     # gave up is a recorded decision nobody was told about: the writer notes it in
     # late_commits, and a retry with the same Idempotency-Key is answered with it.
     timeout = max(deadline - time.monotonic(), MIN_AUDIT_SECONDS)
-    row = await audit.record(record, timeout=timeout)
+    row = await audit.record(record, give_up_after=timeout)
     STAGE_LATENCY.labels("audit_commit").observe(time.perf_counter() - audit_started)
     return row
 

@@ -62,7 +62,9 @@ class ApiKeyRepository:
         )
         return (await self.session.execute(statement)).scalars().all()
 
-    async def touch(self, key_id: str, when: datetime, *, unless_since: datetime | None = None) -> None:
+    async def touch(
+        self, key_id: str, when: datetime, *, unless_since: datetime | None = None
+    ) -> None:
         """Record that the key was used at when (unless already stamped since unless_since)."""
         statement = update(ApiKey).where(ApiKey.id == key_id)
         if unless_since is not None:

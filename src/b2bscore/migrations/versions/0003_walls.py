@@ -54,9 +54,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("tenants") as batch:
         batch.add_column(
-            sa.Column(
-                "allow_partial_data", sa.Boolean, nullable=False, server_default=sa.false()
-            )
+            sa.Column("allow_partial_data", sa.Boolean, nullable=False, server_default=sa.false())
         )
     op.create_table(
         "late_commits",
