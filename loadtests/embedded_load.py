@@ -85,7 +85,7 @@ def differing(a: Run, b: Run) -> tuple[int, int, int]:
 class Server:
     """`b2bscore serve` on the embedded default, in var_root, as a new user starts it."""
 
-    def __init__(self, var_root: Path, port: int, profile: str) -> None:
+    def __init__(self, var_root: Path, port: int, profile: str, workers: int = 1) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("B2BSCORE_")}
         env["B2BSCORE_MODELS_DIR"] = os.environ.get(
             "B2BSCORE_LOADTEST_MODELS", str(REPO / "models")
@@ -101,6 +101,8 @@ class Server:
                 str(port),
                 "--sandbox-profile",
                 profile,
+                "--workers",
+                str(workers),
             ],
             cwd=var_root,
             env=env,
@@ -182,6 +184,7 @@ def main() -> None:
     parser.add_argument("--profile", default="realistic", help="sandbox profile")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--port", type=int, default=8731)
+    parser.add_argument("--workers", type=int, default=1, help="b2bscore serve --workers")
     args = parser.parse_args()
 
     mix = RequestMix(rng_seed=args.seed)
@@ -191,7 +194,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="b2bscore-embedded-load-") as root:
         for label, clients in plan:
             # A fresh process per run: no source cached by the previous run.
-            server = Server(Path(root), args.port, args.profile)
+            server = Server(Path(root), args.port, args.profile, args.workers)
             try:
                 runs.append(asyncio.run(drive(server, bodies, clients, label)))
             finally:
