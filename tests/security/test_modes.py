@@ -134,6 +134,20 @@ class TestReadsStayInTheirMode:
             assert foreign not in seen
 
 
+async def test_the_source_cache_is_per_tenant_and_mode(walled: Stack) -> None:
+    body = score_body("333333334")
+
+    async def statuses(key: str) -> set[str]:
+        response = await walled.client.post("/v1/score", json=body, headers=bearer(key))
+        assert response.status_code == 200, response.text
+        return {s["status"] for s in response.json()["sources"].values()}
+
+    assert "cached" not in await statuses(walled.keys.writer)
+    assert "cached" in await statuses(walled.keys.writer)  # the control: it is cached
+    # Another tenant asking for the same sandbox company: fetched for it, not cached.
+    assert "cached" not in await statuses(walled.keys.other_tenant)
+
+
 class TestIdempotencyPerMode:
     async def test_one_key_gives_one_decision_per_mode(self, walled: Stack) -> None:
         key = f"order-{uuid.uuid4()}"

@@ -285,9 +285,10 @@ def _elapsed_ms(started: float) -> float:
 
 
 def _cache_namespace(principal: Principal) -> str:
-    # The sandbox world is public test data, shared by all; live data was consented to one
-    # lender and must never be served to another.
-    return "test" if principal.mode == "test" else f"live:{principal.tenant_id}"
+    # Per tenant and mode: live data was consented to one lender and must never be served
+    # to another; and even in the public sandbox world a `cached` status would tell one
+    # tenant which companies another one scored moments ago.
+    return f"{principal.mode}:{principal.tenant_id}"
 
 
 def answer_from_decision(row: Decision, *, latency_ms: float | None = None) -> ScoreResponse:
