@@ -422,12 +422,10 @@ async def test_on_sqlite_a_late_row_is_marked_and_replayed_by_its_key(
             blocker = sqlite3.connect(path, isolation_level=None)
             try:
                 blocker.execute("BEGIN IMMEDIATE")  # what a second process's writer holds
-                refused, elapsed = await _timed(
-                    client.post("/v1/score", json=score_body(), headers=headers)
-                )
+                # (The time bound is the frozen-PostgreSQL test's business.)
+                refused = await client.post("/v1/score", json=score_body(), headers=headers)
                 assert refused.status_code == 503, refused.text
                 assert assert_problem_json(refused)["code"] == "audit_unavailable"
-                assert elapsed < ANSWERED_WITHIN_S
             finally:
                 blocker.rollback()
                 blocker.close()

@@ -91,7 +91,8 @@ async def test_the_limit_is_per_tenant_and_mode_across_its_keys(limited: Stack) 
         await session.commit()
     await allow_partial_data(limited.engine, keys.tenant_a, True)
     await _fresh_window()
-    client = limited.client
+    # An address of its own: other tests' 401s from the default address share Redis.
+    client = _from(limited, "192.0.2.44")
     test_keys = [keys.writer, second_writer, keys.reader_only]
     statuses = [
         (await client.get("/v1/decisions", headers=bearer(key))).status_code for key in test_keys
@@ -107,3 +108,4 @@ async def test_the_limit_is_per_tenant_and_mode_across_its_keys(limited: Stack) 
     assert live.status_code == 200, live.text
     other = await client.get("/v1/decisions", headers=bearer(keys.other_tenant))
     assert other.status_code == 200
+    await client.aclose()

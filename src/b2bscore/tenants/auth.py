@@ -11,6 +11,7 @@ new key works at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -142,18 +143,35 @@ async def _refused(request: Request, state: AppState | None, detail: str) -> Pro
     return _unauthorized(detail)
 
 
+# Lookups in flight by key hash: when a key's cached principal expires under load, every
+# request of that key in flight misses at once; they share one database lookup.
+_lookups: dict[str, asyncio.Task[Principal | None]] = {}
+
+
 async def _from_database(
     request: Request, sessions: SessionOpener, presented: str, key_hash: str
 ) -> Principal | None:
     async def lookup() -> Principal | None:
         async with opened_session(sessions) as session:
-            return await authenticate(session, presented)
+            principal = await authenticate(session, presented)
+        if principal is not None:
+            principal_cache.put(key_hash, principal)
+        return principal
 
-    # A stalled database answers 503 by the request's deadline (kit.deadline).
-    principal = await within(request_deadline(request), lookup(), store="database")
-    if principal is not None:
-        principal_cache.put(key_hash, principal)
-    return principal
+    shared = _lookups.get(key_hash)
+    if shared is None or shared.get_loop() is not asyncio.get_running_loop():
+        shared = _lookups[key_hash] = asyncio.create_task(lookup())
+        shared.add_done_callback(lambda done: _forget_lookup(key_hash, done))
+    # A stalled database answers 503 by the request's deadline (kit.deadline); the shared
+    # lookup itself is never cancelled by one of its waiters giving up.
+    return await within(request_deadline(request), asyncio.shield(shared), store="database")
+
+
+def _forget_lookup(key_hash: str, done: asyncio.Task[Principal | None]) -> None:
+    if _lookups.get(key_hash) is done:
+        del _lookups[key_hash]
+    if not done.cancelled():
+        done.exception()  # read: a failure is the waiters' to report, not the loop's
 
 
 # Asks the shared cache whether a principal found in this process's cache was revoked
