@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,13 +27,15 @@ from b2bscore.books.endpoints import router as books_router
 from b2bscore.console.endpoints import router as console_router
 from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.checkpoints import CheckpointPublisher, CheckpointSigner, CheckpointStore
-from b2bscore.decisions.crypto import DataKeyring
+from b2bscore.decisions.crypto import DataKeyring, KeyringError
 from b2bscore.decisions.endpoints import router as decisions_router
 from b2bscore.decisions.writer import AuditWriter
 from b2bscore.kit.cache import FallbackCache, create_cache
 from b2bscore.kit.db import create_engine, create_sessionmaker
+from b2bscore.kit.deadline import StoreUnavailable, store_unavailable_problem, within
 from b2bscore.kit.deps import State
 from b2bscore.kit.jobs import Jobs
+from b2bscore.kit.logging import throttle
 from b2bscore.kit.metrics import REQUEST_LATENCY, render_metrics
 from b2bscore.kit.problems import Problem, install_problem_handlers, problem_response
 from b2bscore.kit.settings import Settings, get_settings
@@ -47,6 +50,9 @@ from b2bscore.webhooks.endpoints import router as webhooks_router
 from b2bscore.webhooks.schemas import document_webhooks
 
 log = logging.getLogger(__name__)
+
+# Each readiness probe (database, cache) gets this long; /readyz answers within a second.
+READY_PROBE_SECONDS = 0.8
 
 
 class GuardMiddleware:
@@ -158,8 +164,38 @@ class _BodyTooLarge(StarletteHTTPException):
         super().__init__(413, "Request body too large")
 
 
+class StartupRefused(Exception):
+    """The service must not start as configured (production mode without its keys)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """The keys a serving process needs: payloads, tokens, chain links, checkpoints."""
+
+    keyring: DataKeyring
+    tokenizer: Tokenizer
+    chain_keys: ChainKeyring
+    checkpoint_signer: CheckpointSigner
+
+
+def load_secrets(settings: Settings) -> Secrets:
+    """Every key the service needs; StartupRefused saying what is missing."""
+    try:
+        return Secrets(
+            keyring=DataKeyring.from_settings(settings),
+            tokenizer=Tokenizer.from_settings(settings),
+            chain_keys=ChainKeyring.from_settings(settings),
+            checkpoint_signer=CheckpointSigner.from_settings(settings),
+        )
+    except (KeyringError, ValueError) as error:
+        raise StartupRefused(str(error)) from None
+
+
 async def build_state(settings: Settings) -> AppState:
     """Open pools, clients and the model bundle for the lifetime of the app."""
+    # First: in production, no keys means no start (nothing opened to close again).
+    secrets = load_secrets(settings)
+    keyring = secrets.keyring
     engine = create_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
     models_dir = settings.models_dir
     bundle_path = (
@@ -168,10 +204,8 @@ async def build_state(settings: Settings) -> AppState:
     bundle = load_bundle(bundle_path)
     log.info("model %s %s loaded from %s", bundle.model_id, bundle.version, bundle_path)
     sessionmaker = create_sessionmaker(engine)
-    keyring = DataKeyring.from_settings(settings)
     jobs = Jobs(settings)
     await jobs.open()
-    chain_keys = ChainKeyring.from_settings(settings)
     return AppState(
         settings=settings,
         engine=engine,
@@ -179,18 +213,18 @@ async def build_state(settings: Settings) -> AppState:
         cache=create_cache(settings.redis_url),
         bundle=bundle,
         keyring=keyring,
-        audit=AuditWriter(sessionmaker, keyring, chain_keys),
-        tokenizer=Tokenizer.from_settings(settings),
+        audit=AuditWriter(sessionmaker, keyring, secrets.chain_keys),
+        tokenizer=secrets.tokenizer,
         sandbox_clients=ProviderClients.sandbox(settings.sandbox_url, settings)
         if settings.sandbox_url
         else None,
         live_clients=ProviderClients.live(settings),
         bundles={bundle.model_id: bundle},
         jobs=jobs,
-        chain_keys=chain_keys,
+        chain_keys=secrets.chain_keys,
         checkpoints=CheckpointPublisher(
             sessionmaker,
-            CheckpointSigner.from_settings(settings),
+            secrets.checkpoint_signer,
             CheckpointStore.at(settings.resolved_checkpoint_path),
             settings.audit_checkpoint_interval_seconds,
         ),
@@ -214,19 +248,23 @@ def _install_store_outage_handler(app: FastAPI) -> None:
     """A database that cannot be reached is an outage (503), not a bug (500)."""
 
     async def _store_unavailable(request: Request, exc: Exception) -> Response:
-        log.warning("store unavailable on %s: %s", request.url.path, type(exc).__name__)
-        return problem_response(
-            Problem(
-                503,
-                "store_unavailable",
-                "Service temporarily unavailable",
-                "A backing store did not answer; no decision was issued. Retry later.",
-                headers={"Retry-After": "2"},
-            ),
-            request.url.path,
+        # Once per interval and kind, with a count: an outage meets every request.
+        throttle.log(
+            log,
+            logging.WARNING,
+            f"store_unavailable:{type(exc).__name__}",
+            "store unavailable: %s",
+            exc if isinstance(exc, StoreUnavailable) else type(exc).__name__,
         )
+        return problem_response(store_unavailable_problem(), request.url.path)
 
-    for error in (DBAPIError, SQLAlchemyTimeoutError, ConnectionError, TimeoutError):
+    for error in (
+        StoreUnavailable,
+        DBAPIError,
+        SQLAlchemyTimeoutError,
+        ConnectionError,
+        TimeoutError,
+    ):
         app.add_exception_handler(error, _store_unavailable)
 
 
@@ -289,15 +327,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def readyz(state: State) -> Response:
         checks: dict[str, Any] = {"model": f"{state.bundle.model_id} {state.bundle.version}"}
         ready = True
-        try:
+
+        async def select_one() -> None:
             async with state.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as error:  # any failure means not ready; say which
-            checks["database"] = f"unavailable: {type(error).__name__}"
+
+        # Both probes at once, each cut at READY_PROBE_SECONDS: /readyz answers within a
+        # second whatever the stores do (a frozen database never refuses, it only waits).
+        deadline = time.monotonic() + READY_PROBE_SECONDS
+        database, cache = await asyncio.gather(
+            within(deadline, select_one(), store="database"),
+            within(deadline, state.cache.ping(), store="cache"),
+            return_exceptions=True,
+        )
+        if isinstance(database, BaseException):
+            checks["database"] = f"unavailable: {type(database).__name__}"
             ready = False
+        else:
+            checks["database"] = "ok"
         if isinstance(state.cache, FallbackCache):
-            checks["cache"] = "ok" if await state.cache.ping() else "degraded: in-process fallback"
+            checks["cache"] = "ok" if cache is True else "degraded: in-process fallback"
         else:
             checks["cache"] = "in-process"
         body = {"status": "ready" if ready else "not_ready", "checks": checks}

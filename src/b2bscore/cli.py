@@ -119,10 +119,16 @@ def serve(
     ] = "zero",
 ) -> None:
     """Start the API; on the embedded default, with SQLite, in-process cache and sandbox."""
+    from b2bscore.app import StartupRefused, load_secrets
     from b2bscore.kit import serving
     from b2bscore.kit.db import upgrade_database
 
     settings = _settings()
+    try:
+        load_secrets(settings)  # fail closed before anything starts
+    except StartupRefused as refused:
+        typer.echo(f"b2bscore: refusing to start: {refused}", err=True)
+        raise typer.Exit(code=2) from None
     sandbox_process: subprocess.Popen[bytes] | None = None
     if settings.is_embedded:
         upgrade_database(settings.resolved_database_url)
@@ -161,7 +167,8 @@ def serve(
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            # httptools, with the request line and headers bounded (431) as they arrive.
+            http=serving.BoundedHttpToolsProtocol,
             access_log=False,
             log_level="warning",
         )

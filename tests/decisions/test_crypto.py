@@ -14,6 +14,8 @@ from b2bscore.decisions.crypto import (
     DataKeyring,
     DecryptionError,
     KeyringError,
+    UnknownDataKey,
+    new_key_spec,
     payload_aad,
 )
 from b2bscore.kit.settings import Settings
@@ -32,7 +34,7 @@ def test_round_trip_and_aad_binding(keyring: DataKeyring) -> None:
     tampered = bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
     with pytest.raises(DecryptionError):
         keyring.decrypt(key_id, nonce, tampered, aad)
-    with pytest.raises(KeyringError):
+    with pytest.raises(UnknownDataKey, match="unknown key"):
         keyring.decrypt("k9", nonce, ciphertext, aad)
 
 
@@ -71,15 +73,44 @@ def test_embedded_key_file_is_private_and_rotates(tmp_path: Path) -> None:
     keyring = DataKeyring.from_settings(settings)
     path = tmp_path / "var" / "data_keys"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert keyring.key_ids == ("k1",)
+    (first,) = keyring.key_ids
+    assert first.startswith("k1-")
     sealed = keyring.encrypt(b"before rotation", b"aad")
 
     # Reopening reads the same key instead of making a new one.
     assert DataKeyring.from_settings(settings).decrypt(*sealed, b"aad") == b"before rotation"
 
-    assert keyring.add_key() == "k2"
+    second = keyring.add_key()
+    assert second.startswith("k2-")
     reopened = DataKeyring.from_settings(settings)
-    assert reopened.key_ids == ("k1", "k2")
-    assert reopened.encrypt(b"after", b"aad")[0] == "k2"
+    assert reopened.key_ids == (first, second)
+    assert reopened.encrypt(b"after", b"aad")[0] == second
     assert reopened.decrypt(*sealed, b"aad") == b"before rotation"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_lost_key_file_made_again_says_unknown_key_not_tampered(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path / "var")
+    sealed = DataKeyring.from_settings(settings).encrypt(b"payload", b"aad")
+    (tmp_path / "var" / "data_keys").unlink()
+    remade = DataKeyring.from_settings(settings)
+    assert remade.key_ids != (sealed[0],)  # a new key never takes an old key's id
+    with pytest.raises(UnknownDataKey, match="unknown key"):
+        remade.decrypt(*sealed, b"aad")
+
+
+def test_production_refuses_to_make_up_keys(tmp_path: Path) -> None:
+    settings = Settings(env="production", var_dir=tmp_path / "var")
+    with pytest.raises(KeyringError, match="B2BSCORE_DATA_KEYS_FILE"):
+        DataKeyring.from_settings(settings)
+    assert not (tmp_path / "var" / "data_keys").exists()
+
+
+def test_keys_from_a_secrets_file(tmp_path: Path) -> None:
+    secret = tmp_path / "data_keys"
+    secret.write_text(new_key_spec() + "\n")
+    keyring = DataKeyring.from_settings(Settings(env="production", data_keys_file=secret))
+    assert not keyring.file_backed  # a mounted secret is read, never appended to
+    assert keyring.decrypt(*keyring.encrypt(b"x", b"aad"), b"aad") == b"x"
+    with pytest.raises(KeyringError, match="cannot read"):
+        DataKeyring.from_settings(Settings(data_keys_file=tmp_path / "missing"))

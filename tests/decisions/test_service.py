@@ -86,8 +86,8 @@ async def test_reads_are_scoped_to_the_tenant(
     repository = DecisionRepository(db_session)
     assert (await repository.get(tenant.id, written.id)) is not None
     assert (await repository.get(other.id, written.id)) is None
-    assert (await repository.get_by_idempotency_key(other.id, "k")) is None
-    assert (await repository.get_by_idempotency_key(tenant.id, "k")) is not None
+    assert (await repository.get_by_idempotency_key(other.id, "test", "k")) is None
+    assert (await repository.get_by_idempotency_key(tenant.id, "test", "k")) is not None
     assert list(await repository.list(other.id)) == []
 
 

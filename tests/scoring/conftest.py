@@ -63,6 +63,7 @@ def api_settings(
         var_dir=tmp_path_factory.mktemp("var"),
         models_dir=Path(os.environ.get("B2BSCORE_TEST_MODELS_DIR", REPO / "models")),
         rate_limit_per_minute=100_000,
+        unauthenticated_rate_limit_per_minute=100_000,
     )
 
 

@@ -13,8 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from b2bscore.decisions.models import Decision
+from b2bscore.tenants.keys import hash_key
+from b2bscore.tenants.models import ApiKey
 from b2bscore.training.world import SCENARIOS
 from tests.scoring.conftest import Keys, bearer, count_decisions
+from tests.security.conftest import partial_data_allowed
 
 HEALTHY = SCENARIOS["healthy"]
 THIN_FILE = SCENARIOS["thin_file_startup"]
@@ -33,6 +36,12 @@ def body(
 ) -> dict[str, Any]:
     """A valid request body."""
     return {"siren": siren, "requested_amount": amount, "product": product}
+
+
+async def _tenant_of(engine: AsyncEngine, key: str) -> str:
+    async with engine.connect() as connection:
+        statement = select(ApiKey.tenant_id).where(ApiKey.key_hash == hash_key(key))
+        return str((await connection.execute(statement)).scalar_one())
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -60,12 +69,25 @@ class TestScoreAuth:
         response = await api.post("/v1/score", json=body(), headers=bearer(keys.reader_only))
         assert_problem(response, 403, "insufficient_scope")
 
-    async def test_live_key_never_reaches_the_sandbox(
-        self, api: httpx.AsyncClient, keys: Keys
+    async def test_live_key_without_live_providers_is_503(
+        self, api: httpx.AsyncClient, keys: Keys, pg_engine: AsyncEngine
     ) -> None:
+        before = await count_decisions(pg_engine)
         response = await api.post("/v1/score", json=body(), headers=bearer(keys.live))
+        problem = assert_problem(response, 503, "providers_not_configured")
+        assert int(response.headers["retry-after"]) >= 1
+        assert "set-partial-data" in problem["detail"]
+        assert await count_decisions(pg_engine) == before  # no decision made on nothing
+
+    async def test_live_key_never_reaches_the_sandbox(
+        self, api: httpx.AsyncClient, keys: Keys, pg_engine: AsyncEngine
+    ) -> None:
+        tenant_id = await _tenant_of(pg_engine, keys.live)
+        async with partial_data_allowed(pg_engine, tenant_id):
+            response = await api.post("/v1/score", json=body(), headers=bearer(keys.live))
         assert response.status_code == 200, response.text
         answer = response.json()
+        assert answer["mode"] == "live"
         # No live provider is configured here: every source is unavailable, never sandbox data.
         assert {s["status"] for s in answer["sources"].values()} == {"unavailable"}
         assert answer["decision"] == "review"

@@ -154,6 +154,7 @@ async def start_stack(
             "var_dir": var_dir,
             "models_dir": MODELS_DIR,
             "rate_limit_per_minute": 100_000,
+            "unauthenticated_rate_limit_per_minute": 100_000,
             **overrides,
         }
         settings = Settings(**options)
@@ -203,3 +204,23 @@ def assert_problem_json(response: httpx.Response) -> Mapping[str, Any]:
     assert isinstance(problem["code"], str)
     assert "Traceback" not in response.text
     return problem
+
+
+async def allow_partial_data(engine: AsyncEngine, tenant_id: str, allow: bool) -> None:
+    """Set the tenant's partial-data flag and make every principal cached before forget it."""
+    from b2bscore.tenants.auth import principal_cache
+
+    async with create_sessionmaker(engine)() as session:
+        assert await tenants.set_partial_data(session, tenant_id, allow) is not None
+        await session.commit()
+    principal_cache.clear()
+
+
+@asynccontextmanager
+async def partial_data_allowed(engine: AsyncEngine, tenant_id: str) -> AsyncIterator[None]:
+    """The tenant may score on partial data inside the block, not after it."""
+    await allow_partial_data(engine, tenant_id, True)
+    try:
+        yield
+    finally:
+        await allow_partial_data(engine, tenant_id, False)

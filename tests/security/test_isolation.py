@@ -25,6 +25,7 @@ from tests.security.conftest import (
     app_instance,
     assert_problem_json,
     bearer,
+    partial_data_allowed,
     score_body,
 )
 from tests.servers import serve_in_thread
@@ -162,10 +163,13 @@ async def with_live(
 
 class TestModeSeparation:
     async def test_a_live_key_never_gets_sandbox_data(self, stack: Stack) -> None:
-        # Only the sandbox is configured here: a live key must find nothing at all.
-        answer = await _score(stack, stack.keys.live)
+        # Only the sandbox is configured here: a live key must find nothing at all (and
+        # is refused unless its tenant allows partial data: tests/security/test_modes.py).
+        async with partial_data_allowed(stack.engine, stack.keys.tenant_a):
+            answer = await _score(stack, stack.keys.live)
         assert {s["status"] for s in answer["sources"].values()} == {"unavailable"}
         assert answer["decision"] == "review"
+        assert answer["mode"] == "live"
 
     async def test_a_test_key_never_calls_live_providers(
         self, stack: Stack, with_live: tuple[httpx.AsyncClient, Recorder]

@@ -49,6 +49,7 @@ def served(
         var_dir=Path(tmp_path_factory.mktemp("var")),
         models_dir=MODELS_DIR,
         rate_limit_per_minute=100_000,
+        unauthenticated_rate_limit_per_minute=100_000,
     )
     with serve_in_thread(create_app(app_settings)) as url:
         yield url, key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -125,3 +126,32 @@ async def test_without_a_shared_cache_other_processes_wait_out_the_ttl(
     assert (await client.get("/whoami", headers=_bearer(key))).status_code == 200
     principal_cache.clear()  # what the TTL running out does
     assert (await client.get("/whoami", headers=_bearer(key))).status_code == 401
+
+
+async def test_concurrent_misses_of_one_key_share_one_database_lookup(
+    db_session: AsyncSession,
+) -> None:
+    tenant = await create_tenant(db_session, f"herd-{secrets.token_hex(3)}")
+    _, key = await create_api_key(db_session, tenant, "test", ["decisions:read"])
+    opened = 0
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/whoami")
+    async def whoami(principal: Authenticated) -> dict[str, str]:
+        return {"tenant": principal.tenant_name}
+
+    @asynccontextmanager
+    async def counting_session() -> AsyncIterator[AsyncSession]:
+        nonlocal opened
+        opened += 1
+        yield db_session
+
+    app.dependency_overrides[get_session_opener] = lambda: counting_session
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        answers = await asyncio.gather(
+            *(http.get("/whoami", headers=_bearer(key)) for _ in range(10))
+        )
+    assert [a.status_code for a in answers] == [200] * 10
+    assert opened == 1  # one lookup for the ten requests that missed the cache together

@@ -43,6 +43,12 @@ class ChainKeyring:
         """Keys from B2BSCORE_AUDIT_KEYS, else the key file under var_dir (created once)."""
         if settings.audit_keys is not None:
             return cls(_parse(settings.audit_keys.get_secret_value(), "audit"))
+        if settings.is_production:
+            # Fail closed: a key made up beside the rows it links would protect nothing.
+            raise KeyringError(
+                "production mode needs its audit chain keys: set B2BSCORE_AUDIT_KEYS "
+                "(create them with `b2bscore audit generate-keys`)"
+            )
         return cls.from_file(settings.var_dir / CHAIN_KEY_FILE_NAME)
 
     @classmethod

@@ -113,6 +113,12 @@ class CheckpointSigner:
         """
         if settings.audit_signing_key is not None:
             return cls(_private_from_seed(settings.audit_signing_key.get_secret_value()))
+        if settings.is_production:
+            # Fail closed: a signing key made up at start would vouch for whatever is there.
+            raise KeyringError(
+                "production mode needs its checkpoint signing key: set "
+                "B2BSCORE_AUDIT_SIGNING_KEY (create it with `b2bscore audit generate-keys`)"
+            )
         path = settings.var_dir / SIGNING_KEY_FILE_NAME
         seed = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.Raw,

@@ -57,15 +57,24 @@ async def _tenant_id(session: AsyncSession, tenant: str) -> str:
 
 def _existing_keyring(settings: Settings) -> DataKeyring:
     """The service's keyring; never a fresh key file, which could decrypt nothing."""
-    from b2bscore.decisions.crypto import KEY_FILE_NAME, DataKeyring
+    from b2bscore.decisions.crypto import KEY_FILE_NAME, DataKeyring, KeyringError
 
-    if settings.data_keys is None and not (settings.var_dir / KEY_FILE_NAME).exists():
+    if (
+        settings.data_keys is None
+        and settings.data_keys_file is None
+        and not (settings.var_dir / KEY_FILE_NAME).exists()
+    ):
         typer.echo(
-            f"no data keys: set B2BSCORE_DATA_KEYS or provide {settings.var_dir / KEY_FILE_NAME}",
+            "no data keys: set B2BSCORE_DATA_KEYS or B2BSCORE_DATA_KEYS_FILE, or provide "
+            f"{settings.var_dir / KEY_FILE_NAME}",
             err=True,
         )
         raise typer.Exit(code=2)
-    return DataKeyring.from_settings(settings)
+    try:
+        return DataKeyring.from_settings(settings)
+    except KeyringError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=2) from None
 
 
 def _existing_chain_keys(settings: Settings) -> ChainKeyring:
@@ -250,6 +259,29 @@ def rotate_data_key() -> None:
         "(comma-separated, keep every older key), then restart the servers"
     )
     typer.echo(keyring.key_spec(key_id))
+
+
+@audit_app.command("generate-keys")
+def generate_keys() -> None:
+    """Print every key production mode needs, as environment lines.
+
+    The data-encryption key, the tokenization key, the audit chain key and the checkpoint
+    signing key. Store them in a secret manager (or as files for B2BSCORE_DATA_KEYS_FILE
+    and B2BSCORE_TOKENIZATION_KEY_FILE); nothing is written here.
+    """
+    import base64
+    import secrets
+
+    from b2bscore.decisions.crypto import new_key_spec
+
+    def fresh() -> str:
+        return base64.b64encode(secrets.token_bytes(32)).decode()
+
+    typer.echo(f"B2BSCORE_DATA_KEYS={new_key_spec()}")
+    typer.echo(f"B2BSCORE_TOKENIZATION_KEY={fresh()}")
+    typer.echo(f"B2BSCORE_AUDIT_KEYS=c1:{fresh()}")
+    # An Ed25519 private key is any 32-byte seed.
+    typer.echo(f"B2BSCORE_AUDIT_SIGNING_KEY={fresh()}")
 
 
 @audit_app.command("purge-payloads")

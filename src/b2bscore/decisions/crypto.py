@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import re
 import secrets
@@ -28,6 +29,27 @@ class KeyringError(Exception):
 
 class DecryptionError(Exception):
     """A payload did not authenticate: wrong key, wrong AAD, or tampered bytes."""
+
+
+class UnknownDataKey(KeyringError):
+    """The payload names a key id this keyring does not hold: a missing key, not tampering."""
+
+
+def new_key_id(number: int, key: bytes) -> str:
+    """`k<number>-<fingerprint>`: a new key never takes the id of another key.
+
+    A key file lost and created again used to start over at `k1` with another key, and
+    every older payload then failed to authenticate, as if tampered with. With the key's
+    fingerprint in its id, those payloads name a key id the keyring does not know.
+    """
+    fingerprint = hashlib.sha256(b"b2bscore.data-key-id|" + key).hexdigest()[:8]
+    return f"k{number}-{fingerprint}"
+
+
+def new_key_spec() -> str:
+    """A fresh 'key_id:base64key' line for B2BSCORE_DATA_KEYS or a data keys file."""
+    key = secrets.token_bytes(KEY_BYTES)
+    return _format(new_key_id(1, key), key)
 
 
 def payload_aad(tenant_id: str, decision_id: str) -> bytes:
@@ -74,9 +96,28 @@ class DataKeyring:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DataKeyring:
-        """Keys from B2BSCORE_DATA_KEYS, else the key file under var_dir (created once)."""
+        """Keys from B2BSCORE_DATA_KEYS or B2BSCORE_DATA_KEYS_FILE; else, outside production,
+        the key file under var_dir (created once). Production without keys: KeyringError.
+        """
         if settings.data_keys is not None:
             return cls(_parse(settings.data_keys.get_secret_value()))
+        if settings.data_keys_file is not None:
+            # A mounted secret (Docker, Kubernetes): read, never created nor appended to.
+            try:
+                spec = settings.data_keys_file.read_text()
+            except OSError as error:
+                raise KeyringError(
+                    f"cannot read B2BSCORE_DATA_KEYS_FILE {settings.data_keys_file}: "
+                    f"{error.strerror}"
+                ) from error
+            return cls(_parse(spec))
+        if settings.is_production:
+            # Fail closed: a key made up here would sit beside the data it protects, and
+            # the next start elsewhere would make another.
+            raise KeyringError(
+                "production mode needs its data-encryption keys: set B2BSCORE_DATA_KEYS or "
+                "B2BSCORE_DATA_KEYS_FILE (create them with `b2bscore audit generate-keys`)"
+            )
         return cls.from_file(settings.var_dir / KEY_FILE_NAME)
 
     @classmethod
@@ -90,7 +131,8 @@ class DataKeyring:
             pass
         else:
             with os.fdopen(fd, "w") as handle:
-                handle.write(_format("k1", secrets.token_bytes(KEY_BYTES)) + "\n")
+                key = secrets.token_bytes(KEY_BYTES)
+                handle.write(_format(new_key_id(1, key), key) + "\n")
         return cls(_parse(path.read_text()), path=path)
 
     @property
@@ -106,9 +148,10 @@ class DataKeyring:
     def add_key(self) -> str:
         """Add a fresh key that encrypts from now on (appended to the key file if any)."""
         number = len(self._keys) + 1
-        while f"k{number}" in self._keys:
+        while any(k == f"k{number}" or k.startswith(f"k{number}-") for k in self._keys):
             number += 1
-        key_id, key = f"k{number}", secrets.token_bytes(KEY_BYTES)
+        key = secrets.token_bytes(KEY_BYTES)
+        key_id = new_key_id(number, key)
         if self._path is not None:
             with self._path.open("a") as handle:
                 handle.write(_format(key_id, key) + "\n")
@@ -135,7 +178,11 @@ class DataKeyring:
         """The plaintext; DecryptionError if anything does not authenticate."""
         key = self._keys.get(key_id)
         if key is None:
-            raise KeyringError(f"unknown data key id {key_id!r}")
+            raise UnknownDataKey(
+                f"unknown key: the payload was encrypted with data key {key_id!r}, which this "
+                f"service does not hold (it holds {', '.join(self._keys)}); the payload is "
+                "not known to be tampered with"
+            )
         try:
             return AESGCM(key).decrypt(nonce, ciphertext, aad)
         except InvalidTag as exc:

@@ -6,7 +6,8 @@ import base64
 import binascii
 import logging
 from collections import OrderedDict
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime
@@ -17,7 +18,9 @@ from b2bscore.decisions.models import Decision
 from b2bscore.decisions.replay import ReplayUnavailable, bundle_for, replay_decision
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.decisions.schemas import DecisionOut, DecisionPage, DifferenceOut, ModelRef, ReplayOut
-from b2bscore.kit.deps import DbSession, State, app_state
+from b2bscore.kit.db import opened_session
+from b2bscore.kit.deadline import request_deadline, within
+from b2bscore.kit.deps import Sessions, State, app_state
 from b2bscore.kit.problems import Problem
 from b2bscore.tenants.auth import requires
 from b2bscore.tenants.service import Principal
@@ -39,6 +42,21 @@ _READ_PROBLEMS: dict[int | str, dict[str, Any]] = {
     422: _PROBLEM,
     503: _PROBLEM,
 }
+
+
+_T = TypeVar("_T")
+
+
+async def _read(
+    request: Request, sessions: Sessions, work: Callable[[DecisionRepository], Awaitable[_T]]
+) -> _T:
+    """work on the audit store, answered 503 by the request's deadline if the store stalls."""
+
+    async def unit() -> _T:
+        async with opened_session(sessions) as session:
+            return await work(DecisionRepository(session))
+
+    return await within(request_deadline(request), unit(), store="database")
 
 
 # Ids already reported, so that a client reading a damaged row in a loop does not flood
@@ -84,8 +102,16 @@ async def _intact(
     )
 
 
+async def _get_intact(
+    decisions: DecisionRepository, principal: Principal, decision_id: str, chain_keys: ChainKeyring
+) -> Decision | None:
+    """The caller's decision of its own mode once its row verifies, or None."""
+    decision = await decisions.get(principal.tenant_id, decision_id, mode=principal.mode)
+    return None if decision is None else await _intact(decisions, decision, chain_keys)
+
+
 def _not_found() -> Problem:
-    # Same answer for another tenant's id as for an unknown one.
+    # Same answer for another tenant's id, or another mode's, as for an unknown one.
     return Problem(404, "decision_not_found", "Decision not found")
 
 
@@ -114,14 +140,21 @@ def _decode_cursor(cursor: str) -> int:
     "/{decision_id}", response_model=DecisionOut, responses={**_READ_PROBLEMS, 409: _PROBLEM}
 )
 async def get_decision(
-    decision_id: str, principal: DecisionsReader, session: DbSession, chain_keys: ChainKeys
+    request: Request,
+    decision_id: str,
+    principal: DecisionsReader,
+    sessions: Sessions,
+    chain_keys: ChainKeys,
 ) -> DecisionOut:
-    """One decision of the caller's tenant."""
-    repository = DecisionRepository(session)
-    decision = await repository.get(principal.tenant_id, decision_id)
+    """One decision of the caller's tenant, in the caller's mode (test or live)."""
+    decision = await _read(
+        request,
+        sessions,
+        lambda decisions: _get_intact(decisions, principal, decision_id, chain_keys),
+    )
     if decision is None:
         raise _not_found()
-    return DecisionOut.from_decision(await _intact(repository, decision, chain_keys))
+    return DecisionOut.from_decision(decision)
 
 
 @router.post(
@@ -131,19 +164,22 @@ async def get_decision(
     summary="Recompute a decision from its stored features with its stored model",
 )
 async def replay(
+    request: Request,
     decision_id: str,
     principal: DecisionsReader,
-    session: DbSession,
+    sessions: Sessions,
     state: State,
     chain_keys: ChainKeys,
 ) -> ReplayOut:
-    """Replay one decision of the caller's tenant and list what differs from the record."""
-    repository = DecisionRepository(session)
-    decision = await repository.get(principal.tenant_id, decision_id)
+    """Replay one decision of the caller's tenant and mode; list what differs from the record."""
+    # A replay of a tampered record would "prove" whatever the tamperer wrote.
+    decision = await _read(
+        request,
+        sessions,
+        lambda decisions: _get_intact(decisions, principal, decision_id, chain_keys),
+    )
     if decision is None:
         raise _not_found()
-    # A replay of a tampered record would "prove" whatever the tamperer wrote.
-    decision = await _intact(repository, decision, chain_keys)
     try:
         bundle = await bundle_for(decision, state.bundles, state.settings.models_dir)
         result = replay_decision(decision, bundle)
@@ -164,8 +200,9 @@ async def replay(
 
 @router.get("", response_model=DecisionPage, responses=_READ_PROBLEMS)
 async def list_decisions(
+    request: Request,
     principal: DecisionsReader,
-    session: DbSession,
+    sessions: Sessions,
     siren: Annotated[str | None, Query(pattern=r"^\d{9}$")] = None,
     decision: Annotated[str | None, Query(max_length=16)] = None,
     created_from: AwareDatetime | None = None,
@@ -173,17 +210,22 @@ async def list_decisions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> DecisionPage:
-    """The caller's decisions, newest first, filtered, with keyset pagination."""
+    """The caller's decisions of its own mode, newest first, filtered, keyset-paginated."""
     after = _decode_cursor(cursor) if cursor else None
-    rows = await DecisionRepository(session).list(
-        principal.tenant_id,
-        siren=siren,
-        decision=decision,
-        created_from=created_from,
-        created_to=created_to,
-        # One extra row tells whether another page exists.
-        limit=limit + 1,
-        after=after,
+    rows = await _read(
+        request,
+        sessions,
+        lambda decisions: decisions.list(
+            principal.tenant_id,
+            mode=principal.mode,
+            siren=siren,
+            decision=decision,
+            created_from=created_from,
+            created_to=created_to,
+            # One extra row tells whether another page exists.
+            limit=limit + 1,
+            after=after,
+        ),
     )
     items = [DecisionOut.from_decision(row) for row in rows[:limit]]
     next_cursor = _encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None

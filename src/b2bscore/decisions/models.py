@@ -58,8 +58,12 @@ class Decision(Base):
     __table_args__ = (
         # One chain per tenant and mode: test and live never share a sequence.
         sa.UniqueConstraint("tenant_id", "mode", "seq", name="uq_decisions_tenant_mode_seq"),
+        # Per mode: a test request and a live one never share an idempotency key.
         sa.UniqueConstraint(
-            "tenant_id", "idempotency_key", name="uq_decisions_tenant_idempotency_key"
+            "tenant_id",
+            "mode",
+            "idempotency_key",
+            name="uq_decisions_tenant_mode_idempotency_key",
         ),
         sa.Index("ix_decisions_tenant_created_at", "tenant_id", "created_at"),
         sa.Index("ix_decisions_tenant_siren", "tenant_id", "siren"),
@@ -117,3 +121,23 @@ class Decision(Base):
     def probability_of_default_float(self) -> float:
         """The probability of default as the model's float."""
         return float(self.probability_of_default)
+
+
+class LateCommit(Base):
+    """An audit row that committed after its request had been answered 503 (insert-only).
+
+    The decision row itself never changes; this note says that nobody was told about it,
+    so that an auditor does not take it for an answered decision.
+    """
+
+    __tablename__ = "late_commits"
+    __table_args__ = (sa.Index("ix_late_commits_tenant_id", "tenant_id"),)
+
+    decision_id: Mapped[str] = mapped_column(
+        sa.String(36),
+        sa.ForeignKey("decisions.id", name="fk_late_commits_decision_id"),
+        primary_key=True,
+    )
+    tenant_id: Mapped[str] = mapped_column(sa.String(36))
+    mode: Mapped[str] = mapped_column(sa.String(8))
+    noted_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -17,17 +17,27 @@ class DecisionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, tenant_id: str, decision_id: str) -> Decision | None:
-        """The tenant's decision with this id; None for an unknown id or another tenant's."""
+    async def get(
+        self, tenant_id: str, decision_id: str, *, mode: str | None = None
+    ) -> Decision | None:
+        """The tenant's decision with this id, of this mode when given; None otherwise.
+
+        The API always passes the caller's mode: another mode's decision is as unknown as
+        another tenant's.
+        """
         statement = select(Decision).where(
             Decision.tenant_id == tenant_id, Decision.id == decision_id
         )
+        if mode is not None:
+            statement = statement.where(Decision.mode == mode)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
-    async def get_by_idempotency_key(self, tenant_id: str, key: str) -> Decision | None:
-        """The tenant's decision recorded under this idempotency key, or None."""
+    async def get_by_idempotency_key(self, tenant_id: str, mode: str, key: str) -> Decision | None:
+        """The tenant's decision recorded under this idempotency key in this mode, or None."""
         statement = select(Decision).where(
-            Decision.tenant_id == tenant_id, Decision.idempotency_key == key
+            Decision.tenant_id == tenant_id,
+            Decision.mode == mode,
+            Decision.idempotency_key == key,
         )
         return (await self.session.execute(statement)).scalar_one_or_none()
 
@@ -35,6 +45,7 @@ class DecisionRepository:
         self,
         tenant_id: str,
         *,
+        mode: str | None = None,
         siren: str | None = None,
         decision: str | None = None,
         created_from: datetime | None = None,
@@ -42,22 +53,21 @@ class DecisionRepository:
         limit: int = 50,
         after: int | None = None,
         grade: str | None = None,
-        mode: str | None = None,
     ) -> Sequence[Decision]:
-        """The tenant's decisions, newest first (by seq), those with seq < after.
+        """The tenant's decisions (of one mode when given), newest first, those with seq < after.
 
-        seq grows with created_at within a tenant, so keyset pagination on it is stable
-        under concurrent inserts and needs no offset.
+        seq grows with created_at within a chain (tenant and mode), so keyset pagination on
+        it is stable under concurrent inserts and needs no offset.
         """
         statement = select(Decision).where(Decision.tenant_id == tenant_id)
+        if mode is not None:
+            statement = statement.where(Decision.mode == mode)
         if siren is not None:
             statement = statement.where(Decision.siren == siren)
         if decision is not None:
             statement = statement.where(Decision.decision == decision)
         if grade is not None:
             statement = statement.where(Decision.grade == grade)
-        if mode is not None:
-            statement = statement.where(Decision.mode == mode)
         if created_from is not None:
             statement = statement.where(Decision.created_at >= created_from)
         if created_to is not None:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 AUDIT_TABLE: Final = "decisions"
+# Insert-only beside it: the notes of rows that committed after their request's 503.
+APPEND_ONLY_TABLES: Final = (AUDIT_TABLE, "late_commits")
 # What the application role may do to the audit table, and what it must never hold.
 AUDIT_GRANTS: Final = ("SELECT", "INSERT")
 AUDIT_REFUSED: Final = ("UPDATE", "DELETE", "TRUNCATE", "TRIGGER", "REFERENCES")
@@ -70,8 +72,11 @@ async def grant_app_role(connection: AsyncConnection, role: str) -> list[str]:
         f"GRANT USAGE ON SCHEMA public TO {quoted}",
         f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {quoted}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}",
-        f"REVOKE ALL ON {AUDIT_TABLE} FROM {quoted}",
-        f"GRANT {', '.join(AUDIT_GRANTS)} ON {AUDIT_TABLE} TO {quoted}",
+        *(f"REVOKE ALL ON {table} FROM {quoted}" for table in APPEND_ONLY_TABLES),
+        *(
+            f"GRANT {', '.join(AUDIT_GRANTS)} ON {table} TO {quoted}"
+            for table in APPEND_ONLY_TABLES
+        ),
         f"REVOKE ALL ON alembic_version FROM {quoted}",
         f"GRANT SELECT ON alembic_version TO {quoted}",
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}",

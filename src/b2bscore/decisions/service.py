@@ -111,14 +111,21 @@ async def chain_lock(session: AsyncSession, tenant_id: str, mode: str) -> AsyncI
         )
         yield
         return
-    # SQLite has one writer per database, but this process's tasks would still read the
-    # same chain head between their SELECT and INSERT; (tenant_id, seq) is unique anyway.
+    async with sqlite_chain_lock():
+        yield
+
+
+def sqlite_chain_lock() -> asyncio.Lock:
+    """This event loop's lock over SQLite chain writes.
+
+    SQLite has one writer per database, but this process's tasks would still read the
+    same chain head between their SELECT and INSERT; (tenant_id, seq) is unique anyway.
+    """
     loop = asyncio.get_running_loop()
     lock = _sqlite_locks.get(loop)
     if lock is None:
         lock = _sqlite_locks[loop] = asyncio.Lock()
-    async with lock:
-        yield
+    return lock
 
 
 def prepare_row(record: DecisionRecord, keyring: DataKeyring) -> Decision:
@@ -227,7 +234,7 @@ async def record_decision(
         async with chain_lock(session, tenant_id, record.mode):
             if record.idempotency_key is not None:
                 existing = await repository.get_by_idempotency_key(
-                    tenant_id, record.idempotency_key
+                    tenant_id, record.mode, record.idempotency_key
                 )
                 if existing is not None:
                     raise IdempotencyConflict(existing.id)
@@ -249,7 +256,7 @@ async def record_decision(
         if record.idempotency_key is not None:
             try:
                 existing = await repository.get_by_idempotency_key(
-                    tenant_id, record.idempotency_key
+                    tenant_id, record.mode, record.idempotency_key
                 )
             except (SQLAlchemyError, OSError, TimeoutError) as lookup_exc:
                 raise AuditUnavailable("audit store lookup failed") from lookup_exc

@@ -17,6 +17,8 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from b2bscore.kit.logging import throttle
+
 log = logging.getLogger(__name__)
 
 
@@ -217,21 +219,50 @@ class RedisCache:
         await self._redis.aclose()
 
 
+# After a Redis failure, how long requests go straight to the in-process cache before one
+# of them tries Redis again. A stalled Redis (SIGSTOP, a full network buffer) costs the
+# socket timeout per call: without this pause every call of every request would pay it.
+RETRY_PRIMARY_SECONDS = 1.0
+
+
 class FallbackCache:
-    """Redis first; on a Redis failure, the in-process cache, so requests go on."""
+    """Redis first; on a Redis failure, the in-process cache, so requests go on.
+
+    After a failure Redis is left alone for RETRY_PRIMARY_SECONDS, then one call tries it
+    again (the others keep to the fallback meanwhile): a stalled Redis costs one request
+    its socket timeout (200 ms) per second, never every request.
+    """
 
     def __init__(self, primary: RedisCache, fallback: MemoryCache | None = None) -> None:
         self.primary = primary
         self.fallback = fallback or MemoryCache()
         self.degraded = False
+        self._skip_until = 0.0
+
+    def _use_primary(self) -> bool:
+        if not self.degraded:
+            return True
+        now = time.monotonic()
+        if now < self._skip_until:
+            return False
+        self._skip_until = now + RETRY_PRIMARY_SECONDS  # this call is the one probe
+        return True
 
     def _failed(self, error: Exception) -> None:
-        if not self.degraded:
-            log.warning("redis unavailable, using the in-process cache: %s", error)
+        throttle.log(
+            log,
+            logging.WARNING,
+            "redis_unavailable",
+            "redis unavailable, using the in-process cache: %s",
+            type(error).__name__,
+        )
         self.degraded = True
+        self._skip_until = time.monotonic() + RETRY_PRIMARY_SECONDS
 
     async def get(self, key: str) -> bytes | None:
         """The value under key, or None."""
+        if not self._use_primary():
+            return await self.fallback.get(key)
         try:
             value = await self.primary.get(key)
             self.degraded = False
@@ -242,6 +273,9 @@ class FallbackCache:
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         """Store value under key for ttl_seconds."""
+        if not self._use_primary():
+            await self.fallback.set(key, value, ttl_seconds)
+            return
         try:
             await self.primary.set(key, value, ttl_seconds)
         except (RedisError, OSError) as error:
@@ -250,6 +284,8 @@ class FallbackCache:
 
     async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float) -> bool:
         """Store value only if key is free; True when this call claimed it."""
+        if not self._use_primary():
+            return await self.fallback.set_if_absent(key, value, ttl_seconds)
         try:
             return await self.primary.set_if_absent(key, value, ttl_seconds)
         except (RedisError, OSError) as error:
@@ -258,6 +294,9 @@ class FallbackCache:
 
     async def delete(self, key: str) -> None:
         """Forget key."""
+        if not self._use_primary():
+            await self.fallback.delete(key)
+            return
         try:
             await self.primary.delete(key)
         except (RedisError, OSError) as error:
@@ -266,6 +305,8 @@ class FallbackCache:
 
     async def incr_window(self, key: str, window_seconds: int) -> tuple[int, float]:
         """Count one hit; per process while Redis is down."""
+        if not self._use_primary():
+            return await self.fallback.incr_window(key, window_seconds)
         try:
             counted = await self.primary.incr_window(key, window_seconds)
             self.degraded = False
@@ -278,6 +319,8 @@ class FallbackCache:
         self, marker: str, key: str, window_seconds: int
     ) -> tuple[int, float] | None:
         """Marker check and count in one trip; per process while Redis is down."""
+        if not self._use_primary():
+            return await self.fallback.incr_window_unless(marker, key, window_seconds)
         try:
             counted = await self.primary.incr_window_unless(marker, key, window_seconds)
             self.degraded = False
@@ -289,7 +332,10 @@ class FallbackCache:
     async def ping(self) -> bool:
         """True when Redis answers; the fallback keeps the service up either way."""
         ok = await self.primary.ping()
-        self.degraded = not ok
+        if ok:
+            self.degraded = False
+        else:
+            self._failed(ConnectionError("no answer to PING"))
         return ok
 
     async def close(self) -> None:

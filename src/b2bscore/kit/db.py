@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import Engine, StaticPool, event
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -46,18 +47,7 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
     if url.startswith("sqlite"):
         _private_sqlite_file(url)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 5})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets readers run beside the single writer; synchronous=FULL keeps every
-            # committed audit row durable across a power cut.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.close()
-
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_async_engine(
         url,
@@ -87,6 +77,45 @@ def _private_sqlite_file(url: str) -> None:
     path = url.split("///", 1)[-1].split("?", 1)[0]
     if path and path != ":memory:" and not path.startswith("file:"):
         make_private(Path(path))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the single writer; synchronous=FULL keeps every
+    # committed audit row durable across a power cut.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_sync_sqlite_engine(async_engine: AsyncEngine) -> Engine:
+    """A blocking engine on the same SQLite file, for work done whole in one thread.
+
+    The audit writer commits a batch in one hop to a worker thread instead of one event
+    loop round trip per statement through aiosqlite: under load each of those waited
+    behind every other request's work on the loop.
+    """
+    url = async_engine.url.set(drivername="sqlite")
+    engine = sa_create_engine(
+        url, connect_args={"timeout": 5, "check_same_thread": False}, poolclass=StaticPool
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connected(dbapi_connection: Any, record: Any) -> None:
+        _sqlite_pragmas(dbapi_connection, record)
+        # Transactions are begun below, not by the driver.
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        # The write lock first, then the reads: a writer of another process that commits
+        # in between cannot leave this batch on a stale snapshot (SQLITE_BUSY_SNAPSHOT,
+        # which would have failed it); it waits up to busy_timeout instead.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 def _ping_when_idle(engine: AsyncEngine) -> None:

@@ -23,13 +23,127 @@ from __future__ import annotations
 import logging
 import socket
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
+import httptools
+import orjson
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
+from b2bscore.kit.settings import get_settings
+
 log = logging.getLogger("uvicorn.error")
+
+
+class _HeadRefused(Exception):
+    """Raised from a parser callback to stop parsing a request whose head is too large."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the request line and headers bounded as they arrive.
+
+    Neither uvicorn nor httptools bounds a request's head: httptools concatenates a header
+    value chunk after chunk until its end, and uvicorn the request line, so one 100 MB
+    header (no key needed, any route) took 100 MB and more of the server's memory before
+    any ASGI code could see it. Here the bytes of the head are counted as they are
+    received, before the parser sees them: past the limit the answer is 431 (414 for the
+    request line) and the connection is closed. One addition and one comparison per
+    received chunk; nothing per request beyond that.
+    """
+
+    # From the settings (B2BSCORE_MAX_REQUEST_LINE_BYTES, B2BSCORE_MAX_HEADER_BYTES) of
+    # each worker process, read once; a subclass may fix them instead.
+    max_request_line_bytes: ClassVar[int] = 0
+    max_header_bytes: ClassVar[int] = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cls = type(self)
+        if not cls.max_request_line_bytes:
+            settings = get_settings()
+            cls.max_request_line_bytes = settings.max_request_line_bytes
+            cls.max_header_bytes = settings.max_header_bytes
+        self._reading_head = True
+        self._head_bytes = 0
+        self._line_too_long = False
+
+    def data_received(self, data: bytes) -> None:
+        """Count the head's bytes, then parse (as uvicorn does)."""
+        self._unset_keepalive_if_required()
+        if self._reading_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_request_line_bytes + self.max_header_bytes:
+                self._refuse(431, "Request header fields too large")
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if self._line_too_long:
+                self._refuse(414, "URI too long")
+                return
+            self._invalid()
+        except httptools.HttpParserError:
+            self._invalid()
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def _invalid(self) -> None:
+        msg = "Invalid HTTP request received."
+        self.logger.warning(msg)
+        self.send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        """A new request: its head is counted from here."""
+        super().on_message_begin()
+        self._reading_head = True
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        """The request line, refused past its own limit."""
+        if len(self.url) + len(url) > self.max_request_line_bytes:
+            self._line_too_long = True
+            raise _HeadRefused
+        super().on_url(url)
+
+    def on_headers_complete(self) -> None:
+        """The head is whole: its bytes are no longer counted."""
+        self._reading_head = False
+        super().on_headers_complete()
+
+    def _refuse(self, status: int, title: str) -> None:
+        limit = (
+            f"{self.max_request_line_bytes} bytes of request line"
+            if status == 414
+            else f"{self.max_header_bytes} bytes of headers"
+        )
+        code = "uri_too_long" if status == 414 else "headers_too_large"
+        body = orjson.dumps(
+            {
+                "type": f"https://b2bscore.dev/problems/{code}",
+                "title": title,
+                "status": status,
+                "code": code,
+                "detail": f"A request may carry at most {limit}.",
+            }
+        )
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[status],
+                    b"content-type: application/problem+json\r\n",
+                    b"content-length: " + str(len(body)).encode() + b"\r\n",
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
+        self.transport.close()
+        self._reading_head = False
 
 
 def _family(host: str) -> socket.AddressFamily:

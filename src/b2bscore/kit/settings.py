@@ -60,9 +60,12 @@ class Settings(BaseSettings):
     model_id: str | None = None  # None: the newest bundle in models_dir
 
     # AES-256-GCM data keys as "key_id:base64key,key_id:base64key"; the last encrypts.
+    # Or a file holding them (one per line or comma-separated): a Docker/Kubernetes secret.
     data_keys: SecretStr | None = None
-    # Keyed hash for IBANs and account ids outside the encrypted payloads.
+    data_keys_file: Path | None = None
+    # Keyed hash for IBANs and account ids outside the encrypted payloads; or its file.
     tokenization_key: SecretStr | None = None
+    tokenization_key_file: Path | None = None
     # HMAC-SHA256 keys linking the audit chain, "key_id:base64key,..." (the last links).
     # Unset: a 0600 key file under var_dir.
     audit_keys: SecretStr | None = None
@@ -76,7 +79,12 @@ class Settings(BaseSettings):
     audit_checkpoint_interval_seconds: int = Field(default=300, ge=0, le=86_400)
 
     max_body_bytes: int = 16_384
+    # Request line and headers, checked as they arrive (431 beyond): kit/serving.py.
+    max_request_line_bytes: int = Field(default=8_192, ge=256)
+    max_header_bytes: int = Field(default=16_384, ge=1_024)
+    # Per tenant and mode; requests without a valid key: per client address.
     rate_limit_per_minute: int = 600
+    unauthenticated_rate_limit_per_minute: int = Field(default=60, ge=1)
     idempotency_ttl_seconds: int = 86_400
     # The console's signed-in sessions end this long after sign-in (absolute, not idle).
     console_session_ttl_seconds: int = Field(default=3_600, ge=60, le=86_400)
@@ -128,6 +136,11 @@ class Settings(BaseSettings):
     def resolved_checkpoint_path(self) -> Path:
         """Where checkpoints are published, defaulting to a JSON-lines file under var_dir."""
         return self.audit_checkpoint_path or self.var_dir / "audit_checkpoints.jsonl"
+
+    @property
+    def is_production(self) -> bool:
+        """True in production mode (B2BSCORE_ENV=production): secrets fail closed."""
+        return self.env == "production"
 
     @property
     def is_embedded(self) -> bool:

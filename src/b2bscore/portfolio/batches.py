@@ -320,7 +320,9 @@ async def _decide_row(
     answer: ScoreResponse | None = None
     error: str | None = None
     async with opened_session(state.sessionmaker) as session:
-        earlier = await DecisionRepository(session).get_by_idempotency_key(principal.tenant_id, key)
+        earlier = await DecisionRepository(session).get_by_idempotency_key(
+            principal.tenant_id, principal.mode, key
+        )
     if earlier is not None:
         # Decided before a worker died: take that decision, never a second one.
         answer = answer_from_decision(earlier)

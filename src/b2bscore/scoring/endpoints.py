@@ -48,6 +48,17 @@ async def score_company(
     """An instant decision with reasons, recorded before it is answered."""
     started: float = request.scope.get("b2b.started", time.monotonic())
     clients = state.sandbox_clients if principal.mode == "test" else state.live_clients
+    if clients is None and not principal.allow_partial_data:
+        # Every source would be `unavailable`: a decision made on nothing is no decision.
+        raise Problem(
+            503,
+            "providers_not_configured",
+            "No providers configured for this mode",
+            f"No {principal.mode} data provider is configured, so no decision can be made. "
+            "An operator configures them, or allows this tenant to score on partial data "
+            "(b2bscore keys set-partial-data --tenant T --allow).",
+            headers={"Retry-After": "60"},
+        )
     if idempotency_key is not None and not idempotency_key.isprintable():
         raise Problem(
             422,

@@ -115,6 +115,9 @@ class ScoreResponse(BaseModel):
     """An instant, explained, audited credit decision."""
 
     decision_id: str
+    mode: Literal["test", "live"] = Field(
+        description="test: the sandbox world (sk_test_ keys); live: real providers."
+    )
     created_at: datetime
     siren: str
     product: Product

@@ -7,7 +7,6 @@ that was committed for it, so what the lender reads is exactly what was recorded
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -30,6 +29,8 @@ from b2bscore.features.build import build_features
 from b2bscore.features.types import CreditRequest
 from b2bscore.kit.cache import Cache
 from b2bscore.kit.db import SessionOpener, opened_session
+from b2bscore.kit.deadline import FAULT_MARGIN_SECONDS, RETRY_AFTER_SECONDS, within
+from b2bscore.kit.logging import throttle
 from b2bscore.kit.metrics import (
     AUDIT_FAILURES,
     DECISIONS,
@@ -52,7 +53,11 @@ from b2bscore.tenants.auth import Principal
 
 log = logging.getLogger(__name__)
 
-MIN_AUDIT_SECONDS = 0.25
+# The audit commit's least time, even when the sources used the budget up to their cut
+# (deadline - scoring_reserve_ms, 120 ms by default): a decision already made is worth a
+# short wait. With the default reserve the answer still comes by the deadline plus
+# kit.deadline.FAULT_MARGIN_SECONDS.
+MIN_AUDIT_SECONDS = 0.2
 
 
 def request_fingerprint(body: ScoreRequest) -> str:
@@ -101,30 +106,76 @@ async def score_request(
     if not idempotency_key:
         return await decide()
 
-    tenant_id = principal.tenant_id
-    earlier_id = await idempotency.claim(cache, tenant_id, idempotency_key, fingerprint, deadline)
-    async with opened_session(tools.sessions) as session:
-        decisions = DecisionRepository(session)
-        # Past the cache's 24 hours the audit store still knows the key.
-        earlier = (
-            await decisions.get(tenant_id, earlier_id)
-            if earlier_id
-            else await decisions.get_by_idempotency_key(tenant_id, idempotency_key)
+    tenant_id, mode = principal.tenant_id, principal.mode
+    try:
+        earlier_id = await idempotency.claim(
+            cache, tenant_id, mode, idempotency_key, fingerprint, deadline + FAULT_MARGIN_SECONDS
         )
+    except idempotency.InFlight:
+        # The request holding the key here ran out of time; another process may have
+        # recorded a decision for it meanwhile (no shared cache): the store decides.
+        earlier = await _recorded(
+            tools.sessions,
+            principal,
+            _read_deadline(deadline),
+            decision_id=None,
+            idempotency_key=idempotency_key,
+        )
+        if earlier is None:
+            raise idempotency.in_flight_problem() from None
+        return _replayed_answer(earlier, fingerprint, started)
+    # Past the cache's 24 hours (or after a 503 whose row committed late) the audit store
+    # still knows the key.
+    earlier = await _recorded(
+        tools.sessions, principal, deadline, decision_id=earlier_id, idempotency_key=idempotency_key
+    )
     if earlier is not None:
         if earlier_id is None:  # this request claimed a key the store already knew
             await idempotency.complete(
-                cache, tenant_id, idempotency_key, earlier.request_hash, earlier.id
+                cache, tenant_id, mode, idempotency_key, earlier.request_hash, earlier.id
             )
         return _replayed_answer(earlier, fingerprint, started)
     try:
         answer = await decide()
     except BaseException:
-        # No decision came of it: free the key so that the client's retry can decide.
-        await idempotency.release(cache, tenant_id, idempotency_key)
+        # No decision was answered: free the key so that the client's retry can decide,
+        # or find the row that committed after this request gave up on it.
+        await idempotency.release(cache, tenant_id, mode, idempotency_key)
         raise
-    await idempotency.complete(cache, tenant_id, idempotency_key, fingerprint, answer.decision_id)
+    await idempotency.complete(
+        cache, tenant_id, mode, idempotency_key, fingerprint, answer.decision_id
+    )
     return answer
+
+
+def _read_deadline(deadline: float) -> float:
+    """Time to read a decision that is known to be recorded, even at the budget's end."""
+    # Answering with it beats a 503 or a 409: one indexed read, within the fault margin.
+    return max(deadline + FAULT_MARGIN_SECONDS, time.monotonic() + FAULT_MARGIN_SECONDS)
+
+
+async def _recorded(
+    sessions: SessionOpener,
+    principal: Principal,
+    deadline: float,
+    *,
+    decision_id: str | None,
+    idempotency_key: str | None = None,
+) -> Decision | None:
+    """The caller's decision by id (else by idempotency key), read within the deadline."""
+
+    async def read() -> Decision | None:
+        async with opened_session(sessions) as session:
+            decisions = DecisionRepository(session)
+            if decision_id is not None:
+                return await decisions.get(principal.tenant_id, decision_id, mode=principal.mode)
+            if idempotency_key is None:
+                return None
+            return await decisions.get_by_idempotency_key(
+                principal.tenant_id, principal.mode, idempotency_key
+            )
+
+    return await within(deadline, read(), store="database")
 
 
 async def decide_and_record(
@@ -224,22 +275,23 @@ async def decide_on_sources(
         row = await _record(tools.audit, record, deadline)
     except IdempotencyConflict as conflict:
         # A concurrent retry with the same key committed first: answer with its decision.
-        async with opened_session(tools.sessions) as session:
-            earlier = await DecisionRepository(session).get(
-                principal.tenant_id, conflict.decision_id
-            )
+        earlier = await _recorded(
+            tools.sessions, principal, _read_deadline(deadline), decision_id=conflict.decision_id
+        )
         if earlier is None:
             raise Problem(409, "idempotency_conflict", "Idempotency key in use") from conflict
         return _replayed_answer(earlier, fingerprint, started)
     except AuditUnavailable as error:
         AUDIT_FAILURES.inc()
-        log.warning("no decision for %s: audit unavailable (%s)", request.siren, error)
+        throttle.log(log, logging.WARNING, "audit_unavailable", "no decision: %s", error)
         raise Problem(
             503,
             "audit_unavailable",
             "Decision not issued",
-            "The audit record could not be written, so no decision was issued. Retry later.",
-            headers={"Retry-After": "2"},
+            "The audit record could not be committed in time, so no decision was answered. "
+            "It may still be recorded: a retry with the same Idempotency-Key returns that "
+            "decision if one was recorded (without a key, a retry decides anew).",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
         ) from error
     DECISIONS.labels(outcome.decision, principal.mode).inc()
     SCORES.observe(outcome.score)
@@ -250,14 +302,11 @@ async def decide_on_sources(
 async def _record(audit: AuditWriter, record: DecisionRecord, deadline: float) -> Decision:
     """Commit the audit row, giving up (no decision) when the store is too slow."""
     audit_started = time.perf_counter()
-    # A stalled database must not hold the request forever; a row that commits after we
-    # gave up is a recorded decision nobody was told about, which is safe.
+    # A stalled database must not hold the request forever. A row that commits after we
+    # gave up is a recorded decision nobody was told about: the writer notes it in
+    # late_commits, and a retry with the same Idempotency-Key is answered with it.
     timeout = max(deadline - time.monotonic(), MIN_AUDIT_SECONDS)
-    try:
-        async with asyncio.timeout(timeout):
-            row = await audit.record(record)
-    except TimeoutError as error:
-        raise AuditUnavailable("audit commit timed out") from error
+    row = await audit.record(record, give_up_after=timeout)
     STAGE_LATENCY.labels("audit_commit").observe(time.perf_counter() - audit_started)
     return row
 
@@ -274,9 +323,10 @@ def _uploaded_books(tools: ScoringTools, principal: Principal) -> UploadedBooks 
 
 
 def _cache_namespace(principal: Principal) -> str:
-    # The sandbox world is public test data, shared by all; live data was consented to one
-    # lender and must never be served to another.
-    return "test" if principal.mode == "test" else f"live:{principal.tenant_id}"
+    # Per tenant and mode: live data was consented to one lender and must never be served
+    # to another; and even in the public sandbox world a `cached` status would tell one
+    # tenant which companies another one scored moments ago.
+    return f"{principal.mode}:{principal.tenant_id}"
 
 
 def answer_from_decision(row: Decision, *, latency_ms: float | None = None) -> ScoreResponse:
@@ -284,6 +334,7 @@ def answer_from_decision(row: Decision, *, latency_ms: float | None = None) -> S
     return ScoreResponse.model_validate(
         {
             "decision_id": row.id,
+            "mode": row.mode,
             "created_at": row.created_at,
             "siren": row.siren,
             "product": row.product,

@@ -26,11 +26,23 @@ class Tokenizer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tokenizer:
-        """The tokenizer of B2BSCORE_TOKENIZATION_KEY; a fixed key outside production."""
+        """The tokenizer of B2BSCORE_TOKENIZATION_KEY (or _FILE); a fixed key outside production."""
         if settings.tokenization_key is not None:
             return cls(settings.tokenization_key.get_secret_value().encode())
-        if settings.env == "production":
-            raise ValueError("B2BSCORE_TOKENIZATION_KEY is required in production")
+        if settings.tokenization_key_file is not None:
+            try:
+                key = settings.tokenization_key_file.read_text().strip()
+            except OSError as error:
+                raise ValueError(
+                    f"cannot read B2BSCORE_TOKENIZATION_KEY_FILE "
+                    f"{settings.tokenization_key_file}: {error.strerror}"
+                ) from error
+            return cls(key.encode())
+        if settings.is_production:
+            raise ValueError(
+                "production mode needs its tokenization key: set B2BSCORE_TOKENIZATION_KEY or "
+                "B2BSCORE_TOKENIZATION_KEY_FILE (create it with `b2bscore audit generate-keys`)"
+            )
         return cls(_DEVELOPMENT_KEY)
 
     def token(self, value: str) -> str:

@@ -11,6 +11,7 @@ new key works at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -20,13 +21,20 @@ from typing import Annotated, Any, Final
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from b2bscore.kit.cache import Cache
+from b2bscore.kit.cache import Cache, fixed_window
 from b2bscore.kit.db import SessionOpener, opened_session
+from b2bscore.kit.deadline import request_deadline, within
 from b2bscore.kit.deps import Sessions
 from b2bscore.kit.problems import Problem
 from b2bscore.kit.state import AppState
 from b2bscore.tenants.keys import hash_key
-from b2bscore.tenants.limits import WINDOW_SECONDS, rate_key, refuse_past_limit
+from b2bscore.tenants.limits import (
+    WINDOW_SECONDS,
+    rate_key,
+    refuse_past_limit,
+    refuse_unauthenticated_past_limit,
+    unauthenticated_rate_key,
+)
 from b2bscore.tenants.revocation import is_marked_revoked, marker_key
 from b2bscore.tenants.service import Principal, Scope, authenticate
 
@@ -109,20 +117,61 @@ def _app_state(request: Request) -> AppState | None:
     return state
 
 
-def _presented_key(credentials: HTTPAuthorizationCredentials | None) -> str:
-    if credentials is None or not credentials.credentials:
-        raise _unauthorized("Missing bearer API key.")
-    return credentials.credentials
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
 
 
-async def _from_database(sessions: SessionOpener, presented: str, key_hash: str) -> Principal:
-    async with opened_session(sessions) as session:
-        principal = await authenticate(session, presented)
-    if principal is None:
-        # One message for unknown, revoked, expired and malformed keys: no oracle.
-        raise _unauthorized("Invalid, revoked or expired API key.")
-    principal_cache.put(key_hash, principal)
-    return principal
+async def _refuse_if_flooding(request: Request, state: AppState | None) -> None:
+    """429 before any database work when this address already spent its allowance."""
+    if state is None:
+        return
+    window_key, seconds_left = fixed_window(
+        unauthenticated_rate_key(_client_address(request)), WINDOW_SECONDS
+    )
+    hits = await state.cache.get(window_key)
+    if hits is not None:
+        refuse_unauthenticated_past_limit(state.settings, int(hits) + 1, seconds_left)
+
+
+async def _refused(request: Request, state: AppState | None, detail: str) -> Problem:
+    """The 401 of a request without a valid key, or 429 once its address sent too many."""
+    if state is not None:
+        hits, seconds_left = await state.cache.incr_window(
+            unauthenticated_rate_key(_client_address(request)), WINDOW_SECONDS
+        )
+        refuse_unauthenticated_past_limit(state.settings, hits, seconds_left)
+    return _unauthorized(detail)
+
+
+# Lookups in flight by key hash: when a key's cached principal expires under load, every
+# request of that key in flight misses at once; they share one database lookup.
+_lookups: dict[str, asyncio.Task[Principal | None]] = {}
+
+
+async def _from_database(
+    request: Request, sessions: SessionOpener, presented: str, key_hash: str
+) -> Principal | None:
+    async def lookup() -> Principal | None:
+        async with opened_session(sessions) as session:
+            principal = await authenticate(session, presented)
+        if principal is not None:
+            principal_cache.put(key_hash, principal)
+        return principal
+
+    shared = _lookups.get(key_hash)
+    if shared is None or shared.get_loop() is not asyncio.get_running_loop():
+        shared = _lookups[key_hash] = asyncio.create_task(lookup())
+        shared.add_done_callback(lambda done: _forget_lookup(key_hash, done))
+    # A stalled database answers 503 by the request's deadline (kit.deadline); the shared
+    # lookup itself is never cancelled by one of its waiters giving up.
+    return await within(request_deadline(request), asyncio.shield(shared), store="database")
+
+
+def _forget_lookup(key_hash: str, done: asyncio.Task[Principal | None]) -> None:
+    if _lookups.get(key_hash) is done:
+        del _lookups[key_hash]
+    if not done.cancelled():
+        done.exception()  # read: a failure is the waiters' to report, not the loop's
 
 
 # Asks the shared cache whether a principal found in this process's cache was revoked
@@ -141,15 +190,22 @@ async def _resolve(
     revoked: RevocationProbe = _marked_revoked,
 ) -> Principal:
     """The principal of the presented key: this process's cache, checked, else the database."""
-    presented = _presented_key(credentials)
+    state = _app_state(request)
+    if credentials is None or not credentials.credentials:
+        raise await _refused(request, state, "Missing bearer API key.")
+    presented = credentials.credentials
     key_hash = hash_key(presented)
     principal = principal_cache.get(key_hash)
     if principal is not None:
-        state = _app_state(request)
         if state is None or not await revoked(state.cache, key_hash, principal):
             return principal
         principal_cache.forget(key_hash)
-    return await _from_database(sessions, presented, key_hash)
+    await _refuse_if_flooding(request, state)
+    principal = await _from_database(request, sessions, presented, key_hash)
+    if principal is None:
+        # One message for unknown, revoked, expired and malformed keys: no oracle.
+        raise await _refused(request, state, "Invalid, revoked or expired API key.")
+    return principal
 
 
 async def get_principal(
@@ -179,8 +235,8 @@ def require_scope(
 ) -> Callable[..., Awaitable[Principal]]:
     """A dependency returning the principal when it carries scope; 403 problem otherwise.
 
-    With rate_limited, the request also counts against the key's per-minute limit (429),
-    before its body is read.
+    With rate_limited, the request also counts against its tenant's per-minute limit in its
+    mode (429), before its body is read.
     """
 
     async def check_scope(principal: Authenticated) -> Principal:

@@ -154,10 +154,13 @@ def keys_set_rate_limit(
     tenant: Annotated[str, typer.Option(help="Tenant name.")],
     per_minute: Annotated[
         int | None,
-        typer.Option(help="Requests per minute per key; omit to use the service default."),
+        typer.Option(
+            help="Requests per minute of the tenant (all its keys of a mode together); "
+            "omit to use the service default."
+        ),
     ] = None,
 ) -> None:
-    """Set the requests per minute each key of the tenant may make."""
+    """Set the requests per minute the tenant may make, in each mode (test, live)."""
     if per_minute is not None and per_minute < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--per-minute")
 
@@ -174,5 +177,37 @@ def keys_set_rate_limit(
 
     if not asyncio.run(_in_session(update)):
         raise _fail(f"no tenant named {tenant!r}")
-    limit = f"{per_minute} requests per minute per key" if per_minute else "the service default"
+    limit = (
+        f"{per_minute} requests per minute in each mode" if per_minute else "the service default"
+    )
     typer.echo(f"tenant {tenant}: {limit} (servers apply it within 5 s)")
+
+
+@keys_app.command("set-partial-data")
+def keys_set_partial_data(
+    tenant: Annotated[str, typer.Option(help="Tenant name.")],
+    allow: Annotated[
+        bool,
+        typer.Option(
+            "--allow/--deny",
+            help="Let the tenant's keys score when no provider of their mode is configured.",
+        ),
+    ],
+) -> None:
+    """Allow (or deny, the default) scoring on partial data when no provider is configured."""
+
+    async def update(session: AsyncSession) -> bool:
+        from b2bscore.tenants import service as tenants
+        from b2bscore.tenants.repository import TenantRepository
+
+        found = await TenantRepository(session).get_by_name(tenant)
+        if found is None:
+            return False
+        await tenants.set_partial_data(session, found.id, allow)
+        await session.commit()
+        return True
+
+    if not asyncio.run(_in_session(update)):
+        raise _fail(f"no tenant named {tenant!r}")
+    state = "may score on partial data" if allow else "is refused (503) without providers"
+    typer.echo(f"tenant {tenant}: {state} (servers apply it within 5 s)")

@@ -69,6 +69,10 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # None: the service-wide default from settings.
     rate_limit_per_minute: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    # Live keys score with no live provider configured only when this is set.
+    allow_partial_data: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant", lazy="raise")
 

@@ -66,11 +66,18 @@ class ApiKeyRepository:
         )
         return (await self.session.execute(statement)).scalars().all()
 
-    async def touch(self, key_id: str, when: datetime) -> None:
-        """Record that the key was used at when."""
+    async def touch(
+        self, key_id: str, when: datetime, *, unless_since: datetime | None = None
+    ) -> None:
+        """Record that the key was used at when (unless already stamped since unless_since)."""
+        statement = update(ApiKey).where(ApiKey.id == key_id)
+        if unless_since is not None:
+            # Concurrent first requests of a key all saw a stale stamp: only the first
+            # writes, the others wait for its commit and then change nothing, instead of
+            # each waiting in turn for the previous one's write and commit.
+            statement = statement.where(
+                (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < unless_since)
+            )
         await self.session.execute(
-            update(ApiKey)
-            .where(ApiKey.id == key_id)
-            .values(last_used_at=when)
-            .execution_options(synchronize_session=False)
+            statement.values(last_used_at=when).execution_options(synchronize_session=False)
         )

@@ -36,6 +36,8 @@ class Principal:
     scopes: frozenset[str]
     rate_limit_per_minute: int | None
     expires_at: datetime | None = None
+    # Live keys score with no live provider configured only when the tenant allows it.
+    allow_partial_data: bool = False
 
     def has_scope(self, scope: str) -> bool:
         """True when the key carries scope; `admin` carries every scope."""
@@ -143,13 +145,23 @@ async def revoke_api_key(
 async def set_rate_limit(
     session: AsyncSession, tenant_id: str, per_minute: int | None
 ) -> Tenant | None:
-    """Set (or with None, reset to the default) the tenant's requests per minute per key."""
+    """Set (or with None, reset to the default) the tenant's requests per minute, per mode."""
     if per_minute is not None and per_minute < 1:
         raise ValueError("a rate limit must allow at least one request per minute")
     tenant = await TenantRepository(session).get(tenant_id)
     if tenant is None:
         return None
     tenant.rate_limit_per_minute = per_minute
+    await session.flush()
+    return tenant
+
+
+async def set_partial_data(session: AsyncSession, tenant_id: str, allow: bool) -> Tenant | None:
+    """Allow (or forbid) the tenant's live keys to score with no live provider configured."""
+    tenant = await TenantRepository(session).get(tenant_id)
+    if tenant is None:
+        return None
+    tenant.allow_partial_data = allow
     await session.flush()
     return tenant
 
@@ -178,7 +190,9 @@ async def authenticate(session: AsyncSession, presented_key: str) -> Principal |
     if api_key.expires_at is not None and api_key.expires_at <= now:
         return None
     if api_key.last_used_at is None or now - api_key.last_used_at >= _LAST_USED_GRANULARITY:
-        await ApiKeyRepository(session).touch(api_key.id, now)
+        await ApiKeyRepository(session).touch(
+            api_key.id, now, unless_since=now - _LAST_USED_GRANULARITY
+        )
         await session.commit()
     return Principal(
         tenant_id=tenant.id,
@@ -188,4 +202,5 @@ async def authenticate(session: AsyncSession, presented_key: str) -> Principal |
         scopes=frozenset(api_key.scopes),
         rate_limit_per_minute=tenant.rate_limit_per_minute,
         expires_at=api_key.expires_at,
+        allow_partial_data=tenant.allow_partial_data,
     )

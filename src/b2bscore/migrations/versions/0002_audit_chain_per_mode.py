@@ -10,7 +10,7 @@
   retention purge (payload and nonce set to NULL), like the PostgreSQL trigger of 0001.
 
 Revision ID: 0002
-Revises: 0005 (relinked after merging main; self-contained)
+Revises: 0003
 Create Date: 2026-12-04
 """
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002"
-down_revision: str | None = "0005"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Job engine schema (procrastinate), webhooks and the event outbox, monitoring, batches.
 
 Revision ID: 0006
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-04
 """
 
