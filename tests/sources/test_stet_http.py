@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import ipaddress
+import json
 import ssl
 import threading
 import time
@@ -24,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from b2bscore.kit.settings import Settings
@@ -66,10 +69,14 @@ def _app() -> FastAPI:
     def token(request: Request) -> str:
         return request.headers.get("authorization", "").removeprefix("Bearer ")
 
+    app.state.fuzz = {}
+
     @app.get(f"{PREFIX}/accounts")
     async def accounts(request: Request, page: int = 1) -> Response:
         record(request)
         kind = token(request)
+        if kind == "fuzz":
+            return Response(app.state.fuzz["accounts"], media_type="application/json")
         if kind.startswith("rate-limited"):
             limited[kind] = limited.get(kind, 0) + 1
             if kind == "rate-limited-long" or limited[kind] == 1:
@@ -104,6 +111,8 @@ def _app() -> FastAPI:
         rid: str, request: Request, page: int = 1, cursor: str | None = None
     ) -> Response:
         record(request)
+        if token(request) == "fuzz":
+            return Response(app.state.fuzz["page"], media_type="application/json")
         if rid == "B":
             return JSONResponse(payloads.page([payloads.tx("1.00", "CRDT")]))
         href = f"{PREFIX}/accounts/A/transactions?page="  # server-absolute links
@@ -502,3 +511,59 @@ class TestMutualTls:
                 await asyncio.wait_for(open_banking.fetch_open_banking(stet, "ok"), 5)
         finally:
             await stet.aclose()
+
+
+# --- property: whatever a bank sends, the source ends as a status, never an internal error --
+
+_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**16), max_value=10**16)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10)
+    | st.sampled_from(["A", "CRDT", "DBIT", "BOOK", "OTHR", "2026-01-30", "-1.50", "CLBD"])
+)
+_KEYS = st.sampled_from(
+    ["accounts", "resourceId", "transactions", "transactionAmount", "amount", "status",
+     "creditDebitIndicator", "bookingDate", "balances", "_links", "next", "href", "last"]
+)  # fmt: skip
+_value = st.recursive(
+    _scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=15,
+)
+
+
+def _body(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    accounts=_value.map(_body)
+    | st.builds(lambda a: _body({"accounts": a}), st.lists(_value, max_size=3))
+    | st.just(_body({"accounts": [{"resourceId": "A"}]})),
+    page=_value.map(_body) | st.binary(max_size=30),
+)
+def test_any_answer_ends_as_a_source_status(
+    bank_app: FastAPI, bank_url: str, accounts: bytes, page: bytes
+) -> None:
+    bank_app.state.fuzz = {"accounts": accounts, "page": page}
+
+    async def run() -> Any:
+        stet = stet_client(_bank(bank_url), Settings())
+        clients = ProviderClients(
+            open_banking=stet, sirene=None, bodacc=None, accounting=None,
+            consent_token=lambda siren: "fuzz",
+        )  # fmt: skip
+        try:
+            return await gather_sources(
+                SIREN, clients, deadline=time.monotonic() + 5, cache=None,
+                tokenizer=TOKENIZER, as_of=date(2026, 1, 31), cache_namespace="fuzz",
+            )  # fmt: skip
+        finally:
+            await clients.aclose()
+
+    result = asyncio.run(run()).open_banking
+    assert result.status in (SourceStatus.OK, SourceStatus.ERROR, SourceStatus.UNAVAILABLE)
+    assert not (result.detail or "").startswith("internal"), result.detail
