@@ -28,7 +28,9 @@ from b2bscore.kit.metrics import REQUEST_LATENCY, render_metrics
 from b2bscore.kit.problems import Problem, install_problem_handlers, problem_response
 from b2bscore.kit.settings import Settings, get_settings
 from b2bscore.kit.state import AppState
+from b2bscore.model import tasks as model_tasks
 from b2bscore.model.bundle import latest_bundle_path, load_bundle
+from b2bscore.model.serving import ServingModels
 from b2bscore.scoring.endpoints import router as scoring_router
 from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.tokens import Tokenizer
@@ -151,6 +153,7 @@ async def build_state(settings: Settings) -> AppState:
         else None,
         live_clients=ProviderClients.live(settings),
         bundles={bundle.model_id: bundle},
+        serving=ServingModels(live=bundle),
     )
 
 
@@ -191,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.b2b = await build_state(settings)
+        models = await model_tasks.start(app.state.b2b)
         # Everything loaded so far (modules, the model, pools) lives as long as the
         # process: moved out of the collector's reach, a full collection no longer walks
         # it, which takes tens of milliseconds off the pauses that hit the latency tail.
@@ -199,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await model_tasks.stop(models)
             await close_state(app.state.b2b)
 
     app = FastAPI(

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from b2bscore.decisions.cli import audit_app
+from b2bscore.model.cli import models_app
 from b2bscore.tenants.cli import keys_app
 
 app = typer.Typer(help="b2bscore: instant, explainable B2B credit decisions.", no_args_is_help=True)
@@ -23,6 +24,7 @@ db_app = typer.Typer(help="Audit store schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(models_app, name="models")
 
 SANDBOX_TENANT = "sandbox"
 SANDBOX_SCOPES = ("score:write", "decisions:read")
@@ -185,15 +187,41 @@ def sandbox(
 
 @app.command()
 def train(
-    # The defaults reproduce the shipped bundle byte for byte.
+    # The defaults reproduce the shipped bundle's model.txt byte for byte, as a new version.
     seed: Annotated[int, typer.Option(help="Seed of the companies drawn and of LightGBM.")] = 2026,
     companies: Annotated[int, typer.Option(help="Companies drawn from the world.")] = 24_000,
     out: Annotated[Path, typer.Option(help="Directory of model bundles.")] = Path("models"),
+    version: Annotated[
+        str | None,
+        typer.Option(help="Version to write (default: one patch above the newest bundle)."),
+    ] = None,
 ) -> None:
-    """Train a LightGBM bundle on the synthetic world and write it under models/."""
+    """Train a new LightGBM bundle on the synthetic world; never overwrites a bundle."""
+    from b2bscore.model.bundle import BundleError
+    from b2bscore.model.registry import next_version
     from b2bscore.training.train import train as run_training
 
-    path = run_training(n=companies, seed=seed, out_dir=out)
+    model_id, new_version = (f"b2b-lgbm-{version}", version) if version else next_version(out)
+    if (out / model_id).exists():
+        typer.echo(
+            f"refused: {out / model_id} exists and bundles are immutable (recorded decisions "
+            "name them); pass another --version",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+    typer.echo(f"training {model_id} into {out}", err=True)
+    try:
+        path = run_training(
+            n=companies,
+            seed=seed,
+            out_dir=out,
+            model_id=model_id,
+            version=new_version,
+            progress=lambda message: typer.echo(message, err=True),
+        )
+    except BundleError as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(code=1) from None
     typer.echo(str(path))
 
 

@@ -8,6 +8,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -56,6 +57,34 @@ AUDIT_BATCH_ROWS = Histogram(
 )
 AUDIT_FAILURES = Counter(
     "b2bscore_audit_failures_total", "Score requests refused because the audit row failed."
+)
+
+# The model registry (b2bscore.model.tasks). PSI gauges are computed periodically by one
+# worker, never per request; the most recent value wins across workers.
+MODEL_FEATURE_PSI = Gauge(
+    "b2bscore_model_feature_psi",
+    "PSI of a feature over the drift window against the live model's training reference.",
+    ["model", "feature"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_SCORE_PSI = Gauge(
+    "b2bscore_model_score_psi",
+    "PSI of the score over the drift window against the live model's training reference.",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_EVENT_APPLIED = Gauge(
+    "b2bscore_model_event_applied",
+    "Latest model-registry event each worker applied (the minimum is the laggard).",
+    multiprocess_mode="livemin",
+)
+SHADOW_SCORED = Counter(
+    "b2bscore_shadow_scored_total", "Decisions scored by the shadow model after the answer."
+)
+CANARY_ROLLBACKS = Counter(
+    "b2bscore_canary_rollbacks_total",
+    "Canary candidates rolled back automatically by the guard.",
+    ["model"],
 )
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from b2bscore.decisions.crypto import DataKeyring
     from b2bscore.decisions.writer import AuditWriter
     from b2bscore.model.bundle import ModelBundle
+    from b2bscore.model.serving import ServingModels
     from b2bscore.sources.clients import ProviderClients
     from b2bscore.sources.tokens import Tokenizer
 
@@ -34,3 +35,5 @@ class AppState:
     live_clients: ProviderClients | None
     # Past model versions loaded on demand for replay, by model id.
     bundles: dict[str, ModelBundle] = field(default_factory=dict)
+    # Live / shadow / canary as one snapshot, swapped whole by the model supervisor.
+    serving: ServingModels | None = None

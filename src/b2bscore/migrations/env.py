@@ -9,6 +9,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import b2bscore.decisions.models
+import b2bscore.model.models
+import b2bscore.outcomes.models
 import b2bscore.tenants.models  # noqa: F401  (registers the tables on Base.metadata)
 from b2bscore.kit.db import Base
 
