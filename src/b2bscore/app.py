@@ -31,6 +31,7 @@ from b2bscore.kit.state import AppState
 from b2bscore.model import tasks as model_tasks
 from b2bscore.model.bundle import latest_bundle_path, load_bundle
 from b2bscore.model.serving import ServingModels
+from b2bscore.outcomes.endpoints import router as outcomes_router
 from b2bscore.scoring.endpoints import router as scoring_router
 from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.tokens import Tokenizer
@@ -217,6 +218,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(scoring_router)
     app.include_router(decisions_router)
+    app.include_router(outcomes_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

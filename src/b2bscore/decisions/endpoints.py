@@ -14,6 +14,8 @@ from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.decisions.schemas import DecisionOut, DecisionPage, DifferenceOut, ModelRef, ReplayOut
 from b2bscore.kit.deps import DbSession, State
 from b2bscore.kit.problems import Problem
+from b2bscore.model.schemas import ShadowOut
+from b2bscore.model.service import shadow_of
 from b2bscore.tenants.auth import requires
 from b2bscore.tenants.service import Principal
 
@@ -68,7 +70,11 @@ async def get_decision(
     decision = await DecisionRepository(session).get(principal.tenant_id, decision_id)
     if decision is None:
         raise _not_found()
-    return DecisionOut.from_decision(decision)
+    out = DecisionOut.from_decision(decision)
+    shadow = await shadow_of(session, principal.tenant_id, decision_id)
+    if shadow is not None:
+        out.shadow = ShadowOut.from_row(shadow)
+    return out
 
 
 @router.post(

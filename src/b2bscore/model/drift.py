@@ -1,8 +1,9 @@
 """Population stability: binned reference distributions and the PSI against recent data.
 
 A bundle carries, for every feature and for the score, the bin edges of its training
-rows (deciles of the non-missing values, ties merged) and the share of training rows in
-each bin, missing values in a bin of their own. Serving data is binned on the same edges;
+rows (deciles of the non-missing values, taken at observed values, ties merged) and the
+share of training rows in each bin, missing values in a bin of their own. Serving data is
+binned on the same edges;
 
     PSI = sum over bins of (actual - expected) * ln(actual / expected)
 
@@ -87,7 +88,7 @@ def fit_bins(values: np.ndarray, bins: int = DEFAULT_BINS) -> Binned:
     if present.size == 0:
         edges: tuple[float, ...] = ()
     else:
-        quantiles = np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1], method="higher")
+        quantiles = np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1], method="lower")
         unique = np.unique(quantiles)
         # An edge at the maximum would leave its upper bin empty by construction.
         edges = tuple(float(q) for q in unique if q < present.max())
