@@ -24,12 +24,8 @@ def make_models_dir(root: Path) -> Path:
     shipped = load_bundle(root / LIVE_DEFAULT)
     good = dataclasses.replace(shipped, model_id=GOOD, version="2026.11.9")
     save_bundle(good, root, "# Model card: good candidate\n")
-    shifted = dataclasses.replace(
-        shipped.calibration, platt_b=shipped.calibration.platt_b + 3.0
-    )
-    bad = dataclasses.replace(
-        shipped, model_id=BAD, version="2026.11.8", calibration=shifted
-    )
+    shifted = dataclasses.replace(shipped.calibration, platt_b=shipped.calibration.platt_b + 3.0)
+    bad = dataclasses.replace(shipped, model_id=BAD, version="2026.11.8", calibration=shifted)
     save_bundle(bad, root, "# Model card: bad candidate\n")
     corrupt = dataclasses.replace(shipped, model_id=CORRUPT, version="2026.11.7")
     path = save_bundle(corrupt, root, "# Model card: corrupt candidate\n")

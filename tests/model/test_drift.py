@@ -70,9 +70,7 @@ def test_reference_round_trip_and_report() -> None:
     reference = build_reference(x, ("a", "b"), rng.integers(300, 900, 1000), source="test")
     again = Reference.from_json(reference.to_json())
     assert again == reference
-    same = drift_report(
-        reference, [{"a": v[0], "b": v[1]} for v in x], [600.0] * 10, window="7d"
-    )
+    same = drift_report(reference, [{"a": v[0], "b": v[1]} for v in x], [600.0] * 10, window="7d")
     assert same.n == 1000
     assert same.features["a"] == 0.0
     shifted = drift_report(

@@ -80,13 +80,13 @@ class TestPromotion:
         with pytest.raises(registry.RegistryError, match="already live"):
             await registry.promote(db_session, models_dir, LIVE_DEFAULT, actor="ops")
 
-    async def test_nothing_to_roll_back_to(self, db_session: AsyncSession, models_dir: Path) -> None:
+    async def test_nothing_to_roll_back_to(
+        self, db_session: AsyncSession, models_dir: Path
+    ) -> None:
         with pytest.raises(registry.RegistryError):
             await registry.rollback(db_session, models_dir, actor="ops")
 
-    async def test_events_are_insert_only(
-        self, db_session: AsyncSession, models_dir: Path
-    ) -> None:
+    async def test_events_are_insert_only(self, db_session: AsyncSession, models_dir: Path) -> None:
         await registry.promote(db_session, models_dir, LIVE_DEFAULT, actor="ops")
         with pytest.raises(DBAPIError, match="insert-only"):
             async with db_session.begin_nested():

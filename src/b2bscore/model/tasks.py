@@ -67,9 +67,15 @@ async def _round(session: AsyncSession, key: int) -> AsyncIterator[bool]:
 class ModelSupervisor:
     """Keeps one worker's ``state.serving`` in step with the registry and runs its rounds."""
 
-    def __init__(self, state: AppState, default: ModelBundle) -> None:
+    def __init__(
+        self,
+        state: AppState,
+        default: ModelBundle,
+        thresholds: model_service.CanaryThresholds | None = None,
+    ) -> None:
         self.state = state
         self.default = default
+        self.thresholds = thresholds or model_service.CanaryThresholds()
         self.seen_event = -1
         self.notice: bytes | None = None
         self.last_read = 0.0
@@ -198,7 +204,7 @@ class ModelSupervisor:
                 since,
                 requests=stats.requests,
                 errors=stats.errors,
-                thresholds=model_service.CanaryThresholds(),
+                thresholds=self.thresholds,
             )
             if reason is None:
                 return None

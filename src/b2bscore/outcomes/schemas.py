@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import datetime as dt
 from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +18,7 @@ class OutcomeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: OutcomeKind = Field(description="repaid, default (90+ days past due) or written_off.")
-    date: date = Field(description="When it happened (not before the decision, not in the future).")
+    date: dt.date = Field(description="When it happened (not before the decision, not in the future).")
 
 
 class OutcomeOut(BaseModel):
@@ -26,9 +26,9 @@ class OutcomeOut(BaseModel):
 
     decision_id: str
     outcome: OutcomeKind
-    date: date
+    date: dt.date
     mode: str
-    recorded_at: datetime
+    recorded_at: dt.datetime
 
     @classmethod
     def from_row(cls, row: DecisionOutcome) -> OutcomeOut:
