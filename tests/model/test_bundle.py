@@ -117,9 +117,9 @@ def test_addenda_are_verified_and_bound_to_the_manifest(saved: Path) -> None:
     assert card_path(saved).read_text() == "# regenerated\n"
     load_bundle(saved)
     (saved / "addenda" / "MODEL_CARD.md").write_text("# tampered\n")
-    with pytest.raises(BundleError, match="addenda/MODEL_CARD.md"):
+    with pytest.raises(BundleError, match=r"addenda/MODEL_CARD\.md"):
         load_bundle(saved)
     write_addenda(saved, {"MODEL_CARD.md": "# again\n"}, "test", "2026-12-04T00:00:00Z")
     _rewrite_manifest(saved, metrics={"auc": 0.9})  # a different bundle.json
-    with pytest.raises(BundleError, match="another bundle.json"):
+    with pytest.raises(BundleError, match=r"another bundle\.json"):
         load_bundle(saved)

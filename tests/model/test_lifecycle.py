@@ -91,7 +91,8 @@ async def test_shadow_scores_after_the_answer_and_shows_on_the_decision(
     assert report["n"] >= len(answers)
     assert report["shadow_models"] == [BAD]
     assert report["pd_shift_mean"] > 0
-    assert report["agreement"] < 1.0 and report["flips"]
+    assert report["agreement"] < 1.0
+    assert report["flips"]
 
 
 async def test_canary_split_by_siren_and_automatic_rollback_of_a_bad_candidate(
@@ -104,7 +105,8 @@ async def test_canary_split_by_siren_and_automatic_rollback_of_a_bad_candidate(
     )
     assert await supervisor.sync()
     serving = supervisor.state.serving
-    assert serving is not None and serving.canary is not None
+    assert serving is not None
+    assert serving.canary is not None
     for siren in world.sample_sirens(44, 43):
         answer = await _score(lifecycle.client, lifecycle.keys.writer, siren)
         expected = BAD if canary_bucket(siren) < 50 else LIVE_DEFAULT
@@ -112,7 +114,8 @@ async def test_canary_split_by_siren_and_automatic_rollback_of_a_bad_candidate(
     assert serving.canary_stats.requests >= 15
 
     reason = await supervisor.guard_round(serving)
-    assert reason is not None and "score PSI" in reason
+    assert reason is not None
+    assert "score PSI" in reason
     async with create_sessionmaker(lifecycle.engine)() as session:
         assert "canary" not in await registry.assignments(session)
         event = (await registry.events(session, 1))[0]
@@ -121,7 +124,8 @@ async def test_canary_split_by_siren_and_automatic_rollback_of_a_bad_candidate(
         GUARD_ACTOR,
         BAD,
     )
-    assert supervisor.state.serving is not None and supervisor.state.serving.canary is None
+    assert supervisor.state.serving is not None
+    assert supervisor.state.serving.canary is None
     metrics, _ = render_metrics()
     assert f'b2bscore_canary_rollbacks_total{{model="{BAD}"}}'.encode() in metrics
     answer = await _score(lifecycle.client, lifecycle.keys.writer, world.sample_sirens(1, 43)[0])
@@ -138,7 +142,8 @@ async def test_drift_from_recorded_decisions_and_gauges(
         report = await model_service.drift(session, live, "1h")
     assert report.n >= 20
     assert set(report.features) == set(live.feature_names)
-    assert report.score_psi is not None and report.score_psi >= 0
+    assert report.score_psi is not None
+    assert report.score_psi >= 0
     await supervisor.drift_round(live)
     metrics, _ = render_metrics()
     assert f'b2bscore_model_score_psi{{model="{LIVE_DEFAULT}"}}'.encode() in metrics

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,8 @@ from tests.model.registry_helpers import BAD, CORRUPT, GOOD, LIVE_DEFAULT, make_
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield make_models_dir(tmp_path_factory.mktemp("models"))
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_models_dir(tmp_path_factory.mktemp("models"))
 
 
 class TestVerification:
@@ -30,7 +29,7 @@ class TestVerification:
         assert bundle.model_id == GOOD
 
     def test_corrupted_bundle_is_refused(self, models_dir: Path) -> None:
-        with pytest.raises(BundleError, match="sha256 mismatch for model.txt"):
+        with pytest.raises(BundleError, match=r"sha256 mismatch for model\.txt"):
             registry.verify(registry.resolve(models_dir, CORRUPT))
 
     def test_unknown_version_is_refused(self, models_dir: Path) -> None:
@@ -58,7 +57,8 @@ class TestPromotion:
         back = await registry.rollback(db_session, models_dir, actor="ops:carol")
         assert (back.action, back.from_model, back.to_model) == ("rollback", GOOD, LIVE_DEFAULT)
         assert (await registry.assignments(db_session))["live"].model_id == LIVE_DEFAULT
-        assert back.prev_hash == second.row_hash and second.prev_hash == first.row_hash
+        assert back.prev_hash == second.row_hash
+        assert second.prev_hash == first.row_hash
         assert await registry.verify_events(db_session) is None
         history = await registry.events(db_session)
         assert [e.actor for e in history[:3]] == ["ops:carol", "ops:bob", "ops:alice"]
@@ -149,7 +149,9 @@ class TestCanarySplit:
         share = sum(b is canary for b in chosen) / len(sirens)
         assert 0.18 < share < 0.22
         # Same company, same answer, every time.
-        assert all(serving.for_request(s, "tenant") is b for s, b in zip(sirens, chosen))
+        assert all(
+            serving.for_request(s, "tenant") is b for s, b in zip(sirens, chosen, strict=True)
+        )
         assert all(0 <= canary_bucket(s) < CANARY_BUCKETS for s in sirens[:100])
 
     def test_named_tenant_always_gets_the_candidate(self, models_dir: Path) -> None:

@@ -27,7 +27,8 @@ def test_shipped_bundle_unchanged_and_carries_its_addenda(model_id: str) -> None
     assert "reference.json" not in files  # the reference came later, as an addendum
     bundle = verify(root)
     assert bundle.manifest_sha256 == SHIPPED_MANIFESTS[model_id]
-    assert bundle.reference is not None and bundle.reference.n == 14_400
+    assert bundle.reference is not None
+    assert bundle.reference.n == 14_400
     assert set(bundle.reference.features) == set(bundle.feature_names)
     card = card_path(root).read_text()
     for section in (
@@ -47,6 +48,8 @@ def test_catalogue_lists_both_with_metrics() -> None:
     infos = {i.model_id: i for i in catalogue(MODELS)}
     assert set(SHIPPED) <= set(infos)
     for model_id in SHIPPED:
-        assert infos[model_id].auc is not None and infos[model_id].auc > 0.8
+        auc = infos[model_id].auc
+        assert auc is not None
+        assert auc > 0.8
         assert infos[model_id].manifest_sha256 == SHIPPED_MANIFESTS[model_id]
     assert load_bundle(MODELS / SHIPPED[1]).version == "2026.11.1"

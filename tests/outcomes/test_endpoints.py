@@ -67,7 +67,8 @@ class TestRecordOutcome:
             url, json=_outcome("default"), headers=bearer(stack.keys.writer)
         )
         assert first.status_code == 201, first.text
-        assert first.json()["outcome"] == "default" and first.json()["mode"] == "test"
+        assert first.json()["outcome"] == "default"
+        assert first.json()["mode"] == "test"
         again = await stack.client.post(
             url, json=_outcome("default"), headers=bearer(stack.keys.writer)
         )
@@ -79,7 +80,8 @@ class TestRecordOutcome:
         assert other.status_code == 409
         assert assert_problem_json(other)["code"] == "outcome_conflict"
         read = await stack.client.get(url, headers=bearer(stack.keys.reader_only))
-        assert read.status_code == 200 and read.json() == first.json()
+        assert read.status_code == 200
+        assert read.json() == first.json()
         hidden = await stack.client.get(url, headers=bearer(stack.keys.other_tenant))
         assert hidden.status_code == 404
 

@@ -18,7 +18,7 @@ class OutcomeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: OutcomeKind = Field(description="repaid, default (90+ days past due) or written_off.")
-    date: dt.date = Field(description="When it happened (not before the decision, not in the future).")
+    date: dt.date = Field(description="When it happened: from the decision's date to today.")
 
 
 class OutcomeOut(BaseModel):
