@@ -85,6 +85,16 @@ class TestPromotion:
     ) -> None:
         with pytest.raises(registry.RegistryError):
             await registry.rollback(db_session, models_dir, actor="ops")
+        await registry.promote(db_session, models_dir, GOOD, actor="ops")
+        with pytest.raises(registry.RegistryError, match="no previous live version"):
+            await registry.rollback(db_session, models_dir, actor="ops")
+
+    async def test_first_promotion_rolls_back_to_the_start_up_default(
+        self, db_session: AsyncSession, models_dir: Path
+    ) -> None:
+        await registry.promote(db_session, models_dir, GOOD, actor="ops", default_live=LIVE_DEFAULT)
+        back = await registry.rollback(db_session, models_dir, actor="ops")
+        assert (back.from_model, back.to_model) == (GOOD, LIVE_DEFAULT)
 
     async def test_events_are_insert_only(self, db_session: AsyncSession, models_dir: Path) -> None:
         await registry.promote(db_session, models_dir, LIVE_DEFAULT, actor="ops")

@@ -116,10 +116,21 @@ def _event_json(event: ModelEvent) -> dict[str, Any]:
     }
 
 
+def _default_live(settings: Settings) -> str | None:
+    """The bundle the service serves before any promotion (same rule as its start-up)."""
+    from b2bscore.model.bundle import BundleError, latest_bundle_path
+
+    if settings.model_id:
+        return str(settings.model_id)
+    try:
+        return latest_bundle_path(settings.models_dir).name
+    except BundleError:
+        return None
+
+
 @models_app.command("list")
 def list_models() -> None:
     """Every bundle, one JSON object per line, with its role (live, shadow, canary)."""
-    from b2bscore.model.bundle import latest_bundle_path
     from b2bscore.model.registry import assignments, catalogue
 
     settings = _settings()
@@ -127,9 +138,9 @@ def list_models() -> None:
     roles: dict[str, list[str]] = {}
     for role, row in assigned.items():
         roles.setdefault(row.model_id, []).append(role)
-    if "live" not in assigned:
+    default = _default_live(settings)
+    if "live" not in assigned and default:
         # No promotion recorded yet: the service serves its start-up default.
-        default = settings.model_id or latest_bundle_path(settings.models_dir).name
         roles.setdefault(default, []).append("live")
     for info in catalogue(settings.models_dir):
         _print(info.to_json(roles.get(info.model_id, [])))
@@ -172,7 +183,12 @@ def promote(
 
     _change(
         lambda session, settings: registry.promote(
-            session, settings.models_dir, version, actor=_actor(actor), reason=reason
+            session,
+            settings.models_dir,
+            version,
+            actor=_actor(actor),
+            reason=reason,
+            default_live=_default_live(settings),
         )
     )
 

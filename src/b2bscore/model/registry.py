@@ -287,6 +287,7 @@ async def _assign(
     detail: dict[str, Any],
     percent: int | None = None,
     tenants: list[str] | None = None,
+    from_default: str | None = None,
 ) -> ModelEvent:
     if role not in ROLES:
         raise RegistryError(f"unknown role {role!r}")
@@ -296,7 +297,7 @@ async def _assign(
         actor=actor,
         action=action,
         role=role,
-        from_model=current.model_id if current else None,
+        from_model=current.model_id if current else from_default,
         to_model=bundle.model_id if bundle else None,
         detail=detail,
     )
@@ -340,9 +341,19 @@ def _checked_name(version: str) -> str:
 
 
 async def promote(
-    session: AsyncSession, models_dir: Path, version: str, *, actor: str, reason: str = ""
+    session: AsyncSession,
+    models_dir: Path,
+    version: str,
+    *,
+    actor: str,
+    reason: str = "",
+    default_live: str | None = None,
 ) -> ModelEvent:
-    """Make a verified bundle live (BundleError when it does not verify: nothing changes)."""
+    """Make a verified bundle live (BundleError when it does not verify: nothing changes).
+
+    ``default_live`` names what the service serves before any promotion (its start-up
+    bundle), so that the first promotion can be rolled back to it.
+    """
     bundle = verify(resolve(models_dir, _checked_name(version)))
     current = (await assignments(session)).get("live")
     if current is not None and current.manifest_sha256 == bundle.manifest_sha256:
@@ -355,6 +366,7 @@ async def promote(
         action="promote",
         detail={"version": bundle.version, "bundle_sha256": bundle.manifest_sha256,
                 "reason": reason},
+        from_default=default_live,
     )  # fmt: skip
 
 
