@@ -23,7 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from b2bscore.kit.db import upgrade_database
+from b2bscore.kit.db import create_engine, create_sessionmaker, upgrade_database
+from b2bscore.model import registry
+from b2bscore.model.models import ModelEvent
+from b2bscore.tenants import service as tenants
 from b2bscore.training import world
 from tests.e2e.test_processes import _env, _stop, _wait_for
 from tests.model.registry_helpers import CORRUPT, GOOD, LIVE_DEFAULT, make_models_dir
@@ -44,6 +47,30 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+async def _test_key(database_url: str) -> str:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            tenant = await tenants.create_tenant(session, "promo")
+            _, key = await tenants.create_api_key(
+                session, tenant, "test", ["score:write", "decisions:read"]
+            )
+            await session.commit()
+            return key
+    finally:
+        await engine.dispose()
+
+
+async def _events(database_url: str) -> list[ModelEvent]:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            assert await registry.verify_events(session) is None
+            return await registry.events(session)
+    finally:
+        await engine.dispose()
 
 
 def _applied(base_url: str) -> int:
@@ -133,9 +160,7 @@ def test_promotion_and_rollback_under_load(
         B2BSCORE_DEADLINE_MS="5000",
     )
     env["B2BSCORE_MODELS_DIR"] = str(models_dir)
-    created = _cli(env, "keys", "create", "--tenant", "promo", "--mode", "test")
-    assert created.returncode == 0, created.stderr
-    key = created.stdout.strip().splitlines()[-1]
+    key = asyncio.run(_test_key(database_url))
     sandbox = subprocess.Popen(
         [sys.executable, "-m", "b2bscore", "sandbox", "--port", str(sandbox_port)],
         env=env,
@@ -194,11 +219,12 @@ def test_promotion_and_rollback_under_load(
             for _, _, _, body in answers[:: max(1, len(answers) // 40)]:
                 stored = c.get(f"/v1/decisions/{body['decision_id']}").json()
                 assert stored["model"] == body["model"]
-        history = _cli(env, "models", "history")
-        assert history.returncode == 0, history.stderr
-        actions = [re.search(r'"action": "(\w+)"', line).group(1)  # type: ignore[union-attr]
-                   for line in history.stdout.splitlines()]  # fmt: skip
-        assert actions[:2] == ["rollback", "promote"]
+        events = asyncio.run(_events(database_url))
+        assert [(e.action, e.actor) for e in events] == [
+            ("rollback", "e2e:ops"),
+            ("promote", "e2e:ops"),
+        ]
+        assert (events[1].from_model, events[1].to_model) == (LIVE_DEFAULT, GOOD)
         assert promote_seconds < SWITCH_SECONDS
     finally:
         _stop(api)
