@@ -83,3 +83,27 @@ def test_reference_round_trip_and_report() -> None:
     assert shifted.to_json()["window"] == "1d"
     with pytest.raises(ValueError, match="unsupported reference format"):
         Reference.from_json({"format": 99})
+
+
+def test_alert_rules_use_the_documented_thresholds_and_real_metrics() -> None:
+    from pathlib import Path
+
+    import yaml  # type: ignore[import-untyped]  # PyYAML comes with schemathesis (dev)
+
+    from b2bscore.kit import metrics
+    from b2bscore.model.drift import PSI_ACT, PSI_WATCH
+
+    rules_file = Path(__file__).resolve().parents[2] / "deploy/prometheus/rules/drift.yml"
+    doc = yaml.safe_load(rules_file.read_text())
+    rules = {r["alert"]: r["expr"] for g in doc["groups"] for r in g["rules"]}
+    assert f"b2bscore_model_score_psi > {PSI_ACT}" in rules["B2bscoreScorePsiAct"]
+    assert f"b2bscore_model_score_psi > {PSI_WATCH}" in rules["B2bscoreScorePsiWatch"]
+    assert f"b2bscore_model_feature_psi > {PSI_ACT}" in rules["B2bscoreFeaturePsiAct"]
+    exposed = {
+        metrics.MODEL_SCORE_PSI._name,
+        metrics.MODEL_FEATURE_PSI._name,
+        metrics.MODEL_EVENT_APPLIED._name,
+        metrics.CANARY_ROLLBACKS._name + "_total",
+    }
+    for expr in rules.values():
+        assert any(name in expr for name in exposed), expr
