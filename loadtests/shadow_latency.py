@@ -118,7 +118,9 @@ def main() -> None:
                 _phase(stack.api_url, key, sirens, args.requests, "without_shadow")
             )
             _switch(stack, SHADOW_VERSION)
-            results["with_shadow"] += asyncio.run(_phase(stack.api_url, key, sirens, args.requests))
+            results["with_shadow"] += asyncio.run(
+                _phase(stack.api_url, key, sirens, args.requests, "with_shadow")
+            )
             _switch(stack, "--off")
         time.sleep(2)
         report: dict[str, Any] = {name: _summary(v) for name, v in results.items()}

@@ -25,6 +25,12 @@ from b2bscore.model.models import ShadowScore
 from b2bscore.outcomes.models import BAD_OUTCOMES, DecisionOutcome
 
 SHADOW_BATCH: Final = 500
+# Audit rows carry the time their request started and commit a little later (group
+# commit): a sweep resumes this far before the last row it scored so none is skipped.
+SHADOW_LATE_COMMIT: Final = timedelta(minutes=1)
+# Drift and canary statistics read at most this many recent decisions per model.
+DRIFT_SAMPLE: Final = 20_000
+CANARY_SAMPLE: Final = 5_000
 _WINDOW: Final = re.compile(r"(\d+)([dhm])")
 _UNITS: Final = {"d": "days", "h": "hours", "m": "minutes"}
 # What the decision core needs of a row (never the encrypted payloads).
@@ -55,11 +61,12 @@ def parse_window(window: str) -> timedelta:
 
 async def shadow_sweep(
     session: AsyncSession, shadow: ModelBundle, since: datetime, limit: int = SHADOW_BATCH
-) -> int:
-    """Score with the shadow the decisions since ``since`` it has not scored; rows written.
+) -> tuple[int, datetime | None]:
+    """Score with the shadow the decisions since ``since`` it has not scored.
 
     Runs after the answers were sent (a periodic task), on each decision's recorded
-    feature vector, so the shadow sees exactly what the live model saw.
+    feature vector, so the shadow sees exactly what the live model saw. Returns the rows
+    written and the creation time of the last decision seen (where the next sweep resumes).
     """
     scored = select(ShadowScore.decision_id).where(ShadowScore.decision_id == Decision.id)
     rows = await session.execute(
@@ -71,7 +78,9 @@ async def shadow_sweep(
     )
     now = datetime.now(UTC)
     written = 0
+    last: datetime | None = None
     for decision in rows.scalars():
+        last = decision.created_at
         try:
             core = redecide(decision, shadow)
         except ReplayUnavailable:
@@ -91,7 +100,7 @@ async def shadow_sweep(
         )
         written += 1
     await session.commit()
-    return written
+    return written, last
 
 
 async def shadow_of(session: AsyncSession, tenant_id: str, decision_id: str) -> ShadowScore | None:
@@ -182,11 +191,14 @@ async def drift(
     since = (now or datetime.now(UTC)) - parse_window(window)
     rows = (
         await session.execute(
-            select(Decision.features, Decision.score).where(
+            select(Decision.features, Decision.score)
+            .where(
                 Decision.created_at >= since,
                 Decision.model_id == bundle.model_id,
                 Decision.model_version == bundle.version,
             )
+            .order_by(Decision.created_at.desc())
+            .limit(DRIFT_SAMPLE)
         )
     ).all()
     return drift_report(
@@ -271,16 +283,18 @@ async def canary_verdict(
     """Why the candidate must be rolled back, or None while it is healthy."""
     if requests >= thresholds.min_requests and errors / requests > thresholds.max_error_rate:
         return f"error rate {errors}/{requests} above {thresholds.max_error_rate:.0%}"
-    rows = (
-        await session.execute(
-            select(Decision.model_id, Decision.score, Decision.latency_ms).where(
-                Decision.created_at >= since,
-                Decision.model_id.in_((live.model_id, canary.model_id)),
-            )
+
+    async def recent(model_id: str) -> list[tuple[int, float]]:
+        rows = await session.execute(
+            select(Decision.score, Decision.latency_ms)
+            .where(Decision.created_at >= since, Decision.model_id == model_id)
+            .order_by(Decision.created_at.desc())
+            .limit(CANARY_SAMPLE)
         )
-    ).all()
-    live_rows = [(r[1], r[2]) for r in rows if r[0] == live.model_id]
-    canary_rows = [(r[1], r[2]) for r in rows if r[0] == canary.model_id]
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    live_rows = await recent(live.model_id)
+    canary_rows = await recent(canary.model_id)
     if len(live_rows) >= thresholds.min_requests and len(canary_rows) >= thresholds.min_requests:
         live_p95 = _p95([r[1] for r in live_rows])
         canary_p95 = _p95([r[1] for r in canary_rows])

@@ -79,7 +79,10 @@ class ModelSupervisor:
         self.seen_event = -1
         self.notice: bytes | None = None
         self.last_read = 0.0
-        self.last_shadow = self.last_guard = self.last_drift = 0.0
+        self.last_shadow = self.last_guard = 0.0
+        # The first drift round a little after start, not during it.
+        self.last_drift = time.monotonic() - state.settings.drift_seconds + 30.0
+        self.shadow_cursor: tuple[str, datetime] | None = None  # (model id, resume from)
 
     @property
     def models_dir(self) -> Path:
@@ -174,9 +177,15 @@ class ModelSupervisor:
             assigned = (await registry.assignments(session)).get("shadow")
             if assigned is None or assigned.model_id != shadow.model_id:
                 return 0
+            since = assigned.since
+            if self.shadow_cursor is not None and self.shadow_cursor[0] == shadow.model_id:
+                since = max(since, self.shadow_cursor[1])
             while True:
-                written = await model_service.shadow_sweep(session, shadow, assigned.since)
+                written, last = await model_service.shadow_sweep(session, shadow, since)
                 total += written
+                if last is not None:
+                    since = max(since, last - model_service.SHADOW_LATE_COMMIT)
+                    self.shadow_cursor = (shadow.model_id, since)
                 if written < model_service.SHADOW_BATCH:
                     break
         if total:
