@@ -195,6 +195,10 @@ def train(
         str | None,
         typer.Option(help="Version to write (default: one patch above the newest bundle)."),
     ] = None,
+    with_outcomes: Annotated[
+        bool,
+        typer.Option(help="Add the decisions with a recorded outcome to the training part."),
+    ] = False,
 ) -> None:
     """Train a new LightGBM bundle on the synthetic world; never overwrites a bundle."""
     from b2bscore.model.bundle import BundleError
@@ -210,6 +214,7 @@ def train(
         )
         raise typer.Exit(code=1)
     typer.echo(f"training {model_id} into {out}", err=True)
+    outcomes = _recorded_outcomes() if with_outcomes else None
     try:
         path = run_training(
             n=companies,
@@ -218,11 +223,28 @@ def train(
             model_id=model_id,
             version=new_version,
             progress=lambda message: typer.echo(message, err=True),
+            outcomes=outcomes,
         )
     except BundleError as error:
         typer.echo(f"refused: {error}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(str(path))
+
+
+def _recorded_outcomes() -> Any:
+    """(feature rows, default flags) of the audited decisions that have an outcome."""
+    from b2bscore.kit.db import create_engine, create_sessionmaker
+    from b2bscore.model.service import labelled_features
+
+    async def load() -> Any:
+        engine = create_engine(_settings().resolved_database_url, pool_size=1)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                return await labelled_features(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(load())
 
 
 @app.command()

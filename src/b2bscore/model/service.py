@@ -4,6 +4,7 @@ performance on outcomes, canary health, parity. Every function takes its session
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections import defaultdict
@@ -18,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 
 from b2bscore.decisions.models import Decision
-from b2bscore.decisions.replay import ReplayUnavailable, redecide
+from b2bscore.decisions.replay import ReplayUnavailable, redecide, vector_from_features
+from b2bscore.features.catalog import FEATURE_NAMES
 from b2bscore.model.bundle import ModelBundle
 from b2bscore.model.drift import DriftReport, drift_report, fit_bins, psi
 from b2bscore.model.models import ShadowScore
 from b2bscore.outcomes.models import BAD_OUTCOMES, DecisionOutcome
 
-SHADOW_BATCH: Final = 500
+SHADOW_BATCH: Final = 200
 # Audit rows carry the time their request started and commit a little later (group
 # commit): a sweep resumes this far before the last row it scored so none is skipped.
 SHADOW_LATE_COMMIT: Final = timedelta(minutes=1)
@@ -81,6 +83,9 @@ async def shadow_sweep(
     last: datetime | None = None
     for decision in rows.scalars():
         last = decision.created_at
+        # The sweep shares the worker's event loop with live requests: hand it back after
+        # each decision so that no request waits behind more than one shadow score.
+        await asyncio.sleep(0)
         try:
             core = redecide(decision, shadow)
         except ReplayUnavailable:
@@ -310,3 +315,18 @@ async def canary_verdict(
         if math.isfinite(score_psi) and score_psi > thresholds.max_score_psi:
             return f"score PSI {score_psi:.3f} against live above {thresholds.max_score_psi}"
     return None
+
+
+async def labelled_features(session: AsyncSession) -> tuple[np.ndarray, np.ndarray]:
+    """The recorded feature vectors of decisions with an outcome, and 1 for a default."""
+    rows = (
+        await session.execute(
+            select(Decision.features, DecisionOutcome.outcome)
+            .join(DecisionOutcome, DecisionOutcome.decision_id == Decision.id)
+            .order_by(Decision.created_at, Decision.id)
+        )
+    ).all()
+    vectors = [vector_from_features(features).values for features, _ in rows]
+    x = np.vstack(vectors) if vectors else np.empty((0, len(FEATURE_NAMES)))
+    y = np.asarray([float(outcome in BAD_OUTCOMES) for _, outcome in rows], dtype=np.float64)
+    return x, y

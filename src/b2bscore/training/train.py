@@ -405,10 +405,14 @@ def train(
     params: Mapping[str, Any] | None = None,
     measure_latency: bool = True,
     progress: Callable[[str], None] | None = None,
+    outcomes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Build the dataset, train, calibrate, evaluate and write the bundle; return its dir.
 
-    Refuses (BundleError) before any work when ``out_dir/model_id`` exists.
+    ``outcomes`` (feature rows, 0/1 defaults) are labelled decisions added to the part the
+    trees are fitted on only: the calibration and test parts stay pure world draws, so the
+    metrics keep meaning the same thing. Refuses (BundleError) before any work when
+    ``out_dir/model_id`` exists.
     """
     from b2bscore.model.bundle import BundleError
     from b2bscore.training.card import full_card
@@ -434,6 +438,19 @@ def train(
     x, y, sirens, true_pd = build_dataset(n, seed, workers=workers, progress=dataset_progress)
     built = time.perf_counter()
     split = split_indices(n, seed)
+    extra = 0
+    if outcomes is not None and len(outcomes[1]):
+        extra = len(outcomes[1])
+        say(f"outcomes: {extra} labelled decisions added to the training part")
+        split = Split(
+            np.concatenate([split.train, np.arange(n, n + extra)]),
+            split.valid,
+            split.calib_fit,
+            split.calib_select,
+            split.test,
+        )
+        x = np.vstack([x, np.asarray(outcomes[0], dtype=np.float64)])
+        y = np.concatenate([y, np.asarray(outcomes[1], dtype=np.float64)])
     say("fit: boosting with early stopping")
     booster, full_params = fit_booster(x, y, split, seed, params)
     fitted = time.perf_counter()
@@ -496,6 +513,7 @@ def train(
                 )
             ),
             "default_rate": float(np.mean(y)) if len(y) else 0.0,
+            "labelled_outcomes": extra,
             "data_fingerprint": data_fingerprint(x, y),
             "code_fingerprint": code_fingerprint(),
             "params": full_params,
