@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import delete, select
 
 from b2bscore.decisions.models import Decision
+from b2bscore.features.types import CreditRequest, Product
 from b2bscore.kit.db import create_sessionmaker
 from b2bscore.kit.metrics import render_metrics
 from b2bscore.model import parity, registry
@@ -164,6 +165,13 @@ async def test_parity_of_recorded_decisions(lifecycle: Stack) -> None:
             await session.execute(select(Decision).order_by(Decision.created_at.desc()).limit(1))
         ).scalar_one()
         session.expunge(row)
+    # The shadow's lean path (no reasons) decides as the core did, given the same bundle.
+    request = CreditRequest(row.siren, row.requested_amount, Product(row.product))
+    pd, outcome = model_service.shadow_outcome(
+        lifecycle.state.bundles[row.model_id], row.features, request, row.sources
+    )
+    assert f"{pd:.8f}" == row.probability_of_default
+    assert (outcome.score, outcome.grade, outcome.decision) == (row.score, row.grade, row.decision)
     row.features = {**row.features, "annual_revenue": 1.0}
     bundle = lifecycle.state.bundles[row.model_id]
     result = parity.check(row, bundle, lifecycle.state.keyring)

@@ -24,7 +24,7 @@ from b2bscore.features.build import FeatureVector
 from b2bscore.features.catalog import FEATURE_NAMES
 from b2bscore.features.types import CreditRequest, Product
 from b2bscore.model.bundle import BundleError, ModelBundle, load_bundle
-from b2bscore.model.core import CoreDecision, decide_on
+from b2bscore.model.core import decide_on
 
 # How many reasons the scoring service records; replay must cut the list at the same place.
 # Statuses under which the scoring service had the source's data (SourceResult.usable).
@@ -122,24 +122,21 @@ def _reason_pairs(reasons: Sequence[Any]) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def redecide(decision: Decision, bundle: ModelBundle) -> CoreDecision:
-    """The decision core run on a recorded decision's inputs with any bundle (shadow, parity)."""
-    sources = decision.sources if isinstance(decision.sources, Mapping) else {}
-    return decide_on(
-        bundle,
-        vector_from_features(decision.features),
-        _request_of(decision),
-        has_bank=_usable(sources, "open_banking"),
-        has_books=_usable(sources, "accounting"),
-        has_registry=_usable(sources, "registry"),
-    )
-
-
 def replay_decision(decision: Decision, bundle: ModelBundle) -> ReplayResult:
     """Recompute score, PD, grade, decision, limit and reasons; list every difference."""
     if (bundle.model_id, bundle.version) != (decision.model_id, decision.model_version):
         raise ReplayUnavailable("the bundle is not the one that decided")
-    core = redecide(decision, bundle)
+    vector = vector_from_features(decision.features)
+    request = _request_of(decision)
+    sources = decision.sources if isinstance(decision.sources, Mapping) else {}
+    core = decide_on(
+        bundle,
+        vector,
+        request,
+        has_bank=_usable(sources, "open_banking"),
+        has_books=_usable(sources, "accounting"),
+        has_registry=_usable(sources, "registry"),
+    )
     scored, outcome, reasons = core.scored, core.outcome, core.reasons
 
     recorded_pd = str(decision.probability_of_default)

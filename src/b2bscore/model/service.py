@@ -8,22 +8,24 @@ import asyncio
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import load_only
 
 from b2bscore.decisions.models import Decision
-from b2bscore.decisions.replay import ReplayUnavailable, redecide, vector_from_features
+from b2bscore.decisions.replay import ReplayUnavailable, vector_from_features
 from b2bscore.features.catalog import FEATURE_NAMES
+from b2bscore.features.types import CreditRequest, Product
 from b2bscore.model.bundle import ModelBundle
 from b2bscore.model.drift import DriftReport, drift_report, fit_bins, psi
 from b2bscore.model.models import ShadowScore
+from b2bscore.model.policy import PolicyOutcome, decide
+from b2bscore.model.scorer import score
 from b2bscore.outcomes.models import BAD_OUTCOMES, DecisionOutcome
 
 SHADOW_BATCH: Final = 200
@@ -35,19 +37,6 @@ DRIFT_SAMPLE: Final = 20_000
 CANARY_SAMPLE: Final = 5_000
 _WINDOW: Final = re.compile(r"(\d+)([dhm])")
 _UNITS: Final = {"d": "days", "h": "hours", "m": "minutes"}
-# What the decision core needs of a row (never the encrypted payloads).
-_CORE_COLUMNS = (
-    Decision.id,
-    Decision.tenant_id,
-    Decision.created_at,
-    Decision.siren,
-    Decision.product,
-    Decision.requested_amount,
-    Decision.features,
-    Decision.sources,
-    Decision.model_id,
-    Decision.model_version,
-)
 
 
 def parse_window(window: str) -> timedelta:
@@ -61,6 +50,39 @@ def parse_window(window: str) -> timedelta:
 # --- shadow ------------------------------------------------------------------------
 
 
+_USABLE: Final = frozenset({"ok", "cached"})  # statuses under which a source fed the core
+
+
+def _usable(sources: Any, name: str) -> bool:
+    source = sources.get(name) if isinstance(sources, Mapping) else None
+    return isinstance(source, Mapping) and source.get("status") in _USABLE
+
+
+def shadow_outcome(
+    shadow: ModelBundle,
+    features: Mapping[str, Any],
+    request: CreditRequest,
+    sources: Any,
+) -> tuple[float, PolicyOutcome]:
+    """The shadow's PD and policy outcome on a recorded decision's inputs.
+
+    The same score and policy as the decision core, without the reason codes: nobody
+    reads a shadow's reasons, and they are a good part of the core's cost.
+    """
+    vector = vector_from_features(features)
+    pd = score(shadow, vector).probability_of_default
+    outcome = decide(
+        pd,
+        vector,
+        request,
+        has_bank=_usable(sources, "open_banking"),
+        has_books=_usable(sources, "accounting"),
+        has_registry=_usable(sources, "registry"),
+        thresholds=shadow.policy,
+    )
+    return pd, outcome
+
+
 async def shadow_sweep(
     session: AsyncSession, shadow: ModelBundle, since: datetime, limit: int = SHADOW_BATCH
 ) -> tuple[int, datetime | None]:
@@ -69,43 +91,54 @@ async def shadow_sweep(
     Runs after the answers were sent (a periodic task), on each decision's recorded
     feature vector, so the shadow sees exactly what the live model saw. Returns the rows
     written and the creation time of the last decision seen (where the next sweep resumes).
+    Plain rows in, one multi-row insert out: no ORM object per decision.
     """
     scored = select(ShadowScore.decision_id).where(ShadowScore.decision_id == Decision.id)
     rows = await session.execute(
-        select(Decision)
-        .options(load_only(*_CORE_COLUMNS))
+        select(
+            Decision.id,
+            Decision.tenant_id,
+            Decision.created_at,
+            Decision.siren,
+            Decision.product,
+            Decision.requested_amount,
+            Decision.features,
+            Decision.sources,
+        )
         .where(Decision.created_at >= since, ~scored.exists())
         .order_by(Decision.created_at)
         .limit(limit)
     )
     now = datetime.now(UTC)
-    written = 0
+    values: list[dict[str, Any]] = []
     last: datetime | None = None
-    for decision in rows.scalars():
-        last = decision.created_at
+    for decision_id, tenant_id, created_at, siren, product, amount, features, sources in rows:
+        last = created_at
         # The sweep shares the worker's event loop with live requests: hand it back after
         # each decision so that no request waits behind more than one shadow score.
         await asyncio.sleep(0)
         try:
-            core = redecide(decision, shadow)
-        except ReplayUnavailable:
+            request = CreditRequest(siren, amount, Product(product))
+            pd, outcome = shadow_outcome(shadow, features, request, sources)
+        except (ReplayUnavailable, ValueError):
             continue  # a row whose inputs cannot be re-read has no shadow
-        session.add(
-            ShadowScore(
-                decision_id=decision.id,
-                tenant_id=decision.tenant_id,
-                model_id=shadow.model_id,
-                model_version=shadow.version,
-                probability_of_default=f"{core.scored.probability_of_default:.8f}",
-                score=core.outcome.score,
-                grade=core.outcome.grade,
-                decision=core.outcome.decision,
-                created_at=now,
-            )
+        values.append(
+            {
+                "decision_id": decision_id,
+                "tenant_id": tenant_id,
+                "model_id": shadow.model_id,
+                "model_version": shadow.version,
+                "probability_of_default": f"{pd:.8f}",
+                "score": outcome.score,
+                "grade": outcome.grade,
+                "decision": outcome.decision,
+                "created_at": now,
+            }
         )
-        written += 1
+    if values:
+        await session.execute(insert(ShadowScore), values)
     await session.commit()
-    return written, last
+    return len(values), last
 
 
 async def shadow_of(session: AsyncSession, tenant_id: str, decision_id: str) -> ShadowScore | None:
