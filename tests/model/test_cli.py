@@ -82,3 +82,14 @@ def test_drift_rejects_a_bad_window(env: Path) -> None:
     result = runner.invoke(app, ["models", "drift", "--window", "seven days"])
     assert result.exit_code == 2
     assert "window" in result.output
+
+
+def test_parity_never_makes_a_fresh_data_key(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("B2BSCORE_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.delenv("B2BSCORE_DATA_KEYS", raising=False)
+    result = runner.invoke(app, ["models", "parity", "--sample", "5"])
+    assert result.exit_code == 2
+    assert "no data keys" in result.output
+    assert not (tmp_path / "var").exists()

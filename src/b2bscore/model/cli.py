@@ -339,10 +339,17 @@ def parity(
     sample: Annotated[int, typer.Option(min=1, max=100_000, help="Decisions to replay.")] = 100,
 ) -> None:
     """Replay audited decisions through today's feature code and their own bundle."""
-    from b2bscore.decisions.crypto import DataKeyring
+    from b2bscore.decisions.crypto import KEY_FILE_NAME, DataKeyring
     from b2bscore.model import parity as parity_check
 
     settings = _settings()
+    if settings.data_keys is None and not (settings.var_dir / KEY_FILE_NAME).exists():
+        # Never a fresh key file: it could decrypt nothing.
+        typer.echo(
+            f"no data keys: set B2BSCORE_DATA_KEYS or provide {settings.var_dir / KEY_FILE_NAME}",
+            err=True,
+        )
+        raise typer.Exit(code=2)
     keyring = DataKeyring.from_settings(settings)
     report = asyncio.run(
         _with_session(
