@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,20 +139,16 @@ def test_split_is_a_partition() -> None:
     assert len(split.train) == 600
 
 
-def test_never_overwrites_and_reports_progress(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_never_overwrites(trained: tuple[Path, Path]) -> None:
     from b2bscore.model.bundle import BundleError
 
     first = trained[0]
     before = (first / "model.txt").read_bytes()
+    started = time.perf_counter()
     with pytest.raises(BundleError, match="immutable"):
         train(N, SEED, first.parent, model_id="test-a", workers=1, measure_latency=False)
+    assert time.perf_counter() - started < 1.0  # refused before any work
     assert (first / "model.txt").read_bytes() == before
-    messages: list[str] = []
-    train(N, SEED, tmp_path, model_id="test-p", workers=1, measure_latency=False,
-          progress=messages.append)  # fmt: skip
-    assert messages[0].startswith("dataset: building")
-    assert any(m.startswith("dataset: 400/400") for m in messages)
-    assert messages[-1].startswith("written: ")
 
 
 def test_labelled_outcomes_join_the_training_part_only(
@@ -160,8 +157,13 @@ def test_labelled_outcomes_join_the_training_part_only(
     rng = np.random.default_rng(5)
     x_extra = rng.normal(size=(60, len(FEATURE_NAMES)))
     y_extra = (rng.random(60) < 0.5).astype(np.float64)
+    messages: list[str] = []
     path = train(N, SEED, tmp_path, model_id="test-o", workers=1, measure_latency=False,
-                 outcomes=(x_extra, y_extra))  # fmt: skip
+                 outcomes=(x_extra, y_extra), progress=messages.append)  # fmt: skip
+    assert messages[0].startswith("dataset: building")
+    assert any(m.startswith("dataset: 400/400") for m in messages)
+    assert any(m.startswith("outcomes: 60") for m in messages)
+    assert messages[-1].startswith("written: ")
     doc = json.loads((path / "bundle.json").read_text())
     base = json.loads((trained[0] / "bundle.json").read_text())
     assert doc["training"]["labelled_outcomes"] == 60
