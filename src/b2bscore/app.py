@@ -40,7 +40,10 @@ from b2bscore.kit.metrics import REQUEST_LATENCY, render_metrics
 from b2bscore.kit.problems import Problem, install_problem_handlers, problem_response
 from b2bscore.kit.settings import Settings, get_settings
 from b2bscore.kit.state import AppState
+from b2bscore.model import tasks as model_tasks
 from b2bscore.model.bundle import latest_bundle_path, load_bundle
+from b2bscore.model.serving import ServingModels
+from b2bscore.outcomes.endpoints import router as outcomes_router
 from b2bscore.portfolio.endpoints import BATCHES_PATH
 from b2bscore.portfolio.endpoints import router as portfolio_router
 from b2bscore.scoring.endpoints import router as scoring_router
@@ -228,6 +231,7 @@ async def build_state(settings: Settings) -> AppState:
             CheckpointStore.at(settings.resolved_checkpoint_path),
             settings.audit_checkpoint_interval_seconds,
         ),
+        serving=ServingModels(live=bundle),
     )
 
 
@@ -281,6 +285,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker: asyncio.Task[None] | None = None
         if state.jobs is not None and state.jobs.runs_in_process:
             worker = asyncio.create_task(state.jobs.run_worker(state, name="in-process"))
+        models = await model_tasks.start(state)
         # Everything loaded so far (modules, the model, pools) lives as long as the
         # process: moved out of the collector's reach, a full collection no longer walks
         # it, which takes tens of milliseconds off the pauses that hit the latency tail.
@@ -289,6 +294,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await model_tasks.stop(models)
             if worker is not None:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -318,6 +324,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(portfolio_router)
     document_webhooks(app)
+    app.include_router(outcomes_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -17,6 +17,7 @@ import typer
 
 from b2bscore.decisions.cli import audit_app
 from b2bscore.decisions.roles import grant_app_role_command
+from b2bscore.model.cli import models_app
 from b2bscore.portfolio.cli import batch, monitor_app
 from b2bscore.sandbox.cli import sandbox_event
 from b2bscore.sources.cli import providers_app
@@ -33,6 +34,7 @@ app.add_typer(providers_app, name="providers")
 app.command("worker")(worker)
 app.add_typer(monitor_app, name="monitor")
 app.command("batch")(batch)
+app.add_typer(models_app, name="models")
 
 SANDBOX_TENANT = "sandbox"
 SANDBOX_SCOPES = ("score:write", "decisions:read")
@@ -210,16 +212,64 @@ def sandbox(
 
 @app.command()
 def train(
-    # The defaults reproduce the shipped bundle byte for byte.
+    # The defaults reproduce the shipped bundle's model.txt byte for byte, as a new version.
     seed: Annotated[int, typer.Option(help="Seed of the companies drawn and of LightGBM.")] = 2026,
     companies: Annotated[int, typer.Option(help="Companies drawn from the world.")] = 24_000,
     out: Annotated[Path, typer.Option(help="Directory of model bundles.")] = Path("models"),
+    version: Annotated[
+        str | None,
+        typer.Option(help="Version to write (default: one patch above the newest bundle)."),
+    ] = None,
+    with_outcomes: Annotated[
+        bool,
+        typer.Option(help="Add the decisions with a recorded outcome to the training part."),
+    ] = False,
 ) -> None:
-    """Train a LightGBM bundle on the synthetic world and write it under models/."""
+    """Train a new LightGBM bundle on the synthetic world; never overwrites a bundle."""
+    from b2bscore.model.bundle import BundleError
+    from b2bscore.model.registry import next_version
     from b2bscore.training.train import train as run_training
 
-    path = run_training(n=companies, seed=seed, out_dir=out)
+    model_id, new_version = (f"b2b-lgbm-{version}", version) if version else next_version(out)
+    if (out / model_id).exists():
+        typer.echo(
+            f"refused: {out / model_id} exists and bundles are immutable (recorded decisions "
+            "name them); pass another --version",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+    typer.echo(f"training {model_id} into {out}", err=True)
+    outcomes = _recorded_outcomes() if with_outcomes else None
+    try:
+        path = run_training(
+            n=companies,
+            seed=seed,
+            out_dir=out,
+            model_id=model_id,
+            version=new_version,
+            progress=lambda message: typer.echo(message, err=True),
+            outcomes=outcomes,
+        )
+    except BundleError as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(code=1) from None
     typer.echo(str(path))
+
+
+def _recorded_outcomes() -> Any:
+    """(feature rows, default flags) of the audited decisions that have an outcome."""
+    from b2bscore.kit.db import create_engine, create_sessionmaker
+    from b2bscore.model.service import labelled_features
+
+    async def load() -> Any:
+        engine = create_engine(_settings().resolved_database_url, pool_size=1)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                return await labelled_features(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(load())
 
 
 @app.command()

@@ -98,3 +98,28 @@ def test_latest_bundle_path(bundle: ModelBundle, tmp_path: Path) -> None:
             dataclasses.replace(bundle, model_id=model_id, version=version), tmp_path, "card\n"
         )
     assert latest_bundle_path(tmp_path) == tmp_path / "m-b"
+
+
+def test_save_refuses_an_existing_bundle(bundle: ModelBundle, saved: Path) -> None:
+    before = (saved / "model.txt").read_bytes()
+    with pytest.raises(BundleError, match="immutable"):
+        save_bundle(bundle, saved.parent, "# another card\n")
+    assert (saved / "model.txt").read_bytes() == before
+    assert load_bundle(saved).model_id == bundle.model_id
+
+
+def test_addenda_are_verified_and_bound_to_the_manifest(saved: Path) -> None:
+    from b2bscore.model.bundle import card_path, write_addenda
+
+    manifest = (saved / "bundle.json").read_bytes()
+    write_addenda(saved, {"MODEL_CARD.md": "# regenerated\n"}, "test", "2026-12-04T00:00:00Z")
+    assert (saved / "bundle.json").read_bytes() == manifest  # the hashed files never change
+    assert card_path(saved).read_text() == "# regenerated\n"
+    load_bundle(saved)
+    (saved / "addenda" / "MODEL_CARD.md").write_text("# tampered\n")
+    with pytest.raises(BundleError, match=r"addenda/MODEL_CARD\.md"):
+        load_bundle(saved)
+    write_addenda(saved, {"MODEL_CARD.md": "# again\n"}, "test", "2026-12-04T00:00:00Z")
+    _rewrite_manifest(saved, metrics={"auc": 0.9})  # a different bundle.json
+    with pytest.raises(BundleError, match=r"another bundle\.json"):
+        load_bundle(saved)

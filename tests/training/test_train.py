@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,12 @@ def test_bundle_contents(trained: tuple[Path, Path]) -> None:
     doc = json.loads((path / "bundle.json").read_text())
     assert doc["features"] == list(FEATURE_NAMES)
     assert doc["catalog_fingerprint"] == catalog_fingerprint()
-    assert set(doc["files"]) == {"model.txt", "MODEL_CARD.md"}
+    assert set(doc["files"]) == {"model.txt", "MODEL_CARD.md", "reference.json"}
+    assert bundle.reference is not None
+    assert bundle.reference.n == len(split_indices(N, SEED).train)
+    assert set(bundle.reference.features) == set(FEATURE_NAMES)
+    assert len(doc["training"]["code_fingerprint"]) == 64
+    assert doc["training"]["labelled_outcomes"] == 0
     assert doc["calibration"]["method"] in ("platt", "isotonic")
     assert set(doc["calibration"]["comparison"]) >= {"platt", "isotonic"}
     assert doc["training"]["params"]["monotone_constraints"] == list(MONOTONE_CONSTRAINTS)
@@ -64,7 +70,8 @@ def test_bundle_contents(trained: tuple[Path, Path]) -> None:
     card = (path / "MODEL_CARD.md").read_text()
     assert "# Model card: test-a" in card
     for section in ("Intended use", "Training data", "Model", "Metrics", "Calibration",
-                    "Features", "Monotone constraints", "Limitations"):  # fmt: skip
+                    "Features", "Monotone constraints", "Limitations", "Provenance",
+                    "Real data", "Reason-code catalogue", "Drift reference"):  # fmt: skip
         assert f"\n## {section}" in card, section
     assert "95 % CI" in card
     ci = doc["metrics"]["test_ci95"]
@@ -130,3 +137,37 @@ def test_split_is_a_partition() -> None:
     joined = np.sort(np.concatenate(parts))
     assert np.array_equal(joined, np.arange(1000))
     assert len(split.train) == 600
+
+
+def test_never_overwrites(trained: tuple[Path, Path]) -> None:
+    from b2bscore.model.bundle import BundleError
+
+    first = trained[0]
+    before = (first / "model.txt").read_bytes()
+    started = time.perf_counter()
+    with pytest.raises(BundleError, match="immutable"):
+        train(N, SEED, first.parent, model_id="test-a", workers=1, measure_latency=False)
+    assert time.perf_counter() - started < 1.0  # refused before any work
+    assert (first / "model.txt").read_bytes() == before
+
+
+def test_labelled_outcomes_join_the_training_part_only(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    x_extra = rng.normal(size=(60, len(FEATURE_NAMES)))
+    y_extra = (rng.random(60) < 0.5).astype(np.float64)
+    messages: list[str] = []
+    path = train(N, SEED, tmp_path, model_id="test-o", workers=1, measure_latency=False,
+                 outcomes=(x_extra, y_extra), progress=messages.append)  # fmt: skip
+    assert messages[0].startswith("dataset: building")
+    assert any(m.startswith("dataset: 400/400") for m in messages)
+    assert any(m.startswith("outcomes: 60") for m in messages)
+    assert messages[-1].startswith("written: ")
+    doc = json.loads((path / "bundle.json").read_text())
+    base = json.loads((trained[0] / "bundle.json").read_text())
+    assert doc["training"]["labelled_outcomes"] == 60
+    assert doc["training"]["splits"]["train"] == base["training"]["splits"]["train"] + 60
+    assert doc["training"]["splits"]["test"] == base["training"]["splits"]["test"]
+    assert doc["training"]["data_fingerprint"] != base["training"]["data_fingerprint"]
+    assert doc["metrics"]["test"]["n"] == base["metrics"]["test"]["n"]

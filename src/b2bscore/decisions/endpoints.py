@@ -22,6 +22,9 @@ from b2bscore.kit.db import opened_session
 from b2bscore.kit.deadline import request_deadline, within
 from b2bscore.kit.deps import Sessions, State, app_state
 from b2bscore.kit.problems import Problem
+from b2bscore.model.models import ShadowScore
+from b2bscore.model.schemas import ShadowOut
+from b2bscore.model.service import shadow_of
 from b2bscore.tenants.auth import requires
 from b2bscore.tenants.service import Principal
 
@@ -147,14 +150,21 @@ async def get_decision(
     chain_keys: ChainKeys,
 ) -> DecisionOut:
     """One decision of the caller's tenant, in the caller's mode (test or live)."""
-    decision = await _read(
-        request,
-        sessions,
-        lambda decisions: _get_intact(decisions, principal, decision_id, chain_keys),
-    )
+
+    async def read(decisions: DecisionRepository) -> tuple[Decision | None, ShadowScore | None]:
+        decision = await _get_intact(decisions, principal, decision_id, chain_keys)
+        if decision is None:
+            return None, None
+        # The challenger's score, when one was recorded beside the decision.
+        return decision, await shadow_of(decisions.session, principal.tenant_id, decision_id)
+
+    decision, shadow = await _read(request, sessions, read)
     if decision is None:
         raise _not_found()
-    return DecisionOut.from_decision(decision)
+    out = DecisionOut.from_decision(decision)
+    if shadow is not None:
+        out.shadow = ShadowOut.from_row(shadow)
+    return out
 
 
 @router.post(

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from b2bscore.decisions.models import Decision
+from b2bscore.model.schemas import ShadowOut
 
 
 class ModelRef(BaseModel):
@@ -40,6 +41,10 @@ class DecisionOut(BaseModel):
     latency_ms: float
     prev_hash: str
     row_hash: str
+    shadow: ShadowOut | None = Field(
+        default=None,
+        description="The shadow model's view of this decision (GET by id only), if any.",
+    )
 
     @classmethod
     def from_decision(cls, decision: Decision) -> DecisionOut:

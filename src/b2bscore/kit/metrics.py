@@ -82,6 +82,33 @@ WEBHOOK_FIRST_DELIVERY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600),
 )
 BATCH_ROWS = Counter("b2bscore_batch_rows_total", "Batch rows processed, by outcome.", ["outcome"])
+# The model registry (b2bscore.model.tasks). PSI gauges are computed periodically by one
+# worker, never per request; the most recent value wins across workers.
+MODEL_FEATURE_PSI = Gauge(
+    "b2bscore_model_feature_psi",
+    "PSI of a feature over the drift window against the live model's training reference.",
+    ["model", "feature"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_SCORE_PSI = Gauge(
+    "b2bscore_model_score_psi",
+    "PSI of the score over the drift window against the live model's training reference.",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_EVENT_APPLIED = Gauge(
+    "b2bscore_model_event_applied",
+    "Latest model-registry event each worker applied (the minimum is the laggard).",
+    multiprocess_mode="livemin",
+)
+SHADOW_SCORED = Counter(
+    "b2bscore_shadow_scored_total", "Decisions scored by the shadow model after the answer."
+)
+CANARY_ROLLBACKS = Counter(
+    "b2bscore_canary_rollbacks_total",
+    "Canary candidates rolled back automatically by the guard.",
+    ["model"],
+)
 
 
 def render_metrics() -> tuple[bytes, str]:

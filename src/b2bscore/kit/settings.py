@@ -58,6 +58,14 @@ class Settings(BaseSettings):
 
     models_dir: Path = Path("models")
     model_id: str | None = None  # None: the newest bundle in models_dir
+    # Model registry (docs/MODEL.md, lifecycle): how fast workers follow a promotion.
+    model_poll_seconds: float = Field(default=1.0, gt=0, le=60)  # change notice in Redis
+    model_reread_seconds: float = Field(default=5.0, gt=0, le=3600)  # assignments anyway
+    shadow_seconds: float = Field(default=2.0, gt=0, le=3600)
+    canary_check_seconds: float = Field(default=10.0, gt=0, le=3600)
+    canary_window_seconds: int = Field(default=900, ge=60, le=86_400)
+    drift_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    drift_window: str = Field(default="7d", pattern=r"^\d+[dhm]$")
 
     # AES-256-GCM data keys as "key_id:base64key,key_id:base64key"; the last encrypts.
     # Or a file holding them (one per line or comma-separated): a Docker/Kubernetes secret.

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from b2bscore.decisions.writer import AuditWriter
     from b2bscore.kit.jobs import Jobs
     from b2bscore.model.bundle import ModelBundle
+    from b2bscore.model.serving import ServingModels
     from b2bscore.sources.clients import ProviderClients
     from b2bscore.sources.tokens import Tokenizer
 
@@ -41,3 +42,5 @@ class AppState:
     bundles: dict[str, ModelBundle] = field(default_factory=dict)
     # The job engine (kit/jobs.py), opened by the lifespan or the worker.
     jobs: Jobs | None = None
+    # Live / shadow / canary as one snapshot, swapped whole by the model supervisor.
+    serving: ServingModels | None = None

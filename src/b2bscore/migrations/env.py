@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import b2bscore.books.models
 import b2bscore.decisions.models
+import b2bscore.model.models
+import b2bscore.outcomes.models
 import b2bscore.portfolio.models
 import b2bscore.tenants.models
 import b2bscore.webhooks.models  # noqa: F401  (registers the tables on Base.metadata)

@@ -1,9 +1,15 @@
-"""Model bundles: ``models/<model_id>/{model.txt, bundle.json, MODEL_CARD.md}``.
+"""Model bundles: ``models/<model_id>/{model.txt, bundle.json, MODEL_CARD.md, reference.json}``.
 
-A bundle is loaded once at start-up. Loading verifies the sha256 of every file listed in
-bundle.json and that the bundle was trained on the current feature catalog (same ordered
-names, same catalog fingerprint): a model silently fed shifted columns would still answer,
-just wrongly, so any mismatch is a hard ``BundleError``.
+Loading verifies the sha256 of every file listed in bundle.json and that the bundle was
+trained on the current feature catalog (same ordered names, same catalog fingerprint): a
+model silently fed shifted columns would still answer, just wrongly, so any mismatch is a
+hard ``BundleError``.
+
+Bundles are immutable: ``save_bundle`` refuses an existing directory, because recorded
+decisions name the bundle that made them and replay reloads it. What was added to a
+bundle after it shipped (a regenerated model card, the drift reference computed from the
+same training draw) lives under ``addenda/`` with its own manifest, bound to the sha256 of
+the bundle's bundle.json: the hashed files, and so every replay, stay exactly as shipped.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,12 +30,15 @@ import lightgbm as lgb
 import numpy as np
 
 from b2bscore.features.catalog import FEATURE_NAMES, catalog_fingerprint
+from b2bscore.model.drift import REFERENCE_FILE, Reference
 from b2bscore.model.fastpredict import ContribPredictor
 
 BUNDLE_FORMAT = 1
 MODEL_FILE = "model.txt"
 MANIFEST_FILE = "bundle.json"
 CARD_FILE = "MODEL_CARD.md"
+ADDENDA_DIR = "addenda"
+ADDENDA_MANIFEST = "addenda.json"
 # Keeps the PD strictly inside (0, 1) so that odds and log-odds stay finite.
 PD_FLOOR = 1e-6
 PD_CEIL = 1.0 - 1e-6
@@ -123,6 +135,9 @@ class ModelBundle:
     training: Mapping[str, Any] = field(default_factory=dict)
     catalog_fingerprint: str = ""
     path: Path | None = None
+    reference: Reference | None = None
+    # sha256 of bundle.json, which lists the sha256 of every other file: the bundle's id.
+    manifest_sha256: str = ""
 
     @cached_property
     def contrib_predictor(self) -> ContribPredictor:
@@ -146,27 +161,118 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 def save_bundle(bundle: ModelBundle, models_dir: Path, model_card: str) -> Path:
-    """Write ``models_dir/<model_id>/`` (model, card, manifest with hashes); return it."""
+    """Write ``models_dir/<model_id>/`` (model, card, reference, manifest); return it.
+
+    Refuses (BundleError) when the directory exists: a shipped bundle is never rewritten.
+    The files are written to a temporary directory renamed into place, so a crash never
+    leaves a half-written bundle under the final name.
+    """
     out = models_dir / bundle.model_id
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MODEL_FILE).write_text(bundle.booster.model_to_string(), encoding="utf-8")
-    (out / CARD_FILE).write_text(model_card, encoding="utf-8")
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "model_id": bundle.model_id,
-        "version": bundle.version,
-        "created_at": bundle.created_at,
-        "features": list(bundle.feature_names),
-        "catalog_fingerprint": bundle.catalog_fingerprint or catalog_fingerprint(),
-        "training": dict(bundle.training),
-        "metrics": dict(bundle.metrics),
-        "calibration": bundle.calibration.to_json(),
-        "policy": dict(bundle.policy),
-        "files": {name: sha256_file(out / name) for name in (MODEL_FILE, CARD_FILE)},
-    }
-    text = json.dumps(manifest, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-    (out / MANIFEST_FILE).write_text(text, encoding="utf-8")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # mkdir is the exclusive claim of the name: two writers cannot both get it.
+        out.mkdir()
+    except FileExistsError:
+        raise BundleError(
+            f"{out} already exists: bundles are immutable (decisions and replays name them); "
+            "train under a new version"
+        ) from None
+    staging = Path(tempfile.mkdtemp(prefix=f".{bundle.model_id}-", dir=models_dir))
+    try:
+        (staging / MODEL_FILE).write_text(bundle.booster.model_to_string(), encoding="utf-8")
+        (staging / CARD_FILE).write_text(model_card, encoding="utf-8")
+        hashed = [MODEL_FILE, CARD_FILE]
+        if bundle.reference is not None:
+            bundle.reference.write(staging / REFERENCE_FILE)
+            hashed.append(REFERENCE_FILE)
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "model_id": bundle.model_id,
+            "version": bundle.version,
+            "created_at": bundle.created_at,
+            "features": list(bundle.feature_names),
+            "catalog_fingerprint": bundle.catalog_fingerprint or catalog_fingerprint(),
+            "training": dict(bundle.training),
+            "metrics": dict(bundle.metrics),
+            "calibration": bundle.calibration.to_json(),
+            "policy": dict(bundle.policy),
+            "files": {name: sha256_file(staging / name) for name in hashed},
+        }
+        text = json.dumps(manifest, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+        (staging / MANIFEST_FILE).write_text(text, encoding="utf-8")
+        # Every worker reads the bundle; mkdtemp made the directory private.
+        os.chmod(staging, 0o755)  # noqa: S103
+        # Replaces the empty claimed directory in one step: readers see all or nothing.
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        out.rmdir()
+        raise
     return out
+
+
+def write_addenda(root: Path, files: Mapping[str, str], note: str, created_at: str) -> Path:
+    """Add (or replace) files under ``root/addenda/``, bound to this bundle.json's sha256."""
+    manifest_sha = sha256_file(root / MANIFEST_FILE)
+    addenda = root / ADDENDA_DIR
+    addenda.mkdir(exist_ok=True)
+    existing: dict[str, str] = {}
+    if (addenda / ADDENDA_MANIFEST).is_file():
+        existing = dict(_read_addenda_manifest(addenda, manifest_sha).get("files", {}))
+    for name, content in files.items():
+        if Path(name).name != name or name == ADDENDA_MANIFEST:
+            raise BundleError(f"bad addendum name {name!r}")
+        (addenda / name).write_text(content, encoding="utf-8")
+        existing[name] = sha256_file(addenda / name)
+    doc = {
+        "format": 1,
+        "bundle_manifest_sha256": manifest_sha,
+        "created_at": created_at,
+        "note": note,
+        "files": dict(sorted(existing.items())),
+    }
+    (addenda / ADDENDA_MANIFEST).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return addenda
+
+
+def _read_addenda_manifest(addenda: Path, manifest_sha: str) -> dict[str, Any]:
+    try:
+        doc = json.loads((addenda / ADDENDA_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"unreadable {ADDENDA_DIR}/{ADDENDA_MANIFEST}: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("bundle_manifest_sha256") != manifest_sha:
+        raise BundleError(f"{ADDENDA_DIR} belongs to another {MANIFEST_FILE}")
+    return doc
+
+
+def verified_addenda(root: Path, manifest_sha: str) -> dict[str, Path]:
+    """The verified files under addenda/ by name (empty when the bundle has none)."""
+    addenda = root / ADDENDA_DIR
+    if not (addenda / ADDENDA_MANIFEST).is_file():
+        return {}
+    doc = _read_addenda_manifest(addenda, manifest_sha)
+    out: dict[str, Path] = {}
+    for name, expected in dict(doc.get("files") or {}).items():
+        target = addenda / str(name)
+        if Path(name).name != name or not target.is_file():
+            raise BundleError(f"addendum missing: {name}")
+        if sha256_file(target) != expected:
+            raise BundleError(f"sha256 mismatch for {ADDENDA_DIR}/{name}")
+        out[str(name)] = target
+    return out
+
+
+def card_path(root: Path) -> Path:
+    """The bundle's model card: the regenerated addendum when there is one."""
+    addendum = root / ADDENDA_DIR / CARD_FILE
+    return addendum if addendum.is_file() else root / CARD_FILE
+
+
+def _load_reference(path: Path) -> Reference:
+    try:
+        return Reference.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, ValueError) as exc:
+        raise BundleError(f"unreadable {path.name}: {exc}") from exc
 
 
 def load_bundle(path: Path) -> ModelBundle:
@@ -174,11 +280,13 @@ def load_bundle(path: Path) -> ModelBundle:
     root = path.parent if path.name == MANIFEST_FILE else path
     manifest_path = root / MANIFEST_FILE
     try:
-        doc = json.loads(manifest_path.read_text(encoding="utf-8"))
+        raw = manifest_path.read_bytes()
+        doc = json.loads(raw)
     except FileNotFoundError as exc:
         raise BundleError(f"no {MANIFEST_FILE} in {root}") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"unreadable {MANIFEST_FILE}: {exc}") from exc
+    manifest_sha = hashlib.sha256(raw).hexdigest()
     if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
         raise BundleError("unsupported bundle format")
 
@@ -206,6 +314,12 @@ def load_bundle(path: Path) -> ModelBundle:
     if tuple(booster.feature_name()) != FEATURE_NAMES:
         raise BundleError("model.txt feature names do not match the feature catalog")
 
+    addenda = verified_addenda(root, manifest_sha)
+    reference_path = (
+        root / REFERENCE_FILE if REFERENCE_FILE in files else addenda.get(REFERENCE_FILE)
+    )
+    reference = _load_reference(reference_path) if reference_path is not None else None
+
     try:
         return ModelBundle(
             model_id=str(doc["model_id"]),
@@ -219,6 +333,8 @@ def load_bundle(path: Path) -> ModelBundle:
             training=dict(doc.get("training") or {}),
             catalog_fingerprint=str(fingerprint),
             path=root,
+            reference=reference,
+            manifest_sha256=manifest_sha,
         )
     except KeyError as exc:
         raise BundleError(f"{MANIFEST_FILE} lacks {exc}") from exc

@@ -65,6 +65,17 @@ DEFAULT_THRESHOLDS: dict[str, Any] = {
         "term_loan": {"revenue_share": "0.25", "inflow_multiple": "3.0", "cap_eur": "500000"},
     },
 }
+# Every hard-rule reason code the policy can give, for the model card and the docs.
+RULE_CATALOGUE: dict[str, str] = {
+    "RULE_CLOSED": "decline: the company is closed in the Sirene register",
+    "RULE_COLLECTIVE_PROCEEDINGS": "decline: collective proceedings published in BODACC",
+    "RULE_PD_ABOVE_DECLINE": "decline: probability of default at or above the decline threshold",
+    "RULE_NO_BANK_DATA": "review: no bank data to check the cash flows",
+    "RULE_NO_REGISTRY_DATA": "review: the company register record is unavailable",
+    "RULE_FRAUD_YOUNG_LARGE_AMOUNT": "review: young company, fresh bank account, large amount",
+    "RULE_PD_REVIEW_BAND": "review: probability of default in the manual review band",
+    "RULE_NO_CAPACITY": "review: repayment capacity cannot be measured (no inflows, no revenue)",
+}
 _DAYS_PER_MONTH = 30.4375
 _ZERO = Decimal(0)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 
 from b2bscore.kit.deps import Sessions, State
 from b2bscore.kit.problems import Problem
+from b2bscore.model.serving import CanaryStats
 from b2bscore.scoring import service
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.tenants.auth import Principal, require_scope
@@ -66,12 +68,16 @@ async def score_company(
             "Invalid Idempotency-Key",
             errors=[{"field": "Idempotency-Key", "message": "must be printable"}],
         )
-    return await service.score_request(
+    # One read of the serving snapshot: this request keeps its bundle to the end, whatever
+    # a promotion swaps meanwhile.
+    serving = state.serving
+    bundle = serving.for_request(body.siren, principal.tenant_id) if serving else state.bundle
+    scoring = service.score_request(
         body,
         principal=principal,
         tools=service.ScoringTools(
             settings=state.settings,
-            bundle=state.bundle,
+            bundle=bundle,
             clients=clients,
             cache=state.cache,
             audit=state.audit,
@@ -82,3 +88,20 @@ async def score_company(
         idempotency_key=idempotency_key,
         started=started,
     )
+    if serving is None or bundle is serving.live:
+        return await scoring
+    return await _on_canary(scoring, serving.canary_stats)
+
+
+async def _on_canary(
+    scoring: Coroutine[Any, Any, ScoreResponse], stats: CanaryStats
+) -> ScoreResponse:
+    """Count the canary's requests and failures for its guard (a Problem is no failure)."""
+    stats.requests += 1
+    try:
+        return await scoring
+    except Problem:
+        raise
+    except Exception:
+        stats.errors += 1
+        raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -111,17 +111,32 @@ def _rows(args: tuple[Sequence[str], int]) -> tuple[np.ndarray, np.ndarray, np.n
     return x, y, pd
 
 
+Progress = Callable[[int, int], None]  # (companies done, companies in all)
+
+
 def build_dataset_for(
-    sirens: Sequence[str], seed: int, workers: int = 2
+    sirens: Sequence[str], seed: int, workers: int = 2, progress: Progress | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, default labels (outcome draw ``seed``) and true PDs of given SIRENs."""
     chunks = [(list(sirens[i : i + _CHUNK]), seed) for i in range(0, len(sirens), _CHUNK)]
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    done = 0
+
+    def collect(part: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        nonlocal done
+        parts.append(part)
+        done += len(part[1])
+        if progress is not None:
+            progress(done, len(sirens))
+
     if workers > 1 and len(sirens) >= PARALLEL_MIN_ROWS:
         # spawn, not fork: the caller may hold threads (server, test runner) and locks.
         with mp.get_context("spawn").Pool(workers) as pool:
-            parts = pool.map(_rows, chunks, chunksize=1)
+            for part in pool.imap(_rows, chunks, chunksize=1):  # in order, as they finish
+                collect(part)
     else:
-        parts = [_rows(c) for c in chunks]
+        for chunk in chunks:
+            collect(_rows(chunk))
     if not parts:
         empty = np.empty(0, dtype=np.float64)
         return np.empty((0, len(FEATURE_NAMES)), dtype=np.float64), empty, empty.copy()
@@ -133,9 +148,9 @@ def build_dataset_for(
 
 
 def build_dataset(
-    n: int, seed: int, workers: int = 2
+    n: int, seed: int, workers: int = 2, progress: Progress | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """(X, y, sirens, true_pd) for ``world.sample_sirens(n, seed)``, built like serving."""
     sirens = world.sample_sirens(n, seed)
-    x, y, true_pd = build_dataset_for(sirens, seed, workers)
+    x, y, true_pd = build_dataset_for(sirens, seed, workers, progress)
     return x, y, sirens, true_pd

@@ -19,7 +19,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,7 +40,8 @@ from b2bscore.features.catalog import (
     catalog_fingerprint,
 )
 from b2bscore.model.bundle import Calibration, ModelBundle, save_bundle
-from b2bscore.model.policy import DEFAULT_THRESHOLDS, decide
+from b2bscore.model.drift import Reference, build_reference
+from b2bscore.model.policy import DEFAULT_THRESHOLDS, decide, score_points
 from b2bscore.model.reasons import explain
 from b2bscore.model.scorer import score
 from b2bscore.training import world
@@ -360,6 +361,35 @@ def _library_versions() -> dict[str, str]:
     }
 
 
+# The code that turns a company into a feature vector and a model: a model is only
+# reproducible with the same code, so its fingerprint goes into the bundle.
+_CODE_PACKAGES = ("features", "sources", "model", "training", "sandbox")
+
+
+def code_fingerprint() -> str:
+    """sha256 over the featurising and training code (package-relative paths and bytes)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for package in _CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0")
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def training_reference(
+    booster: lgb.Booster,
+    calibration: Calibration,
+    policy: Mapping[str, Any],
+    x_train: np.ndarray,
+    source: str,
+) -> Reference:
+    """Drift reference of the rows the trees were fitted on: features and scores."""
+    margin = np.asarray(booster.predict(x_train, raw_score=True, num_threads=NUM_THREADS))
+    scores = np.array([score_points(float(p), policy) for p in calibration.pd_array(margin)])
+    return build_reference(x_train, FEATURE_NAMES, scores, source=source)
+
+
 def _policy_json() -> dict[str, Any]:
     return json.loads(json.dumps(DEFAULT_THRESHOLDS, default=str))  # type: ignore[no-any-return]
 
@@ -374,14 +404,57 @@ def train(
     workers: int = 2,
     params: Mapping[str, Any] | None = None,
     measure_latency: bool = True,
+    progress: Callable[[str], None] | None = None,
+    outcomes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
-    """Build the dataset, train, calibrate, evaluate and write the bundle; return its dir."""
+    """Build the dataset, train, calibrate, evaluate and write the bundle; return its dir.
+
+    ``outcomes`` (feature rows, 0/1 defaults) are labelled decisions added to the part the
+    trees are fitted on only: the calibration and test parts stay pure world draws, so the
+    metrics keep meaning the same thing. Refuses (BundleError) before any work when
+    ``out_dir/model_id`` exists.
+    """
+    from b2bscore.model.bundle import BundleError
+    from b2bscore.training.card import full_card
+
+    say = progress or (lambda _message: None)
+    if (out_dir / model_id).exists():
+        raise BundleError(
+            f"{out_dir / model_id} already exists: bundles are immutable; choose a new version"
+        )
     started = time.perf_counter()
-    x, y, sirens, true_pd = build_dataset(n, seed, workers=workers)
+    last_report = [0.0]
+
+    def dataset_progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - last_report[0] >= 5.0:
+            last_report[0] = now
+            say(
+                f"dataset: {done}/{total} companies ({100 * done // max(total, 1)} %), "
+                f"{now - started:.0f} s"
+            )
+
+    say(f"dataset: building {n} companies with seed {seed} on {workers} workers")
+    x, y, sirens, true_pd = build_dataset(n, seed, workers=workers, progress=dataset_progress)
     built = time.perf_counter()
     split = split_indices(n, seed)
+    extra = 0
+    if outcomes is not None and len(outcomes[1]):
+        extra = len(outcomes[1])
+        say(f"outcomes: {extra} labelled decisions added to the training part")
+        split = Split(
+            np.concatenate([split.train, np.arange(n, n + extra)]),
+            split.valid,
+            split.calib_fit,
+            split.calib_select,
+            split.test,
+        )
+        x = np.vstack([x, np.asarray(outcomes[0], dtype=np.float64)])
+        y = np.concatenate([y, np.asarray(outcomes[1], dtype=np.float64)])
+    say("fit: boosting with early stopping")
     booster, full_params = fit_booster(x, y, split, seed, params)
     fitted = time.perf_counter()
+    say(f"fit: {booster.num_trees()} trees in {fitted - built:.1f} s; calibrating, evaluating")
 
     def margins(idx: np.ndarray) -> np.ndarray:
         return np.asarray(booster.predict(x[idx], raw_score=True, num_threads=NUM_THREADS))
@@ -440,18 +513,30 @@ def train(
                 )
             ),
             "default_rate": float(np.mean(y)) if len(y) else 0.0,
+            "labelled_outcomes": extra,
             "data_fingerprint": data_fingerprint(x, y),
+            "code_fingerprint": code_fingerprint(),
             "params": full_params,
             "library_versions": _library_versions(),
             "dataset_seconds": round(built - started, 1),
             "fit_seconds": round(fitted - built, 1),
         },
         catalog_fingerprint=catalog_fingerprint(),
+        reference=training_reference(
+            booster,
+            calibration,
+            _policy_json(),
+            x[split.train],
+            f"train split of {n} world companies, seed {seed}",
+        ),
     )
     if measure_latency:
+        say("latency: timing the decision core on test companies")
         test_sirens = [sirens[i] for i in split.test]
         metrics["latency"] = _latency(bundle, test_sirens, seed)
-    return save_bundle(bundle, out_dir, model_card(bundle))
+    path = save_bundle(bundle, out_dir, full_card(bundle))
+    say(f"written: {path} in {time.perf_counter() - started:.0f} s")
+    return path
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
