@@ -53,6 +53,8 @@ async def keys(pg_engine: AsyncEngine) -> Keys:
         _, reader = await tenants.create_api_key(session, a, "test", ["decisions:read"])
         _, other = await tenants.create_api_key(session, b, "test", ["score:write"])
         _, live = await tenants.create_api_key(session, a, "live", ["score:write"])
+        # No live provider is configured here: tenant A scores live on what it uploads.
+        await tenants.set_partial_data(session, a.id, True)
         await session.commit()
     return Keys(writer, reader, other, live, a.id, b.id)
 
@@ -253,7 +255,7 @@ class TestPostBooks:
         assert r.status_code == 201, r.text
         assert r.json()["mode"] == "live"
         assert r.json()["revenue"] == "6467.04"
-        # No live provider is configured here: the live decision still reads these books.
+        # No live provider is configured (partial data allowed): the decision reads these books.
         score = {"siren": THIN, "requested_amount": "2000.00", "product": "credit_line"}
         answer = await api.post(
             "/v1/score", json=score, headers={"Authorization": f"Bearer {keys.live}"}
