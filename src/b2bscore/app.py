@@ -29,6 +29,7 @@ from b2bscore.kit.problems import Problem, install_problem_handlers, problem_res
 from b2bscore.kit.settings import Settings, get_settings
 from b2bscore.kit.state import AppState
 from b2bscore.model.bundle import latest_bundle_path, load_bundle
+from b2bscore.scoring.endpoints import current_router as current_scoring_router
 from b2bscore.scoring.endpoints import router as scoring_router
 from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.tokens import Tokenizer
@@ -211,6 +212,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_store_outage_handler(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(scoring_router)
+    app.include_router(current_scoring_router)
     app.include_router(decisions_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")

@@ -9,6 +9,21 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+# Where the wheel's build step puts the shipped bundles (setup.py); absent in a checkout.
+PACKAGED_MODELS_DIR = Path(__file__).resolve().parents[1] / "bundled_models"
+# models/ at the root of a source checkout (src/b2bscore/kit/settings.py -> root).
+CHECKOUT_MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+
+
+def default_models_dir() -> Path:
+    """The shipped bundles: inside the installed package, else the checkout's models/."""
+    if PACKAGED_MODELS_DIR.is_dir():
+        return PACKAGED_MODELS_DIR
+    if CHECKOUT_MODELS_DIR.is_dir():
+        return CHECKOUT_MODELS_DIR
+    return Path("models")  # neither: relative to the working directory, as given
+
+
 class Settings(BaseSettings):
     """Service configuration; every field can be set as B2BSCORE_<NAME>."""
 
@@ -36,7 +51,8 @@ class Settings(BaseSettings):
     live_accounting_url: str | None = None
     provider_max_connections: int = 100
 
-    models_dir: Path = Path("models")
+    # Default: the bundles shipped with the package, wherever it is installed.
+    models_dir: Path = Field(default_factory=default_models_dir)
     model_id: str | None = None  # None: the newest bundle in models_dir
 
     # AES-256-GCM data keys as "key_id:base64key,key_id:base64key"; the last encrypts.
