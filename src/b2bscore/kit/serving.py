@@ -49,7 +49,8 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _port_is_free(host: str, port: int) -> bool:
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on host:port (so a start-up there will not fail to bind)."""
     # Bound without SO_REUSEPORT, so it fails while anything listens there, another
     # b2bscore included: two instances must not silently share one port.
     probe = socket.socket(_family(host), socket.SOCK_STREAM)
@@ -97,7 +98,7 @@ def run(app: str, **options: Any) -> None:
         and config.fd is None
         and config.port != 0  # each worker would bind a port of its own
     ):
-        if not _port_is_free(config.host, config.port):
+        if not port_is_free(config.host, config.port):
             log.error("%s:%d is already in use", config.host, config.port)
             sys.exit(STARTUP_FAILURE)
         listener = _PortReservation(config.host, config.port)
