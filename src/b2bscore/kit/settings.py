@@ -8,7 +8,6 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 # Where the wheel's build step puts the shipped bundles (setup.py); absent in a checkout.
 PACKAGED_MODELS_DIR = Path(__file__).resolve().parents[1] / "bundled_models"
 # models/ at the root of a source checkout (src/b2bscore/kit/settings.py -> root).
