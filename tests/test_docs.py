@@ -11,19 +11,29 @@ REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # Public standards and specifications a page may cite.
 STANDARD_HOSTS = {"www.rfc-editor.org", "datatracker.ietf.org", "www.w3.org"}
+# Not links to read: the live providers' API endpoints, the values of B2BSCORE_LIVE_*_URL.
+PROVIDER_ENDPOINTS = {
+    "api.insee.fr",
+    "bodacc-datadila.opendatasoft.com",
+    "openbanking.lydia-app.com:8083",
+    "www.17515.live.api.89c3.com",
+}
 URL = re.compile(r"https?://([^/\s)`'\",]+)")
-LOCAL_HOSTS = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\]|host|sandbox-host)(:\d+)?$")
+LOCAL_HOSTS = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\]|host|bank|sandbox-host)(:\d+)?$")
+# A relative path climbing out of the repository (not an ellipsis such as `.../v1`).
+PARENT_PATH = re.compile(r"(?<![.\w])\.\./")
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_no_path_leaves_the_repository(page: Path) -> None:
-    assert "../" not in page.read_text()
+    assert not PARENT_PATH.findall(page.read_text())
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_links_are_local_or_to_public_standards(page: Path) -> None:
     hosts = set(URL.findall(page.read_text()))
-    outside = {h for h in hosts if not LOCAL_HOSTS.match(h) and h not in STANDARD_HOSTS}
+    allowed = STANDARD_HOSTS | PROVIDER_ENDPOINTS
+    outside = {h for h in hosts if not LOCAL_HOSTS.match(h) and h not in allowed}
     assert outside == set()
 
 

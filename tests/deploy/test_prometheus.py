@@ -17,8 +17,8 @@ RULES_DIR = REPO / "deploy/prometheus/rules"
 SERVICE_RULES = RULES_DIR / "service.yml"
 PROMETHEUS_RULE = REPO / "deploy/k8s/base/prometheusrule.yaml"
 DASHBOARD = REPO / "deploy/grafana/dashboards/b2bscore.json"
-# Exported by `b2bscore worker` (kit/jobs.py), which another branch adds; remove the name
-# from this set once that branch is merged.
+# Exported by `b2bscore worker` (kit/jobs.py), which another branch adds; once merged, the
+# set can go.
 FROM_OTHER_BRANCHES = {"b2bscore_jobs_queue_depth"}
 METRIC = re.compile(r"\bb2bscore_[a-z_]+\b")
 SUFFIXES = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",), "gauge": ("",)}
@@ -124,7 +124,7 @@ def test_the_dashboard_shows_what_operators_asked_for() -> None:
 
 def test_the_dashboard_uses_exported_metrics_only() -> None:
     used = {m for e in dashboard_exprs().values() for text in e for m in METRIC.findall(text)}
-    assert used - exported_series() == FROM_OTHER_BRANCHES
+    assert used - exported_series() <= FROM_OTHER_BRANCHES
 
 
 def test_grafana_provisions_the_datasource_and_the_dashboard() -> None:
