@@ -46,6 +46,7 @@ from b2bscore.model.serving import ServingModels
 from b2bscore.outcomes.endpoints import router as outcomes_router
 from b2bscore.portfolio.endpoints import BATCHES_PATH
 from b2bscore.portfolio.endpoints import router as portfolio_router
+from b2bscore.scoring.endpoints import current_router as current_scoring_router
 from b2bscore.scoring.endpoints import router as scoring_router
 from b2bscore.sources.clients import ProviderClients
 from b2bscore.sources.tokens import Tokenizer
@@ -318,6 +319,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
     )
     app.include_router(scoring_router)
+    app.include_router(current_scoring_router)
     app.include_router(decisions_router)
     app.include_router(books_router)
     app.include_router(console_router)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -58,6 +59,54 @@ def _wait_until_up(url: str, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
+
+
+def _refuse_what_cannot_start(settings: Any, host: str, port: int) -> None:
+    """Exit non-zero at once on a port in use or a database URL no driver can open."""
+    from sqlalchemy.engine import make_url
+    from uvicorn.config import STARTUP_FAILURE
+
+    from b2bscore.kit import serving
+
+    try:
+        make_url(settings.resolved_database_url).get_dialect()
+    except Exception as error:  # any reason the URL cannot name a database: say it, stop
+        typer.echo(f"B2BSCORE_DATABASE_URL cannot be used: {error}", err=True)
+        raise typer.Exit(STARTUP_FAILURE) from error
+    if not serving.port_is_free(host, port):
+        typer.echo(f"{host}:{port} is already in use", err=True)
+        raise typer.Exit(STARTUP_FAILURE)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _probe_host(host: str) -> str:
+    """The address to reach a server listening on host from this machine."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+
+
+def _announce_when_ready(base_url: str, lines: list[str], stop: threading.Event) -> None:
+    """Print lines once base_url/readyz answers 200; nothing if the server stops first."""
+    import httpx
+
+    started = time.monotonic()
+    reported_wait = False
+    while not stop.is_set():
+        try:
+            response = httpx.get(f"{base_url}/readyz", timeout=2.0)
+        except httpx.HTTPError:
+            response = None
+        if response is not None and response.status_code == 200:
+            if not stop.is_set():
+                typer.echo("\n".join(lines))
+            return
+        if response is not None and not reported_wait and time.monotonic() - started > 15:
+            # Up but not ready (a database that does not answer yet): say why, keep waiting.
+            typer.echo(f"waiting for {base_url}/readyz: {response.text}", err=True)
+            reported_wait = True
+        stop.wait(0.2)
 
 
 def _die_with_parent() -> None:
@@ -131,6 +180,7 @@ def serve(
     except StartupRefused as refused:
         typer.echo(f"b2bscore: refusing to start: {refused}", err=True)
         raise typer.Exit(code=2) from None
+    _refuse_what_cannot_start(settings, host, port)
     sandbox_process: subprocess.Popen[bytes] | None = None
     if settings.is_embedded:
         upgrade_database(settings.resolved_database_url)
@@ -150,17 +200,24 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="b2bscore-metrics-")
     key = _sandbox_key(settings) if settings.is_embedded else None
 
-    url = f"http://{host}:{port}"
-    typer.echo(f"b2bscore listening on {url}  (docs: {url}/docs)")
-    typer.echo(f"sandbox providers: {settings.sandbox_url}")
+    url = f"http://{_url_host(host)}:{port}"
+    lines = [f"b2bscore listening on {url}  (docs: {url}/docs)"]
+    lines.append(f"sandbox providers: {settings.sandbox_url}")
     if key:
-        typer.echo(f"sandbox API key: {key}")
-        typer.echo(
+        lines.append(f"sandbox API key: {key}")
+        lines.append(
             f"try: curl -s {url}/v1/score -H 'Authorization: Bearer {key}' "
             "-H 'Content-Type: application/json' "
             '-d \'{"siren": "111111118", "requested_amount": "25000.00", '
             '"product": "term_loan"}\''
         )
+    stop_announcer = threading.Event()
+    threading.Thread(
+        target=_announce_when_ready,
+        args=(f"http://{_url_host(_probe_host(host))}:{port}", lines, stop_announcer),
+        name="announce-when-ready",
+        daemon=True,
+    ).start()
     try:
         serving.run(
             "b2bscore.app:create_app_from_env",
@@ -175,6 +232,7 @@ def serve(
             log_level="warning",
         )
     finally:
+        stop_announcer.set()
         if sandbox_process is not None:
             sandbox_process.terminate()
             sandbox_process.wait(timeout=10)

@@ -25,6 +25,7 @@ from b2bscore.kit.db import (
     upgrade_database_async,
 )
 from b2bscore.tenants.service import authenticate, create_api_key, create_tenant
+from tests.backends import database_url
 from tests.decisions.factories import make_record
 
 TABLES = {"tenants", "api_keys", "decisions"}
@@ -110,9 +111,10 @@ def test_downgrade_and_upgrade_on_sqlite(tmp_path: Path) -> None:
 
 async def test_downgrade_and_upgrade_on_postgresql(postgres_admin_dsn: str) -> None:
     name = f"b2bscore_mig_{secrets.token_hex(4)}"
-    base = postgres_admin_dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    admin = create_async_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
-    url = f"{base}/{name}"
+    admin = create_async_engine(
+        database_url(postgres_admin_dsn, "postgres"), isolation_level="AUTOCOMMIT"
+    )
+    url = database_url(postgres_admin_dsn, name)
     async with admin.connect() as connection:
         await connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:

@@ -71,7 +71,7 @@ def _score_scenarios(base_url: str, key: str) -> None:
             elapsed = time.monotonic() - started
             assert response.status_code == 200, response.text
             answer = response.json()
-            assert answer["decision"] in expected, (siren, answer)
+            assert answer["decision"] in expected, (siren, answer["sources"], answer["reasons"][:2])
             assert answer["reasons"]
             assert elapsed < 1.0
             stored = client.get(f"/v1/decisions/{answer['decision_id']}")

@@ -8,7 +8,7 @@ from multiprocessing.reduction import ForkingPickler
 
 import pytest
 
-from b2bscore.kit.serving import _port_is_free, _PortReservation, reuse_port_socket
+from b2bscore.kit.serving import _PortReservation, port_is_free, reuse_port_socket
 from tests.servers import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing is Linux")
@@ -49,11 +49,11 @@ def test_the_reservation_never_takes_a_connection() -> None:
 
 def test_a_port_someone_listens_on_is_not_free() -> None:
     port = free_port()
-    assert _port_is_free("127.0.0.1", port)
+    assert port_is_free("127.0.0.1", port)
     # Another instance's worker: it joined the port's SO_REUSEPORT group, this one must not.
     other = reuse_port_socket("127.0.0.1", port)
     other.listen()
     try:
-        assert not _port_is_free("127.0.0.1", port)
+        assert not port_is_free("127.0.0.1", port)
     finally:
         other.close()

@@ -88,7 +88,7 @@ def test_reference_round_trip_and_report() -> None:
 def test_alert_rules_use_the_documented_thresholds_and_real_metrics() -> None:
     from pathlib import Path
 
-    import yaml  # type: ignore[import-untyped]  # PyYAML comes with schemathesis (dev)
+    import yaml
 
     from b2bscore.kit import metrics
     from b2bscore.model.drift import PSI_ACT, PSI_WATCH

@@ -26,6 +26,7 @@ from b2bscore.kit.db import create_engine, create_sessionmaker, upgrade_database
 from b2bscore.kit.settings import Settings
 from b2bscore.kit.state import AppState
 from b2bscore.tenants import service as tenants
+from tests.backends import database_url
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = Path(os.environ.get("B2BSCORE_TEST_MODELS_DIR", REPO / "models"))
@@ -92,8 +93,7 @@ async def fresh_database(admin_dsn: str, label: str) -> AsyncIterator[tuple[str,
     """(name, SQLAlchemy URL) of a new migrated database, dropped afterwards."""
     name = f"b2bscore_{label}_{os.getpid()}_{secrets.token_hex(3)}"
     await admin_execute(admin_dsn, f'CREATE DATABASE "{name}"')
-    base = admin_dsn.rsplit("/", 1)[0]
-    url = f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
+    url = database_url(admin_dsn, name)
     try:
         await asyncio.to_thread(upgrade_database, url)
         yield name, url

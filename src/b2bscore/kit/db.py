@@ -198,7 +198,8 @@ def alembic_config(url: str) -> Any:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", url)
+    # ConfigParser interpolates "%": a URL-encoded password or socket path must survive.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 

@@ -163,7 +163,8 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _port_is_free(host: str, port: int) -> bool:
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on host:port (so a start-up there will not fail to bind)."""
     # Bound without SO_REUSEPORT, so it fails while anything listens there, another
     # b2bscore included: two instances must not silently share one port.
     probe = socket.socket(_family(host), socket.SOCK_STREAM)
@@ -196,31 +197,41 @@ def balanced_workers_supported() -> bool:
 
 
 def run(app: str, **options: Any) -> None:
-    """uvicorn.run(app, **options), with a listener per worker where the kernel balances."""
+    """uvicorn.run(app, **options), with a listener per worker where the kernel balances.
+
+    A failed start-up exits non-zero whatever the worker count (SystemExit).
+    """
     config = uvicorn.Config(app, **options)
-    if (
-        config.workers <= 1
-        or config.should_reload
-        or not balanced_workers_supported()
-        or config.uds
-        or config.fd is not None
-        or config.port == 0  # each worker would bind a port of its own
-    ):
-        uvicorn.run(app, **options)
+    if config.workers <= 1 or config.should_reload:
+        uvicorn.run(app, **options)  # exits with STARTUP_FAILURE itself when start-up fails
         return
-    if not _port_is_free(config.host, config.port):
-        log.error("%s:%d is already in use", config.host, config.port)
-        sys.exit(STARTUP_FAILURE)
-    reservation = _PortReservation(config.host, config.port)
-    log.info(
-        "Uvicorn running on http://%s:%d with %d workers, a listener each",
-        config.host,
-        config.port,
-        config.workers,
-    )
+    listener: socket.socket
+    if (
+        balanced_workers_supported()
+        and not config.uds
+        and config.fd is None
+        and config.port != 0  # each worker would bind a port of its own
+    ):
+        if not port_is_free(config.host, config.port):
+            log.error("%s:%d is already in use", config.host, config.port)
+            sys.exit(STARTUP_FAILURE)
+        listener = _PortReservation(config.host, config.port)
+        log.info(
+            "Uvicorn running on http://%s:%d with %d workers, a listener each",
+            config.host,
+            config.port,
+            config.workers,
+        )
+    else:
+        listener = config.bind_socket()  # uvicorn's one socket, shared by the workers
+    supervisor = Multiprocess(config, sockets=[listener])
     try:
-        Multiprocess(config, sockets=[reservation]).run()
+        supervisor.run()
     except KeyboardInterrupt:
         pass
     finally:
-        reservation.close()
+        listener.close()
+    # uvicorn's supervisor stops when a worker fails before serving, then returns as after
+    # a clean shutdown (uvicorn.run then exits 0): say it with the exit status instead.
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        sys.exit(STARTUP_FAILURE)

@@ -8,6 +8,20 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Where the wheel's build step puts the shipped bundles (setup.py); absent in a checkout.
+PACKAGED_MODELS_DIR = Path(__file__).resolve().parents[1] / "bundled_models"
+# models/ at the root of a source checkout (src/b2bscore/kit/settings.py -> root).
+CHECKOUT_MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+
+
+def default_models_dir() -> Path:
+    """The shipped bundles: inside the installed package, else the checkout's models/."""
+    if PACKAGED_MODELS_DIR.is_dir():
+        return PACKAGED_MODELS_DIR
+    if CHECKOUT_MODELS_DIR.is_dir():
+        return CHECKOUT_MODELS_DIR
+    return Path("models")  # neither: relative to the working directory, as given
+
 
 class Settings(BaseSettings):
     """Service configuration; every field can be set as B2BSCORE_<NAME>."""
@@ -56,7 +70,8 @@ class Settings(BaseSettings):
     open_banking_client_key_file: Path | None = None
     open_banking_ca_file: Path | None = None  # None: the system's trust store
 
-    models_dir: Path = Path("models")
+    # Default: the bundles shipped with the package, wherever it is installed.
+    models_dir: Path = Field(default_factory=default_models_dir)
     model_id: str | None = None  # None: the newest bundle in models_dir
     # Model registry (docs/MODEL.md, lifecycle): how fast workers follow a promotion.
     model_poll_seconds: float = Field(default=1.0, gt=0, le=60)  # change notice in Redis

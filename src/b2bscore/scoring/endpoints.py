@@ -7,6 +7,7 @@ from collections.abc import Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.routing import APIRoute
 
 from b2bscore.kit.deps import Sessions, State
 from b2bscore.kit.problems import Problem
@@ -105,3 +106,19 @@ async def _on_canary(
     except Exception:
         stats.errors += 1
         raise
+
+
+# POST /score: the path lenders were first given. It is the current version's endpoint
+# (today v1) under an unversioned path: same handler, same contract, same OpenAPI schema.
+current_router = APIRouter(tags=["scoring"])
+_V1_SCORE = next(r for r in router.routes if isinstance(r, APIRoute) and r.name == "score_company")
+current_router.add_api_route(
+    "/score",
+    _V1_SCORE.endpoint,
+    methods=["POST"],
+    response_model=_V1_SCORE.response_model,
+    responses=_V1_SCORE.responses,
+    summary="Score a company (the current version: POST /v1/score)",
+    description="Answers exactly as `POST /v1/score`, the current version of the API.",
+    operation_id="score_company_current",
+)
