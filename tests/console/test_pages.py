@@ -281,7 +281,7 @@ class TestScore:
         assert all('data-testid="result"' in p.text for p in pages[:2])
         assert 'data-testid="result"' not in pages[2].text
         assert "Too many requests" in pages[2].text
-        assert "2 requests per minute" in pages[2].text
+        assert "2 test requests per minute" in pages[2].text
 
     async def test_a_key_without_score_write_gets_403(
         self, client: httpx.AsyncClient, console_keys: ConsoleKeys
