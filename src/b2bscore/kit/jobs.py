@@ -121,13 +121,25 @@ async def retry_stalled(context: JobContext, timestamp: int) -> int:
     return len(stalled)
 
 
+class _Opened:
+    """The process's engine connection, shared by every Jobs opened in the process.
+
+    A process has one procrastinate App, hence one connector: the first Jobs to open sets
+    it, later ones (several application states in one test process) share it, and the
+    last to close closes it.
+    """
+
+    users = 0
+    stack = contextlib.ExitStack()
+    lock = asyncio.Lock()
+
+
 class Jobs:
     """The job engine of one process: opened once, defers jobs, runs a worker."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.in_memory = settings.is_embedded
-        self._stack = contextlib.ExitStack()
         self._opened = False
 
     @property
@@ -154,19 +166,32 @@ class Jobs:
             return
         # Every task known before the first defer: a job goes to its task's queue.
         engine.perform_import_paths()  # type: ignore[no-untyped-call]
-        self._stack.enter_context(engine.replace_connector(self._connector()))
-        await engine.open_async()
+        async with _Opened.lock:
+            if _Opened.users == 0:
+                _Opened.stack.enter_context(engine.replace_connector(self._connector()))
+                try:
+                    await engine.open_async()
+                except BaseException:
+                    _Opened.stack.close()
+                    raise
+            else:
+                log.debug("job engine already open in this process: shared")
+            _Opened.users += 1
         self._opened = True
 
     async def close(self) -> None:
         """Close the pool and restore the previous connector."""
         if not self._opened:
             return
-        try:
-            await engine.close_async()
-        finally:
-            self._stack.close()
-            self._opened = False
+        self._opened = False
+        async with _Opened.lock:
+            _Opened.users -= 1
+            if _Opened.users:
+                return
+            try:
+                await engine.close_async()
+            finally:
+                _Opened.stack.close()
 
     async def defer(
         self,
