@@ -68,7 +68,7 @@ class Workers:
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def batch_workers(
     flow_settings: Settings, flow_state: AppState, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Workers]:

@@ -105,7 +105,9 @@ def flow_settings(
     )
 
 
-@pytest.fixture(scope="session")
+# Module scope: the worker's own tasks must not outlive the modules that use it (other
+# tests compare the event loop's tasks before and after).
+@pytest.fixture(scope="module")
 async def flow_state(flow_settings: Settings) -> AsyncIterator[AppState]:
     """The application state, with a job worker running in this event loop."""
     state = await build_state(flow_settings)
@@ -123,7 +125,7 @@ async def flow_state(flow_settings: Settings) -> AsyncIterator[AppState]:
     await close_state(state)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def flow_api(
     flow_settings: Settings, flow_state: AppState
 ) -> AsyncIterator[httpx.AsyncClient]:
