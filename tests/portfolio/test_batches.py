@@ -25,7 +25,7 @@ from b2bscore.kit.settings import Settings
 from b2bscore.kit.state import AppState
 from b2bscore.training.world import sample_sirens
 from tests.receivers import webhook_receiver
-from tests.webhooks.conftest import FlowKeys, bearer
+from tests.webhooks.conftest import FLOW_DATA_KEYS, FlowKeys, bearer
 
 URL = "/v1/batches"
 CHUNK_ROWS = 40
@@ -68,7 +68,7 @@ class Workers:
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def batch_workers(
     flow_settings: Settings, flow_state: AppState, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Workers]:
@@ -80,6 +80,7 @@ def batch_workers(
         "B2BSCORE_SANDBOX_URL": str(flow_settings.sandbox_url),
         "B2BSCORE_MODELS_DIR": str(flow_settings.models_dir),
         "B2BSCORE_VAR_DIR": str(flow_settings.var_dir),
+        "B2BSCORE_DATA_KEYS": FLOW_DATA_KEYS,
         "B2BSCORE_JOBS_POLL_SECONDS": "0.2",
         "B2BSCORE_JOBS_STALLED_SECONDS": "3",
         "B2BSCORE_BATCH_CHUNK_ROWS": str(CHUNK_ROWS),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from b2bscore.app import build_state, close_state, create_app
@@ -21,6 +23,7 @@ from b2bscore.tenants import service as tenants
 from tests.servers import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
+FLOW_DATA_KEYS = "flows1:" + base64.b64encode(b"f" * 32).decode()
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,14 @@ def flow_settings(
         webhook_timeout_seconds=1.0,
         webhook_max_endpoints=500,
         jobs_stalled_seconds=3,
+        # Fixed keys, shared with the worker processes of the batch tests.
+        data_keys=SecretStr(FLOW_DATA_KEYS),
     )
 
 
-@pytest.fixture(scope="session")
+# Module scope: the worker's own tasks must not outlive the modules that use it (other
+# tests compare the event loop's tasks before and after).
+@pytest.fixture(scope="module")
 async def flow_state(flow_settings: Settings) -> AsyncIterator[AppState]:
     """The application state, with a job worker running in this event loop."""
     state = await build_state(flow_settings)
@@ -118,7 +125,7 @@ async def flow_state(flow_settings: Settings) -> AsyncIterator[AppState]:
     await close_state(state)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def flow_api(
     flow_settings: Settings, flow_state: AppState
 ) -> AsyncIterator[httpx.AsyncClient]:

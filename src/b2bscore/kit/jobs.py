@@ -121,14 +121,29 @@ async def retry_stalled(context: JobContext, timestamp: int) -> int:
     return len(stalled)
 
 
+class _Opened:
+    """The process's engine connection, shared by every Jobs opened in the process.
+
+    A process has one procrastinate App, hence one connector: the first Jobs to open sets
+    it, later ones (several application states in one test process) share it, and the
+    last to close closes it.
+    """
+
+    users = 0
+    database: str | None = None
+    stack = contextlib.ExitStack()
+    lock = asyncio.Lock()
+
+
 class Jobs:
     """The job engine of one process: opened once, defers jobs, runs a worker."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.in_memory = settings.is_embedded
-        self._stack = contextlib.ExitStack()
         self._opened = False
+        # False when the process's engine is open on another database (tests only).
+        self.attached = True
 
     @property
     def runs_in_process(self) -> bool:
@@ -154,19 +169,38 @@ class Jobs:
             return
         # Every task known before the first defer: a job goes to its task's queue.
         engine.perform_import_paths()  # type: ignore[no-untyped-call]
-        self._stack.enter_context(engine.replace_connector(self._connector()))
-        await engine.open_async()
+        async with _Opened.lock:
+            database = self.settings.resolved_database_url
+            if _Opened.users == 0:
+                _Opened.stack.enter_context(engine.replace_connector(self._connector()))
+                try:
+                    await engine.open_async()
+                except BaseException:
+                    _Opened.stack.close()
+                    raise
+                _Opened.database = database
+            elif _Opened.database != database:
+                # Another database's engine: this state must neither defer into nor run
+                # that queue (its jobs would meet the wrong tables and keys).
+                log.warning("job engine open on another database in this process: detached")
+                self.attached = False
+            _Opened.users += 1
         self._opened = True
 
     async def close(self) -> None:
         """Close the pool and restore the previous connector."""
         if not self._opened:
             return
-        try:
-            await engine.close_async()
-        finally:
-            self._stack.close()
-            self._opened = False
+        self._opened = False
+        async with _Opened.lock:
+            _Opened.users -= 1
+            if _Opened.users:
+                return
+            try:
+                await engine.close_async()
+            finally:
+                _Opened.stack.close()
+                _Opened.database = None
 
     async def defer(
         self,
@@ -179,6 +213,8 @@ class Jobs:
         **task_kwargs: Any,
     ) -> int | None:
         """Queue a job; None when a job with the same queueing lock is already waiting."""
+        if not self.attached:
+            return None
         known = engine.tasks.get(task_name)
         deferrer = procrastinate_tasks.configure_task(
             name=task_name,
@@ -197,6 +233,8 @@ class Jobs:
 
     async def queue_depth(self) -> dict[str, dict[str, int]]:
         """Jobs waiting and running per queue; also published as a gauge."""
+        if not self.attached:
+            return {}
         rows = await engine.job_manager.list_queues_async()
         depth = {row["name"]: {"todo": row["todo"], "doing": row["doing"]} for row in rows}
         for queue, counts in depth.items():
@@ -215,6 +253,8 @@ class Jobs:
         queues: list[str] | None = None,
     ) -> None:
         """Run a worker on queues (None: all) until cancelled (or, with wait=False, idle)."""
+        if not self.attached:
+            return
         settings = self.settings
         await engine.run_worker_async(
             # None is every queue (procrastinate's own default, which its stub types omit).

@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
-from b2bscore.sandbox.events import KINDS
+# Spelled out rather than imported: the events module pulls in the world (numpy), and the
+# CLI must start fast for every other command.
+KINDS = ("proceedings_opened", "closed", "cash_squeeze")
 
 
 def sandbox_event(

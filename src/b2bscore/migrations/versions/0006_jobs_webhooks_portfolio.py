@@ -30,6 +30,29 @@ PROCRASTINATE_TABLES = (
 )
 
 
+# What the tables leave behind: procrastinate's functions and enum types.
+DROP_PROCRASTINATE_OBJECTS = """
+DO $$
+DECLARE item record;
+BEGIN
+    FOR item IN SELECT p.oid::regprocedure AS signature FROM pg_proc p
+                JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = current_schema() AND p.proname LIKE 'procrastinate%'
+    LOOP
+        EXECUTE 'DROP FUNCTION IF EXISTS ' || item.signature || ' CASCADE';
+    END LOOP;
+    FOR item IN SELECT t.typname FROM pg_type t
+                JOIN pg_namespace n ON n.oid = t.typnamespace
+                WHERE n.nspname = current_schema() AND t.typname LIKE 'procrastinate%'
+                  AND t.typtype IN ('e', 'c')
+    LOOP
+        EXECUTE 'DROP TYPE IF EXISTS ' || quote_ident(item.typname) || ' CASCADE';
+    END LOOP;
+END
+$$
+"""
+
+
 def _apply_procrastinate_schema() -> None:
     """procrastinate's own schema (tables, functions, triggers), as the installed version ships it.
 
@@ -264,25 +287,4 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for table in PROCRASTINATE_TABLES:
             op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
-        # The engine's schema also holds functions and enum types: an upgrade after this
-        # downgrade recreates them, and would find them already there.
-        op.execute(_DROP_PROCRASTINATE_ROUTINES_AND_TYPES)
-
-
-_DROP_PROCRASTINATE_ROUTINES_AND_TYPES = """
-DO $$
-DECLARE r record;
-BEGIN
-  FOR r IN SELECT p.oid::regprocedure AS signature
-           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-           WHERE n.nspname = current_schema() AND p.proname LIKE 'procrastinate%' LOOP
-    EXECUTE 'DROP FUNCTION IF EXISTS ' || r.signature || ' CASCADE';
-  END LOOP;
-  FOR r IN SELECT t.typname
-           FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-           WHERE n.nspname = current_schema() AND t.typname LIKE 'procrastinate%'
-             AND t.typtype IN ('e', 'c', 'd') LOOP
-    EXECUTE 'DROP TYPE IF EXISTS ' || quote_ident(r.typname) || ' CASCADE';
-  END LOOP;
-END $$;
-"""
+        op.execute(DROP_PROCRASTINATE_OBJECTS)
