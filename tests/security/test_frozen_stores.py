@@ -29,7 +29,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-import redis
 from sqlalchemy import select
 
 from b2bscore.decisions.models import Decision, LateCommit
@@ -49,7 +48,7 @@ from tests.security.conftest import (
     score_body,
     start_stack,
 )
-from tests.servers import free_port
+from tests.servers import free_port, own_redis_server
 
 BUDGET_S = 0.5
 # What the client measures on top of the server's budget: in process here, so little.
@@ -325,43 +324,8 @@ async def test_a_row_committed_after_its_503_is_marked_and_replayed_by_its_key(
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of this test's own, which the test may freeze."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.exceptions.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    try:
-        yield url, process
-    finally:
-        os.kill(process.pid, signal.SIGCONT)
-        process.kill()
-        process.wait()
+    with own_redis_server(tmp_path) as server:
+        yield server
 
 
 async def test_a_frozen_redis_costs_requests_no_more_than_the_budget(

@@ -6,20 +6,17 @@ meets is a Redis that stops answering, exactly as in production.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import update
 
 from b2bscore.kit.db import create_sessionmaker
 from b2bscore.tenants.models import Tenant
 from tests.security.conftest import bearer, score_body, start_stack
-from tests.servers import free_port
+from tests.servers import own_redis_server
 
 LIMIT = 3
 
@@ -27,42 +24,8 @@ LIMIT = 3
 @pytest.fixture
 def doomed_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of this test's own, which the test may kill."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.exceptions.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    try:
-        yield url, process
-    finally:
-        process.kill()
-        process.wait()
+    with own_redis_server(tmp_path) as server:
+        yield server
 
 
 async def test_scoring_survives_redis_going_down(

@@ -15,27 +15,12 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
+from b2bscore.sources.fec import REQUIRED_COLUMNS
 from b2bscore.training.world import Company, Statement, TrialLine
 
 _ZERO = Decimal(0)
-BASE_COLUMNS = (
-    "JournalCode",
-    "JournalLib",
-    "EcritureNum",
-    "EcritureDate",
-    "CompteNum",
-    "CompteLib",
-    "CompAuxNum",
-    "CompAuxLib",
-    "PieceRef",
-    "PieceDate",
-    "EcritureLib",
-    "Debit",
-    "Credit",
-    "EcritureLet",
-    "DateLet",
-    "ValidDate",
-)
+# The parser's own list: the sandbox writes exactly the columns the standard names.
+BASE_COLUMNS = REQUIRED_COLUMNS
 CURRENCY_COLUMNS = ("Montantdevise", "Idevise")
 REGIME_COLUMNS = ("DateRglt", "ModeRglt", "NatOp", "IdClient")
 _TRANSFER = ("580000", "Virements internes")
