@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from b2bscore.books.endpoints import BOOKS_PATH
 from b2bscore.books.endpoints import router as books_router
+from b2bscore.consents.endpoints import router as consents_router
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.endpoints import router as decisions_router
 from b2bscore.decisions.writer import AuditWriter
@@ -260,6 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(books_router)
     app.include_router(webhooks_router)
     app.include_router(portfolio_router)
+    app.include_router(consents_router)
     document_webhooks(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from b2bscore.consents.cli import consents_app
 from b2bscore.decisions.cli import audit_app
 from b2bscore.portfolio.cli import batch, monitor_app
 from b2bscore.sandbox.cli import sandbox_event
@@ -31,6 +32,7 @@ app.add_typer(providers_app, name="providers")
 app.command("worker")(worker)
 app.add_typer(monitor_app, name="monitor")
 app.command("batch")(batch)
+app.add_typer(consents_app, name="consents")
 
 SANDBOX_TENANT = "sandbox"
 SANDBOX_SCOPES = ("score:write", "decisions:read")

@@ -1,7 +1,7 @@
 """Job engine schema (procrastinate), webhooks and the event outbox, monitoring, batches.
 
 Revision ID: 0006
-Revises: 0001
+Revises: 0005
 Create Date: 2026-12-04
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = "0006"
-down_revision: str | None = "0001"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
