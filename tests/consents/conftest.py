@@ -178,7 +178,9 @@ async def answer_at_bank(
     account_boxes = [value for name, value in form.boxes if name == "accounts"]
     data["accounts"] = account_boxes[: accounts if accounts is not None else len(account_boxes)]
     data["scopes"] = [
-        value for name, value in form.boxes if name == "scopes" and (scopes is None or value in scopes)
+        value
+        for name, value in form.boxes
+        if name == "scopes" and (scopes is None or value in scopes)
     ]
     data["action"] = action
     base = re.match(r"^https?://[^/]+", authorization_url)

@@ -70,6 +70,13 @@ class ConsentRepository:
         )
         return (await self.session.execute(query)).first()  # type: ignore[return-value]
 
+    async def snapshot_keys(self) -> list[tuple[str, str, str]]:
+        """(tenant, mode, SIREN) of every active consent holding a snapshot."""
+        query = sa.select(Consent.tenant_id, Consent.mode, Consent.siren).where(
+            Consent.status == "active", Consent.snapshot_at.is_not(None)
+        )
+        return [(t, m, s) for t, m, s in (await self.session.execute(query)).all()]
+
     async def due_for_sync(self, older_than: datetime, limit: int) -> Sequence[str]:
         """Active consents whose last sync is older than older_than (or that never synced)."""
         query = (

@@ -10,6 +10,7 @@ event (consent.revoked, consent.expired, consent.expiring) in the same transacti
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -768,6 +769,9 @@ async def _sync(tools: SyncTools, consent_id: str, now: datetime) -> str:
         locked.accounts = [a["token"] for a in doc["accounts"]]
         locked.updated_at = now
         await session.commit()
+    snapshot_index(tools.sessions, settings.consent_index_seconds).add(
+        locked.tenant_id, locked.mode, locked.siren
+    )
     return "synced"
 
 
@@ -809,6 +813,54 @@ def forget_snapshot(consent_id: str) -> None:
         del _SNAPSHOTS[key]
 
 
+class SnapshotIndex:
+    """Which (tenant, mode, SIREN) have an active consent with a snapshot, in this process.
+
+    Read whole from the database at most every ``ttl`` seconds (in the background once
+    loaded), so that a decision on a company without consent costs a set lookup, not a
+    round trip. A consent activated in another process is seen within ``ttl``; one revoked
+    is never served, because the snapshot read itself checks the status.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._keys: frozenset[tuple[str, str, str]] | None = None
+        self._loaded_at = 0.0
+        self._loading: asyncio.Task[None] | None = None
+
+    async def _load(self, sessions: SessionOpener) -> None:
+        async with opened_session(sessions) as session:
+            keys = await ConsentRepository(session).snapshot_keys()
+        self._keys = frozenset(keys)
+        self._loaded_at = time.monotonic()
+
+    def add(self, tenant_id: str, mode: str, siren: str) -> None:
+        """Note a snapshot written by this process (seen at once here)."""
+        if self._keys is not None:
+            self._keys = self._keys | {(tenant_id, mode, siren)}
+
+    async def has(self, sessions: SessionOpener, tenant_id: str, mode: str, siren: str) -> bool:
+        """True when the company may have a snapshot for this tenant and mode."""
+        if self._keys is None:
+            await self._load(sessions)
+        elif time.monotonic() - self._loaded_at > self.ttl and (
+            self._loading is None or self._loading.done()
+        ):
+            self._loading = asyncio.create_task(self._load(sessions))
+        return self._keys is not None and (tenant_id, mode, siren) in self._keys
+
+
+_INDEXES: dict[int, SnapshotIndex] = {}
+
+
+def snapshot_index(sessions: SessionOpener, ttl: float) -> SnapshotIndex:
+    """The process's index for one database (one per session factory)."""
+    index = _INDEXES.get(id(sessions))
+    if index is None:
+        index = _INDEXES[id(sessions)] = SnapshotIndex(ttl)
+    return index
+
+
 async def fresh_snapshot(
     sessions: SessionOpener,
     keyring: DataKeyring,
@@ -818,8 +870,11 @@ async def fresh_snapshot(
     siren: str,
     max_age: timedelta,
     now: datetime,
+    index_ttl: float = 5.0,
 ) -> Snapshot | None:
     """The freshest active snapshot of a company younger than max_age (one indexed read)."""
+    if not await snapshot_index(sessions, index_ttl).has(sessions, tenant_id, mode, siren):
+        return None
     async with opened_session(sessions) as session:
         row = await ConsentRepository(session).fresh_snapshot(tenant_id, mode, siren, now - max_age)
     if row is None or row.snapshot_ciphertext is None:

@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     consent_snapshot_max_age_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
     consent_token_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     consent_refresh_margin_seconds: int = Field(default=300, ge=0, le=86_400)
+    # How stale each process's list of companies with a snapshot may be (see SnapshotIndex).
+    consent_index_seconds: float = Field(default=5.0, gt=0, le=3600)
 
     @property
     def resolved_database_url(self) -> str:

@@ -292,6 +292,7 @@ def _bank_snapshot(tools: ScoringTools, principal: Principal) -> BankSnapshot | 
             siren=siren,
             max_age=max_age,
             now=now,
+            index_ttl=tools.settings.consent_index_seconds,
         )
         if found is None:
             return None
