@@ -68,9 +68,7 @@ class TestGetConsent:
     async def test_401(self, browser: httpx.AsyncClient) -> None:
         assert (await browser.get("/v1/consents/x")).status_code == 401
 
-    async def test_403_without_decisions_read(
-        self, browser: httpx.AsyncClient, keys: Keys
-    ) -> None:
+    async def test_403_without_decisions_read(self, browser: httpx.AsyncClient, keys: Keys) -> None:
         created = await ask(browser, keys.writer)
         r = await browser.get(f"/v1/consents/{created['id']}", headers=bearer(keys.no_read))
         assert r.status_code == 403
@@ -112,7 +110,9 @@ class TestListConsents:
         assert mine["id"] in ids
         assert theirs["id"] not in ids
 
-    async def test_cursor_pages_and_bad_cursor(self, browser: httpx.AsyncClient, keys: Keys) -> None:
+    async def test_cursor_pages_and_bad_cursor(
+        self, browser: httpx.AsyncClient, keys: Keys
+    ) -> None:
         await ask(browser, keys.writer)
         await ask(browser, keys.writer)
         first = (await browser.get("/v1/consents?limit=1", headers=bearer(keys.writer))).json()
