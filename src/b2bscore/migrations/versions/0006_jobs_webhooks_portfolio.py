@@ -7,6 +7,7 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 MONEY = sa.Numeric(18, 2).with_variant(sa.String(40), "sqlite")
 TIMESTAMP = sa.DateTime(timezone=True)
 
+_TYPE = re.compile(r"CREATE TYPE (?:public\.)?(procrastinate_\w+)")
 PROCRASTINATE_TABLES = (
     "procrastinate_events",
     "procrastinate_periodic_defers",
@@ -264,3 +266,21 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for table in PROCRASTINATE_TABLES:
             op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+        # The schema's functions and enum types too: an upgrade after a downgrade recreates
+        # them, and would fail on the ones left behind.
+        op.execute(
+            """
+            DO $$
+            DECLARE item record;
+            BEGIN
+              FOR item IN SELECT p.oid::regprocedure AS name FROM pg_proc p
+                  JOIN pg_namespace n ON n.oid = p.pronamespace
+                  WHERE n.nspname = current_schema() AND p.proname LIKE 'procrastinate%'
+              LOOP EXECUTE 'DROP FUNCTION IF EXISTS ' || item.name || ' CASCADE'; END LOOP;
+            END $$;
+            """
+        )
+        from procrastinate.schema import SchemaManager
+
+        for type_name in sorted(set(_TYPE.findall(SchemaManager.get_schema()))):
+            op.execute(f"DROP TYPE IF EXISTS {type_name} CASCADE")
