@@ -829,8 +829,13 @@ class SnapshotIndex:
         self._loading: asyncio.Task[None] | None = None
 
     async def _load(self, sessions: SessionOpener) -> None:
-        async with opened_session(sessions) as session:
-            keys = await ConsentRepository(session).snapshot_keys()
+        try:
+            async with opened_session(sessions) as session:
+                keys = await ConsentRepository(session).snapshot_keys()
+        except Exception as error:  # the store down: keep what is known, retry next time
+            log.warning("consent index not reloaded: %s", type(error).__name__)
+            self._loaded_at = time.monotonic()
+            return
         self._keys = frozenset(keys)
         self._loaded_at = time.monotonic()
 

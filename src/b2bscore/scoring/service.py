@@ -284,16 +284,20 @@ def _bank_snapshot(tools: ScoringTools, principal: Principal) -> BankSnapshot | 
 
     async def read(siren: str) -> tuple[Any, bytes, dict[str, Any]] | None:
         now = datetime.now(UTC)
-        found = await fresh_snapshot(
-            tools.sessions,
-            keyring,
-            tenant_id=principal.tenant_id,
-            mode=principal.mode,
-            siren=siren,
-            max_age=max_age,
-            now=now,
-            index_ttl=tools.settings.consent_index_seconds,
-        )
+        try:
+            found = await fresh_snapshot(
+                tools.sessions,
+                keyring,
+                tenant_id=principal.tenant_id,
+                mode=principal.mode,
+                siren=siren,
+                max_age=max_age,
+                now=now,
+                index_ttl=tools.settings.consent_index_seconds,
+            )
+        except Exception as error:  # no snapshot today: the bank is asked, as without one
+            log.warning("consent snapshot unreadable for %s: %s", siren, type(error).__name__)
+            return None
         if found is None:
             return None
         info = {
