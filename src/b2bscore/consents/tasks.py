@@ -53,7 +53,12 @@ async def sync(context: JobContext, consent_id: str) -> str:
 
 
 @periodic(cron="* * * * *", periodic_id="consents")
-@task(name="consents.schedule", pass_context=True, queueing_lock="consents.schedule")
+@task(
+    name="consents.schedule",
+    pass_context=True,
+    queue="consents",
+    queueing_lock="consents.schedule",
+)
 async def schedule(context: JobContext, timestamp: int) -> int:
     """Every minute: expire, announce and purge; queue the syncs that are due."""
     state = state_of(context)
