@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from b2bscore.books.endpoints import BOOKS_PATH
 from b2bscore.books.endpoints import router as books_router
+from b2bscore.consents.endpoints import router as consents_router
 from b2bscore.console.endpoints import router as console_router
 from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.checkpoints import CheckpointPublisher, CheckpointSigner, CheckpointStore
@@ -325,6 +326,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(console_router)
     app.include_router(webhooks_router)
     app.include_router(portfolio_router)
+    app.include_router(consents_router)
     document_webhooks(app)
     app.include_router(outcomes_router)
 

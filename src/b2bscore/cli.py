@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from b2bscore.consents.cli import consents_app
 from b2bscore.decisions.cli import audit_app
 from b2bscore.decisions.roles import grant_app_role_command
 from b2bscore.model.cli import models_app
@@ -36,6 +37,7 @@ app.command("worker")(worker)
 app.add_typer(monitor_app, name="monitor")
 app.command("batch")(batch)
 app.add_typer(models_app, name="models")
+app.add_typer(consents_app, name="consents")
 
 SANDBOX_TENANT = "sandbox"
 SANDBOX_SCOPES = ("score:write", "decisions:read")

@@ -22,7 +22,7 @@ def worker(
     name: Annotated[str | None, typer.Option(help="Worker name in logs and job records.")] = None,
     queue: Annotated[
         list[str] | None,
-        typer.Option(help="Only these queues (webhooks, monitoring, batches, default)."),
+        typer.Option(help="Only these queues (webhooks, monitoring, batches, consents, default)."),
     ] = None,
 ) -> None:
     """Run a worker of the job engine (PostgreSQL); start as many as you like, anywhere."""

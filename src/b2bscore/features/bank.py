@@ -52,7 +52,8 @@ def is_rejected_debit_refund(amount: float, remittance: str) -> bool:
 
 def bank_features(bank: BankData | None) -> tuple[float, ...]:
     """Bank features in ``NAMES`` order; all NaN when there is no bank data."""
-    if bank is None:
+    if bank is None or not bank.transactions_granted:
+        # Every bank feature reads the history (even cash cover needs the outflows).
         return _MISSING
     # A pure function of the (frozen) record: computed once per parsed record, which the
     # source cache hands to every decision on that company while it is fresh.

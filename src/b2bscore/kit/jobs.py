@@ -60,6 +60,7 @@ __all__ = [
 TASK_MODULES: Final[tuple[str, ...]] = (
     "b2bscore.webhooks.tasks",
     "b2bscore.portfolio.tasks",
+    "b2bscore.consents.tasks",
 )
 
 # The process's one procrastinate App. Its connector is set when a process opens Jobs:

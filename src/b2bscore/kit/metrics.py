@@ -118,3 +118,11 @@ def render_metrics() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+CONSENT_SYNCS = Histogram(
+    "b2bscore_consent_sync_seconds",
+    "Open-banking consent syncs, by outcome (synced, revoked_by_bank, failed, skipped).",
+    ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)

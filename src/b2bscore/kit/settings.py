@@ -143,6 +143,23 @@ class Settings(BaseSettings):
     # interactive budget before the row is left pending for the next run.
     batch_row_deadline_ms: int = Field(default=5_000, ge=100, le=60_000)
 
+    # Live consents (docs/CONSENTS.md): this service's OAuth client id at the banks and the
+    # public URL of its callback; how long a state lives, PSD2's validity (a bank may grant
+    # less), the notice before expiry, how long data outlives an expiry, the sync schedule,
+    # how old a snapshot may be to feed a decision, and the token endpoint's timeout.
+    open_banking_client_id: str = "b2bscore"
+    consent_callback_url: str = "http://127.0.0.1:8000/v1/consents/callback"
+    consent_state_seconds: int = Field(default=900, ge=30, le=86_400)
+    consent_validity_days: int = Field(default=180, ge=1, le=180)
+    consent_expiring_notice_days: int = Field(default=7, ge=0, le=90)
+    consent_retention_days: int = Field(default=30, ge=0, le=3650)
+    consent_sync_interval_seconds: int = Field(default=3600, ge=60, le=7 * 86_400)
+    consent_snapshot_max_age_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    consent_token_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    consent_refresh_margin_seconds: int = Field(default=300, ge=0, le=86_400)
+    # How stale each process's list of companies with a snapshot may be (see SnapshotIndex).
+    consent_index_seconds: float = Field(default=5.0, gt=0, le=3600)
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite under var_dir."""

@@ -21,6 +21,7 @@ from stdnum.fr import siren as std_siren
 
 from b2bscore.sandbox import fec, stet, wire
 from b2bscore.sandbox.events import EventStore, RefreshEvents, admin_router
+from b2bscore.sandbox.oauth import Grant, Grants, oauth_router
 from b2bscore.sandbox.profile import Provider, SandboxProfile
 from b2bscore.sources.stet_http import loads_exact
 from b2bscore.training.world import Company
@@ -144,7 +145,10 @@ def create_sandbox_app(
         title="b2bscore provider sandbox", docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.profile = prof
+    grants = Grants()
+    app.state.grants = grants
     app.include_router(admin_router(store))
+    app.include_router(oauth_router(grants, company))
     app.add_middleware(RefreshEvents, store=store)
 
     async def hang(request: Request) -> None:
@@ -198,9 +202,20 @@ def create_sandbox_app(
         )
 
     async def stet_gate(request: Request) -> tuple[Company | None, Response | None, bool]:
-        """Authenticate the PSU token and apply faults; (company, response, malformed)."""
+        """Authenticate the PSU token and apply faults; (company, response, malformed).
+
+        A token issued by a sandbox bank's consent flow (sandbox/oauth.py) opens the granted
+        accounts and categories only, whatever the world says of the company's consent; the
+        public ``sandbox-SIREN`` token opens the world's pre-consented companies.
+        """
         auth = request.headers.get("authorization", "")
-        siren = auth[len(_TOKEN_PREFIX) :] if auth.startswith(_TOKEN_PREFIX) else ""
+        grant: Grant | None = None
+        if auth.startswith("Bearer at-"):
+            grant = grants.grant_of(auth[len("Bearer ") :])
+            siren = grant.siren if grant is not None else ""
+        else:
+            siren = auth[len(_TOKEN_PREFIX) :] if auth.startswith(_TOKEN_PREFIX) else ""
+        request.state.grant = grant
         if not _valid(siren):
             return (
                 None,
@@ -217,13 +232,37 @@ def create_sandbox_app(
         if c.fault == "bank_timeout":
             await hang(request)
             return c, Response(status_code=504), False
-        if c.fault == "no_bank_consent" or not c.bank_consent:
+        if grant is None and (c.fault == "no_bank_consent" or not c.bank_consent):
             return (
                 c,
                 stet_error(request, 403, "consent_missing", "No valid consent for this PSU"),
                 False,
             )
         return c, None, malformed
+
+    def refused(request: Request, resource_id: str | None, scope: str) -> Response | None:
+        """403 when the request's grant does not cover this account or category."""
+        grant: Grant | None = request.state.grant
+        if grant is None:
+            return None
+        if scope not in grant.scopes or (
+            resource_id is not None and resource_id not in grant.accounts
+        ):
+            return stet_error(request, 403, "consent_missing", f"No consent for {scope}")
+        return None
+
+    def granted_accounts(request: Request, content: bytes) -> bytes:
+        """GET /accounts cut to the granted accounts (balances only when granted)."""
+        grant: Grant | None = request.state.grant
+        if grant is None:
+            return content
+        doc = loads_exact(content)
+        kept = [a for a in doc["accounts"] if a["resourceId"] in grant.accounts]
+        if "balances" not in grant.scopes:
+            for account in kept:
+                account.pop("balances", None)
+        doc["accounts"] = kept
+        return stet.dumps(doc)
 
     def dialect(request: Request) -> stet.Dialect:
         """The bank (dialect) a request is addressed to, from its path."""
@@ -236,7 +275,8 @@ def create_sandbox_app(
         c, resp, malformed = await stet_gate(request)
         if resp is not None or c is None:
             return resp or Response(status_code=500)
-        return body(_stet(c.siren, _today(), dialect(request)).accounts, malformed)
+        content = _stet(c.siren, _today(), dialect(request)).accounts
+        return body(granted_accounts(request, content), malformed)
 
     @app.get("/stet/v1/accounts/{resource_id}/balances")
     async def stet_balances(request: Request, resource_id: str) -> Response:
@@ -244,6 +284,8 @@ def create_sandbox_app(
         c, resp, malformed = await stet_gate(request)
         if resp is not None or c is None:
             return resp or Response(status_code=500)
+        if (denied := refused(request, resource_id, "balances")) is not None:
+            return denied
         content = _stet(c.siren, _today(), "stet14").balances.get(resource_id)
         if content is None:
             return stet_error(request, 404, "not_found", "Unknown account")
@@ -266,6 +308,8 @@ def create_sandbox_app(
         c, resp, malformed = await stet_gate(request)
         if resp is not None or c is None:
             return resp or Response(status_code=500)
+        if (denied := refused(request, resource_id, "transactions")) is not None:
+            return denied
         kind = dialect(request)
         pages = _pages(c.siren, _today(), resource_id, date_from, kind)
         if not pages:

@@ -95,6 +95,14 @@ class ReasonOut(BaseModel):
     label_en: str
 
 
+class SnapshotOut(BaseModel):
+    """The consent's synced snapshot that served the bank data of this decision."""
+
+    consent_id: str
+    age_seconds: float
+    scopes: list[str]  # the categories that fed the decision
+
+
 class SourceOut(BaseModel):
     """What one provider gave for this decision."""
 
@@ -102,6 +110,7 @@ class SourceOut(BaseModel):
     latency_ms: float
     as_of: date | None
     detail: str | None = None
+    snapshot: SnapshotOut | None = None
 
 
 class ModelOut(BaseModel):

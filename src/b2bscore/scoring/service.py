@@ -11,11 +11,12 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from b2bscore.books.service import books_namespace, uploaded_reader
+from b2bscore.consents.service import fresh_snapshot
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.repository import DecisionRepository
@@ -46,7 +47,7 @@ from b2bscore.model.reasons import Reason
 from b2bscore.scoring import idempotency
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.sources.clients import ProviderClients
-from b2bscore.sources.fanout import UploadedBooks, gather_sources
+from b2bscore.sources.fanout import BankSnapshot, UploadedBooks, gather_sources
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import SourceBundle, SourceResult
 from b2bscore.tenants.auth import Principal
@@ -204,6 +205,7 @@ async def decide_and_record(
         cache_namespace=_cache_namespace(principal),
         uploaded_books=_uploaded_books(tools, principal),
         accounting_namespace=books_namespace(principal.tenant_id, principal.mode),
+        bank_snapshot=_bank_snapshot(tools, principal),
     )
     return await decide_on_sources(
         body,
@@ -322,6 +324,41 @@ def _uploaded_books(tools: ScoringTools, principal: Principal) -> UploadedBooks 
     return uploaded_reader(tools.sessions, tools.keyring, principal.tenant_id, principal.mode)
 
 
+def _bank_snapshot(tools: ScoringTools, principal: Principal) -> BankSnapshot | None:
+    # A consent's synced snapshot of the company, asked beside the other sources.
+    keyring = tools.keyring
+    if keyring is None:
+        return None
+    max_age = timedelta(seconds=tools.settings.consent_snapshot_max_age_seconds)
+
+    async def read(siren: str) -> tuple[Any, bytes, dict[str, Any]] | None:
+        now = datetime.now(UTC)
+        try:
+            found = await fresh_snapshot(
+                tools.sessions,
+                keyring,
+                tenant_id=principal.tenant_id,
+                mode=principal.mode,
+                siren=siren,
+                max_age=max_age,
+                now=now,
+                index_ttl=tools.settings.consent_index_seconds,
+            )
+        except Exception as error:  # no snapshot today: the bank is asked, as without one
+            log.warning("consent snapshot unreadable for %s: %s", siren, type(error).__name__)
+            return None
+        if found is None:
+            return None
+        info = {
+            "consent_id": found.consent_id,
+            "age_seconds": round((now - found.snapshot_at).total_seconds(), 1),
+            "scopes": list(found.scopes),
+        }
+        return found.data, found.packed, info
+
+    return read
+
+
 def _cache_namespace(principal: Principal) -> str:
     # Per tenant and mode: live data was consented to one lender and must never be served
     # to another; and even in the public sandbox world a `cached` status would tell one
@@ -378,12 +415,15 @@ def _reason_json(reason: Reason) -> dict[str, Any]:
 
 
 def _source_json(result: SourceResult) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "status": result.status.value,
         "latency_ms": round(result.latency_ms, 3),
         "as_of": result.as_of.isoformat() if result.as_of else None,
         "detail": result.detail,
     }
+    if result.snapshot is not None:
+        out["snapshot"] = dict(result.snapshot)
+    return out
 
 
 def _sources_json(sources: SourceBundle) -> dict[str, Any]:

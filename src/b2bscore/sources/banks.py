@@ -51,6 +51,7 @@ class Bank(BaseModel):
     api_base_url: str = Field(min_length=1)
     authorization_endpoint: str | None = None
     token_endpoint: str | None = None
+    revocation_endpoint: str | None = None  # RFC 7009; None: revoked on our side only
     stet_version: Annotated[str, StringConstraints(pattern=r"^1\.[4-6](\.[0-9]+){0,2}$")]
     sandbox: bool = False
     documentation: str | None = None
@@ -63,6 +64,14 @@ class Bank(BaseModel):
                 raise ValueError(f"bank {self.id} needs the sandbox URL")
             return self.api_base_url.replace(SANDBOX_PLACEHOLDER, sandbox_url.rstrip("/"))
         return self.api_base_url
+
+    def endpoint(self, url: str | None, sandbox_url: str | None = None) -> str | None:
+        """One of the bank's OAuth endpoints, with the sandbox URL substituted."""
+        if url is None or SANDBOX_PLACEHOLDER not in url:
+            return url
+        if sandbox_url is None:
+            raise ValueError(f"bank {self.id} needs the sandbox URL")
+        return url.replace(SANDBOX_PLACEHOLDER, sandbox_url.rstrip("/"))
 
     @model_validator(mode="after")
     def _live_banks_use_https(self) -> Bank:

@@ -40,6 +40,9 @@ Fetch = Callable[[], Awaitable[dict[str, Any]]]
 Parse = Callable[[Mapping[str, Any], date], Data]
 # The accounting raw record of the books a lender uploaded for a SIREN, or None.
 UploadedBooks = Callable[[str], Awaitable[dict[str, Any] | None]]
+# The fresh synced snapshot of a SIREN's consented bank data: (data, packed normalised
+# record for the audit, what the answer says of it), or None.
+BankSnapshot = Callable[[str], Awaitable[tuple[BankData, bytes, dict[str, Any]] | None]]
 
 
 def _valid_siren(siren: str) -> bool:
@@ -122,6 +125,7 @@ class _Run:
         kit_cache: Cache | None = None,
         uploaded_books: UploadedBooks | None = None,
         accounting_namespace: str | None = None,
+        bank_snapshot: BankSnapshot | None = None,
     ) -> None:
         self.siren = siren
         self.clients = clients
@@ -133,6 +137,7 @@ class _Run:
         self.deadline = deadline
         self.uploaded_books = uploaded_books
         self.accounting_namespace = accounting_namespace or namespace
+        self.bank_snapshot = bank_snapshot
         self.writes: list[asyncio.Task[None]] = []
 
     async def source(self, name: SourceName) -> SourceResult:
@@ -142,6 +147,21 @@ class _Run:
         # Uploaded books belong to one tenant: their cache entry must be that tenant's.
         namespace = self.accounting_namespace if name is SourceName.ACCOUNTING else self.namespace
         try:
+            if name is SourceName.OPEN_BANKING and self.bank_snapshot is not None:
+                # A consent's synced snapshot, when fresh, spares the bank any call.
+                snapshot = await self.bank_snapshot(self.siren)
+                if snapshot is not None:
+                    snapshot_data, packed, info = snapshot
+                    return SourceResult(
+                        name=name,
+                        status=SourceStatus.OK,
+                        latency_ms=_ms(started),
+                        as_of=snapshot_data.as_of,
+                        detail="snapshot",
+                        data=snapshot_data,
+                        packed_raw=packed,
+                        snapshot=info,
+                    )
             if self.cache is not None:
                 hit = await self.cache.get(namespace, name, self.siren)
                 if hit is not None and hit.absent is not None:
@@ -256,6 +276,7 @@ async def gather_sources(
     freshness_seconds: Mapping[SourceName, float] | None = None,
     uploaded_books: UploadedBooks | None = None,
     accounting_namespace: str | None = None,
+    bank_snapshot: BankSnapshot | None = None,
 ) -> SourceBundle:
     """The three sources of siren, each with its status, by deadline (time.monotonic()).
 
@@ -263,6 +284,8 @@ async def gather_sources(
     for the lender's uploaded books.
     uploaded_books, when given, is asked for the lender's own books before the accounting
     provider; accounting_namespace then keeps their cache entries apart per tenant.
+    bank_snapshot, when given, is asked for a consent's fresh synced snapshot before the
+    bank (inside the open-banking task: it runs beside the other sources).
     """
     started = time.perf_counter()
     order = (SourceName.OPEN_BANKING, SourceName.ACCOUNTING, SourceName.REGISTRY)
@@ -289,6 +312,7 @@ async def gather_sources(
         deadline=deadline,
         uploaded_books=uploaded_books,
         accounting_namespace=accounting_namespace,
+        bank_snapshot=bank_snapshot,
     )
     tasks = {name: asyncio.create_task(run.source(name)) for name in order}
     try:

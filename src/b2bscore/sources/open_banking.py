@@ -507,9 +507,11 @@ def _link(client: StetClient, account: Mapping[str, Any], name: str) -> str:
     return client.href(f"accounts/{quote(account['resourceId'], safe='')}/{name}")
 
 
-def _history_window(client: StetClient, now: datetime) -> dict[str, str]:
+def _history_window(
+    client: StetClient, now: datetime, date_from: datetime | None = None
+) -> dict[str, str]:
     # Midnight UTC, so that the URL (and any cache keyed on it) is stable for a day.
-    start = (now - timedelta(days=client.history_days)).replace(
+    start = (date_from or now - timedelta(days=client.history_days)).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
     return {
@@ -524,10 +526,16 @@ async def _account(
     token: str,
     window: Mapping[str, str],
     max_pages: int,
+    with_transactions: bool = True,
 ) -> tuple[Any, list[Any]]:
+    quirks = client.bank.quirks
+    if not with_transactions:
+        # A consent to balances only: the history is neither asked for nor kept.
+        if account.get("balances") is not None or not quirks.balances_endpoint:
+            return None, []
+        return await _get(client, _link(client, account, "balances"), "balances", token), []
     first = str(httpx.URL(_link(client, account, "transactions")).copy_merge_params(window))
     transactions = _pages(client, first, token, max_pages)
-    quirks = client.bank.quirks
     if account.get("balances") is not None or not quirks.balances_endpoint:
         # Balances come inside the account (or nowhere): /balances may not even exist.
         return None, await transactions
@@ -567,19 +575,24 @@ async def fetch_open_banking(
     max_pages: int = MAX_TRANSACTION_PAGES,
     deadline: float | None = None,
     now: datetime | None = None,
+    transactions: bool = True,
+    date_from: datetime | None = None,
 ) -> dict[str, Any]:
     """The open banking raw record of the PSU behind token (accounts, balances, pages).
 
     deadline (time.monotonic()) bounds the waits a 429 asks for; the caller still enforces
-    it by cancelling.
+    it by cancelling. transactions False reads balances only (a balances-only consent);
+    date_from starts the history there (an incremental sync) instead of history_days ago.
     """
     if deadline is not None:
         DEADLINE.set(deadline)  # this task's context only; copied into its subtasks
-    window = _history_window(client, now or datetime.now(UTC))
+    window = _history_window(client, now or datetime.now(UTC), date_from)
     accounts_body = await _accounts(client, token)
     accounts, _ = valid_accounts(accounts_body)
     try:
-        per_account = await _all(*(_account(client, a, token, window, max_pages) for a in accounts))
+        per_account = await _all(
+            *(_account(client, a, token, window, max_pages, transactions) for a in accounts)
+        )
     except SourceAbsent as error:
         # One account's balances or history missing is not the company having no bank
         # data: report it, but do not let it be remembered as absence.

@@ -7,6 +7,7 @@ sees a wire payload. Money is Decimal, dates are calendar dates (UTC).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -138,6 +139,9 @@ class BankData:
     as_of: date
     accounts: tuple[BankAccount, ...]
     consent_granted_on: date | None = None
+    # False under a consent to balances only: no history was read, so every feature made
+    # of transactions is missing, never zero.
+    transactions_granted: bool = True
     # Entries (transactions, balances, accounts) the adapter dropped as malformed.
     dropped: int = field(default=0, compare=False)
     # The accounts' columns end to end (account order, then transaction order), so that
@@ -278,6 +282,8 @@ class SourceResult:
     # The raw wire payloads as received, packed once (kit.packed) for the audit record;
     # b"" when the source sent nothing.
     packed_raw: bytes = b""
+    # Served from a consent's synced snapshot: its consent id, age and scopes.
+    snapshot: Mapping[str, Any] | None = None
 
     @property
     def raw(self) -> dict[str, Any]:

@@ -69,6 +69,17 @@ class CompanyClosed(BaseModel):
     detected_at: datetime
 
 
+class ConsentChanged(BaseModel):
+    """A company's open-banking consent expires soon, expired, or was revoked."""
+
+    consent_id: str
+    siren: str
+    bank: str
+    status: str
+    scopes: list[str]
+    expires_at: datetime | None
+
+
 class BatchCompleted(BaseModel):
     """Every row of a batch has its decision or its error."""
 
@@ -96,6 +107,9 @@ EVENT_TYPES: Final[dict[str, type[BaseModel]]] = {
     "company.closed": CompanyClosed,
     "batch.completed": BatchCompleted,
     "webhook_endpoint.disabled": WebhookEndpointDisabled,
+    "consent.expiring": ConsentChanged,
+    "consent.expired": ConsentChanged,
+    "consent.revoked": ConsentChanged,
 }
 ALL_EVENTS: Final = "*"
 
@@ -105,6 +119,9 @@ EventType = Literal[
     "company.closed",
     "batch.completed",
     "webhook_endpoint.disabled",
+    "consent.expiring",
+    "consent.expired",
+    "consent.revoked",
     "*",
 ]
 

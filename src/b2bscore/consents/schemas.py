@@ -1,0 +1,70 @@
+"""Wire shapes of /v1/consents."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from stdnum.fr import siren as std_siren
+
+from b2bscore.sources.banks import BankId
+
+Scope = Literal["balances", "transactions"]
+Status = Literal["pending", "active", "refused", "expired", "revoked"]
+
+
+def _siren(value: str) -> str:
+    compact = value.replace(" ", "")
+    if not (len(compact) == 9 and compact.isdigit() and std_siren.is_valid(compact)):
+        raise ValueError("not a valid SIREN")
+    return compact
+
+
+class ConsentCreate(BaseModel):
+    """POST /v1/consents: which company, at which bank, what data, back to where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    siren: Annotated[str, Field(max_length=11), AfterValidator(_siren)]
+    bank: BankId
+    scopes: list[Scope] = Field(min_length=1, max_length=2)
+    redirect_uri: str = Field(min_length=8, max_length=2048)
+
+
+class ConsentOut(BaseModel):
+    """A consent as the lender sees it (account identifiers tokenized, tokens never)."""
+
+    id: str
+    siren: str
+    bank: str
+    status: Status
+    requested_scopes: list[str]
+    scopes: list[str]
+    accounts: list[str]
+    redirect_uri: str
+    created_at: datetime
+    activated_at: datetime | None
+    expires_at: datetime | None
+    last_synced_at: datetime | None
+    snapshot_at: datetime | None
+
+
+class ConsentCreated(ConsentOut):
+    """The new consent and where to send the company's user."""
+
+    authorization_url: str
+
+
+class ConsentPage(BaseModel):
+    """A page of consents, newest first."""
+
+    items: list[ConsentOut]
+    next_cursor: str | None
+
+
+class SyncQueued(BaseModel):
+    """POST /v1/consents/{id}/sync: the sync was queued (or one already waits)."""
+
+    consent_id: str
+    queued: bool

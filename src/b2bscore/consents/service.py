@@ -1,0 +1,918 @@
+"""Consents end to end: ask, complete at the callback, sync, serve, revoke, expire, purge.
+
+The flow is OAuth2 authorization code with PKCE (S256) against the bank's authorization
+server. Tokens and the synced snapshot are sealed with the data keyring (AES-256-GCM, AAD
+bound to tenant and consent), never logged, and purged (NULL) on revocation, on a revocation
+seen at the bank during a sync, and after the retention that follows an expiry. Every change
+appends a row to consent_events (insert-only); revocation and expiry also write an outbox
+event (consent.revoked, consent.expired, consent.expiring) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from b2bscore.consents.models import Consent, ConsentEvent
+from b2bscore.consents.repository import ConsentRepository
+from b2bscore.consents.schemas import ConsentCreate, ConsentOut
+from b2bscore.decisions.crypto import DataKeyring
+from b2bscore.kit.db import SessionOpener, opened_session
+from b2bscore.kit.jobs import Jobs
+from b2bscore.kit.metrics import CONSENT_SYNCS
+from b2bscore.kit.packed import pack_json
+from b2bscore.kit.problems import Problem
+from b2bscore.kit.settings import Settings
+from b2bscore.sources.banks import Bank, load_directory
+from b2bscore.sources.clients import ProviderClients
+from b2bscore.sources.errors import SourceUnavailable
+from b2bscore.sources.open_banking import fetch_open_banking, parse_raw
+from b2bscore.sources.tokens import Tokenizer
+from b2bscore.sources.types import BankAccount, BankData, BankTransaction
+from b2bscore.tenants.models import new_id
+from b2bscore.webhooks.service import emit_event
+
+log = logging.getLogger(__name__)
+
+SYNC_TASK = "consents.sync"
+# An incremental sync asks again for the last day before the previous one: entries booked
+# late (value-dated, pending turned booked) are replaced rather than missed.
+SYNC_OVERLAP = timedelta(days=1)
+SNAPSHOT_CACHE_SIZE = 4096
+
+
+def sync_lock(consent_id: str) -> str:
+    """The job lock (and queueing lock) under which one consent syncs once at a time."""
+    return f"consent-sync:{consent_id}"
+
+
+async def queue_sync(jobs: Jobs | None, consent_id: str) -> bool:
+    """Queue one sync of a consent; False when one is already waiting."""
+    if jobs is None:
+        return False
+    lock = sync_lock(consent_id)
+    job = await jobs.defer(SYNC_TASK, lock=lock, queueing_lock=lock, consent_id=consent_id)
+    return job is not None
+
+
+class BankRevoked(Exception):
+    """The bank no longer honours the consent (401/403 or invalid_grant)."""
+
+
+class TokenEndpointError(Exception):
+    """The bank's token endpoint failed or timed out (worth a retry)."""
+
+
+# --- sealing ------------------------------------------------------------------------------
+
+
+def _aad(kind: str, consent: Consent) -> bytes:
+    return f"b2bscore.consent_{kind}.v1|{consent.tenant_id}|{consent.id}".encode()
+
+
+def _seal_tokens(keyring: DataKeyring, consent: Consent, tokens: dict[str, Any]) -> None:
+    key_id, nonce, ciphertext = keyring.encrypt(orjson.dumps(tokens), _aad("tokens", consent))
+    consent.tokens_key_id, consent.tokens_nonce, consent.tokens_ciphertext = (
+        key_id,
+        nonce,
+        ciphertext,
+    )
+
+
+def _open_tokens(keyring: DataKeyring, consent: Consent) -> dict[str, Any]:
+    if consent.tokens_ciphertext is None or consent.tokens_nonce is None:
+        return {}
+    plain = keyring.decrypt(
+        consent.tokens_key_id or "",
+        consent.tokens_nonce,
+        consent.tokens_ciphertext,
+        _aad("tokens", consent),
+    )
+    tokens: dict[str, Any] = orjson.loads(plain)
+    return tokens
+
+
+def _purge(consent: Consent) -> None:
+    """Forget the tokens and every byte of synced bank data of a consent."""
+    consent.tokens_key_id = consent.tokens_nonce = consent.tokens_ciphertext = None
+    consent.snapshot_key_id = consent.snapshot_nonce = consent.snapshot_ciphertext = None
+    consent.snapshot_at = None
+    consent.state_hash = None
+
+
+def _state_hash(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def _s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+# --- audit and events ---------------------------------------------------------------------
+
+
+def _audit(
+    session: AsyncSession,
+    consent: Consent,
+    *,
+    actor: str,
+    action: str,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    ConsentRepository(session).add_event(
+        ConsentEvent(
+            id=new_id(),
+            consent_id=consent.id,
+            tenant_id=consent.tenant_id,
+            mode=consent.mode,
+            at=now,
+            actor=actor,
+            action=action,
+            status=consent.status,
+            scopes=list(consent.granted_scopes or consent.requested_scopes),
+            detail=detail or {},
+        )
+    )
+
+
+async def _emit(session: AsyncSession, consent: Consent, event_type: str, now: datetime) -> None:
+    await emit_event(
+        session,
+        tenant_id=consent.tenant_id,
+        mode=consent.mode,
+        event_type=event_type,
+        ordering_key=f"consent:{consent.id}",
+        data={
+            "consent_id": consent.id,
+            "siren": consent.siren,
+            "bank": consent.bank_id,
+            "status": consent.status,
+            "scopes": list(consent.granted_scopes),
+            "expires_at": consent.expires_at,
+        },
+        now=now,
+    )
+
+
+def consent_out(consent: Consent) -> ConsentOut:
+    """The lender's view of a consent."""
+    return ConsentOut(
+        id=consent.id,
+        siren=consent.siren,
+        bank=consent.bank_id,
+        status=consent.status,
+        requested_scopes=list(consent.requested_scopes),
+        scopes=list(consent.granted_scopes),
+        accounts=list(consent.accounts),
+        redirect_uri=consent.redirect_uri,
+        created_at=consent.created_at,
+        activated_at=consent.activated_at,
+        expires_at=consent.expires_at,
+        last_synced_at=consent.last_synced_at,
+        snapshot_at=consent.snapshot_at,
+    )
+
+
+# --- asking ---------------------------------------------------------------------------------
+
+
+def _invalid(field: str, message: str) -> Problem:
+    return Problem(
+        422,
+        "validation_error",
+        "Invalid request",
+        f"Invalid fields: {field}",
+        errors=[{"field": field, "message": message, "type": "value_error"}],
+    )
+
+
+def bank_of(settings: Settings, mode: str, bank_id: str) -> Bank:
+    """The directory's bank for a consent in this mode; 422 naming `bank` otherwise."""
+    bank = load_directory(settings.open_banking_banks_file).get(bank_id)
+    # Test keys reach the sandbox's banks only, live keys the real ones only.
+    if bank is None or bank.sandbox != (mode == "test"):
+        raise _invalid("bank", "unknown bank for this mode")
+    if bank.authorization_endpoint is None or bank.token_endpoint is None:
+        raise _invalid("bank", "this bank offers no consent flow through this service")
+    return bank
+
+
+def _sandbox_url(settings: Settings, bank: Bank) -> str | None:
+    return settings.sandbox_url if bank.sandbox else None
+
+
+async def _check_redirect(
+    session: AsyncSession, tenant_id: str, mode: str, redirect_uri: str
+) -> None:
+    parts = urlsplit(redirect_uri)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment:
+        raise _invalid("redirect_uri", "must be an absolute URL without fragment")
+    if mode == "live" and parts.scheme != "https":
+        raise _invalid("redirect_uri", "must be https in live mode")
+    if not await ConsentRepository(session).redirect_allowed(tenant_id, mode, redirect_uri):
+        raise _invalid("redirect_uri", "not on this tenant's allow-list")
+
+
+async def create_consent(
+    session: AsyncSession,
+    settings: Settings,
+    keyring: DataKeyring,
+    *,
+    tenant_id: str,
+    mode: str,
+    key_id: str,
+    body: ConsentCreate,
+    now: datetime,
+) -> tuple[Consent, str]:
+    """A pending consent and the bank URL to send the company's user to (caller commits)."""
+    bank = bank_of(settings, mode, body.bank)
+    await _check_redirect(session, tenant_id, mode, body.redirect_uri)
+    state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
+    scopes = sorted(set(body.scopes))
+    consent = Consent(
+        id=new_id(),
+        tenant_id=tenant_id,
+        mode=mode,
+        siren=body.siren,
+        bank_id=bank.id,
+        status="pending",
+        requested_scopes=scopes,
+        granted_scopes=[],
+        accounts=[],
+        redirect_uri=body.redirect_uri,
+        state_hash=_state_hash(state),
+        state_expires_at=now + timedelta(seconds=settings.consent_state_seconds),
+        created_by=key_id,
+        created_at=now,
+        updated_at=now,
+        expiring_notified=False,
+    )
+    _seal_tokens(keyring, consent, {"code_verifier": verifier})
+    session.add(consent)
+    _audit(session, consent, actor=key_id, action="requested", now=now)
+    await session.flush()
+    endpoint = bank.endpoint(bank.authorization_endpoint, _sandbox_url(settings, bank))
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": settings.open_banking_client_id,
+            "redirect_uri": settings.consent_callback_url,
+            "scope": " ".join(scopes),
+            "state": state,
+            "code_challenge": _s256(verifier),
+            "code_challenge_method": "S256",
+            "login_hint": body.siren,
+        }
+    )
+    return consent, f"{endpoint}?{query}"
+
+
+# --- the callback ---------------------------------------------------------------------------
+
+
+async def _token_call(
+    http: httpx.AsyncClient, settings: Settings, bank: Bank, form: dict[str, str]
+) -> dict[str, Any]:
+    """POST the token endpoint; BankRevoked on invalid_grant, TokenEndpointError otherwise."""
+    url = bank.endpoint(bank.token_endpoint, _sandbox_url(settings, bank)) or ""
+    try:
+        response = await http.post(
+            url,
+            data={"client_id": settings.open_banking_client_id, **form},
+            timeout=settings.consent_token_timeout_seconds,
+        )
+    except httpx.TimeoutException as error:
+        raise TokenEndpointError("timeout") from error
+    except httpx.HTTPError as error:
+        raise TokenEndpointError(type(error).__name__) from error
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    if response.status_code == 400 and body.get("error") == "invalid_grant":
+        raise BankRevoked(str(body.get("error_description") or "invalid_grant"))
+    if response.status_code != 200 or not isinstance(body.get("access_token"), str):
+        raise TokenEndpointError(f"http {response.status_code}")
+    return body
+
+
+def _apply_tokens(
+    keyring: DataKeyring, settings: Settings, consent: Consent, body: dict[str, Any], now: datetime
+) -> None:
+    expires_in = body.get("expires_in")
+    lifetime = int(expires_in) if isinstance(expires_in, int) and expires_in > 0 else 3600
+    consent.access_expires_at = now + timedelta(seconds=lifetime)
+    refresh = body.get("refresh_token")
+    _seal_tokens(
+        keyring,
+        consent,
+        {"access_token": body["access_token"], "refresh_token": refresh},
+    )
+
+
+async def complete_consent(
+    session: AsyncSession,
+    settings: Settings,
+    keyring: DataKeyring,
+    http: httpx.AsyncClient,
+    *,
+    state: str,
+    code: str | None,
+    error: str | None,
+    now: datetime,
+) -> Consent:
+    """The bank's redirect: check the state, exchange the code, activate (commits).
+
+    Raises Problem for a forged, replayed or expired state and for a failing token endpoint;
+    a refusal at the bank is not an error: the consent becomes `refused`.
+    """
+    repository = ConsentRepository(session)
+    consent = await repository.by_state(_state_hash(state)) if state else None
+    if consent is None or consent.status != "pending":
+        raise Problem(
+            400,
+            "invalid_state",
+            "Unknown or already used state",
+            "This authorization response matches no pending consent; ask for a new consent.",
+        )
+    consent.state_hash = None  # single use, whatever happens next
+    consent.updated_at = now
+    if consent.state_expires_at < now:
+        consent.status = "expired"
+        _purge(consent)
+        _audit(session, consent, actor="psu", action="state_expired", now=now)
+        await session.commit()
+        raise Problem(400, "state_expired", "Consent request expired", "Ask for a new consent.")
+    if error is not None or not code:
+        consent.status = "refused"
+        _purge(consent)
+        _audit(
+            session,
+            consent,
+            actor="psu",
+            action="refused",
+            now=now,
+            detail={"error": (error or "no code")[:64]},
+        )
+        await session.commit()
+        return consent
+    bank = bank_of(settings, consent.mode, consent.bank_id)
+    verifier = str(_open_tokens(keyring, consent).get("code_verifier", ""))
+    try:
+        body = await _token_call(
+            http,
+            settings,
+            bank,
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "code_verifier": verifier,
+                "redirect_uri": settings.consent_callback_url,
+            },
+        )
+    except (BankRevoked, TokenEndpointError) as failure:
+        # The state is spent and the code is single use: this consent cannot complete.
+        consent.status = "refused"
+        _purge(consent)
+        _audit(
+            session,
+            consent,
+            actor="bank",
+            action="token_exchange_failed",
+            now=now,
+            detail={"reason": str(failure)[:120]},
+        )
+        await session.commit()
+        timeout = str(failure) == "timeout"
+        raise Problem(
+            504 if timeout else 502,
+            "bank_token_timeout" if timeout else "bank_token_error",
+            "The bank's token endpoint did not answer" if timeout else "The bank refused the code",
+            f"Consent {consent.id} could not complete ({failure}); ask for a new consent.",
+        ) from failure
+    granted = sorted(set(str(body.get("scope", "")).split()) & set(consent.requested_scopes))
+    if not granted:
+        consent.status = "refused"
+        _purge(consent)
+        _audit(session, consent, actor="psu", action="refused", now=now)
+        await session.commit()
+        return consent
+    validity = timedelta(days=settings.consent_validity_days)
+    bank_says = body.get("consent_expires_in")
+    if isinstance(bank_says, int) and bank_says > 0:
+        validity = min(validity, timedelta(seconds=bank_says))  # the bank may grant less
+    consent.status = "active"
+    consent.granted_scopes = granted
+    consent.activated_at = now
+    consent.expires_at = now + validity
+    _apply_tokens(keyring, settings, consent, body, now)
+    _audit(session, consent, actor="psu", action="activated", now=now)
+    await session.commit()
+    return consent
+
+
+def lender_redirect(consent: Consent) -> str:
+    """Where the company's user goes back to: the lender's URI with id and status."""
+    separator = "&" if "?" in consent.redirect_uri else "?"
+    params = urlencode({"consent_id": consent.id, "status": consent.status})
+    return f"{consent.redirect_uri}{separator}{params}"
+
+
+# --- revocation, expiry, purge --------------------------------------------------------------
+
+
+async def revoke_consent(
+    session: AsyncSession,
+    settings: Settings,
+    keyring: DataKeyring,
+    http: httpx.AsyncClient,
+    consent: Consent,
+    *,
+    actor: str,
+    now: datetime,
+) -> Consent:
+    """Revoke at the bank where it can be, purge tokens and data at once (commits)."""
+    if consent.status in ("revoked", "refused"):
+        return consent
+    tokens = _open_tokens(keyring, consent)
+    revoked_at_bank = False
+    bank = load_directory(settings.open_banking_banks_file).get(consent.bank_id)
+    refresh = tokens.get("refresh_token")
+    if bank is not None and bank.revocation_endpoint and isinstance(refresh, str):
+        url = bank.endpoint(bank.revocation_endpoint, _sandbox_url(settings, bank)) or ""
+        try:
+            response = await http.post(
+                url,
+                data={"token": refresh, "client_id": settings.open_banking_client_id},
+                timeout=settings.consent_token_timeout_seconds,
+            )
+            revoked_at_bank = response.status_code == 200
+        except httpx.HTTPError as error:
+            # Our side is revoked whatever the bank says: no token is left to use.
+            log.warning("revocation at bank %s failed: %s", consent.bank_id, type(error).__name__)
+    consent.status = "revoked"
+    consent.updated_at = now
+    consent.purge_after = now
+    _purge(consent)
+    _audit(
+        session,
+        consent,
+        actor=actor,
+        action="revoked",
+        now=now,
+        detail={"revoked_at_bank": revoked_at_bank},
+    )
+    await _emit(session, consent, "consent.revoked", now)
+    await session.commit()
+    forget_snapshot(consent.id)
+    return consent
+
+
+async def _expire(
+    session: AsyncSession,
+    settings: Settings,
+    consent: Consent,
+    *,
+    actor: str,
+    now: datetime,
+    purge_now: bool,
+    reason: str,
+) -> None:
+    consent.status = "expired"
+    consent.updated_at = now
+    consent.purge_after = now + timedelta(days=settings.consent_retention_days)
+    if purge_now:
+        consent.purge_after = now
+        _purge(consent)
+    else:
+        # Tokens are of no use past expiry; the data waits for the retention to end.
+        consent.tokens_key_id = consent.tokens_nonce = consent.tokens_ciphertext = None
+    _audit(session, consent, actor=actor, action="expired", now=now, detail={"reason": reason})
+    await _emit(session, consent, "consent.expired", now)
+    forget_snapshot(consent.id)
+
+
+async def sweep(sessions: SessionOpener, settings: Settings, now: datetime) -> dict[str, int]:
+    """Announce expiring consents, expire the due ones, purge past retention (commits)."""
+    counts = {"expiring": 0, "expired": 0, "purged": 0}
+    notice = now + timedelta(days=settings.consent_expiring_notice_days)
+    async with opened_session(sessions) as session:
+        repository = ConsentRepository(session)
+        for consent in await repository.expired(now, 500):
+            await _expire(
+                session,
+                settings,
+                consent,
+                actor="system",
+                now=now,
+                purge_now=False,
+                reason="validity ended",
+            )
+            counts["expired"] += 1
+        for consent in await repository.expiring(notice, 500):
+            consent.expiring_notified = True
+            consent.updated_at = now
+            _audit(session, consent, actor="system", action="expiring", now=now)
+            await _emit(session, consent, "consent.expiring", now)
+            counts["expiring"] += 1
+        for consent in await repository.to_purge(now, 500):
+            _purge(consent)
+            consent.updated_at = now
+            _audit(session, consent, actor="system", action="purged", now=now)
+            forget_snapshot(consent.id)
+            counts["purged"] += 1
+        await session.commit()
+    return counts
+
+
+# --- sync ------------------------------------------------------------------------------------
+
+
+def _snapshot_json(data: BankData, scopes: list[str]) -> dict[str, Any]:
+    # Minimised: tokens instead of identifiers, no remittance text (the rejected-debit flag
+    # is what the features read of it), only what the granted scopes brought.
+    return {
+        "as_of": data.as_of.isoformat(),
+        "scopes": scopes,
+        "accounts": [
+            {
+                "token": a.account_token,
+                "iban_token": a.iban_token,
+                "type": a.cash_account_type,
+                "currency": a.currency,
+                "balance": None if a.balance is None else str(a.balance),
+                "transactions": [
+                    [t.booking_date.isoformat(), str(t.amount), t.status, t.rejected_debit]
+                    for t in a.transactions
+                ],
+            }
+            for a in data.accounts
+        ],
+    }
+
+
+def snapshot_data(doc: dict[str, Any]) -> BankData:
+    """The BankData the features read, from a decrypted snapshot document."""
+    granted = "transactions" in doc["scopes"]
+    return BankData(
+        as_of=date.fromisoformat(doc["as_of"]),
+        accounts=tuple(
+            BankAccount(
+                account_token=a["token"],
+                iban_token=a["iban_token"],
+                cash_account_type=a["type"],
+                balance=None
+                if a["balance"] is None or "balances" not in doc["scopes"]
+                else Decimal(a["balance"]),
+                currency=a["currency"],
+                transactions=tuple(
+                    BankTransaction(
+                        booking_date=date.fromisoformat(day),
+                        amount=Decimal(amount),
+                        status=status,
+                        remittance="",
+                        rejected_debit=rejected,
+                    )
+                    for day, amount, status, rejected in a["transactions"]
+                ),
+            )
+            for a in doc["accounts"]
+        ),
+        transactions_granted=granted,
+    )
+
+
+def _merged(
+    previous: dict[str, Any] | None,
+    fresh: dict[str, Any],
+    date_from: date | None,
+    history_days: int,
+) -> dict[str, Any]:
+    """fresh, completed by the previous snapshot's booked entries from before date_from."""
+    oldest = (date.fromisoformat(fresh["as_of"]) - timedelta(days=history_days)).isoformat()
+    if previous is not None and date_from is not None:
+        before = date_from.isoformat()
+        earlier = {a["token"]: a["transactions"] for a in previous["accounts"]}
+        for account in fresh["accounts"]:
+            kept = [
+                t for t in earlier.get(account["token"], ()) if t[0] < before and t[2] == "BOOK"
+            ]
+            account["transactions"] = account["transactions"] + kept
+    for account in fresh["accounts"]:
+        account["transactions"] = [t for t in account["transactions"] if t[0] >= oldest]
+        account["transactions"].sort(key=lambda t: t[0], reverse=True)
+    return fresh
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTools:
+    """What a sync uses: stores, keys and the banks' clients per mode."""
+
+    settings: Settings
+    sessions: SessionOpener
+    keyring: DataKeyring
+    tokenizer: Tokenizer
+    sandbox_clients: ProviderClients | None
+    live_clients: ProviderClients | None
+    http: httpx.AsyncClient
+
+
+async def _refresh_if_due(
+    tools: SyncTools, consent_id: str, now: datetime
+) -> tuple[Consent, dict[str, Any]] | None:
+    """The active consent and its tokens, refreshed first when they expire soon (commits)."""
+    settings, keyring = tools.settings, tools.keyring
+    async with opened_session(tools.sessions) as session:
+        consent = await ConsentRepository(session).locked(consent_id)
+        if consent is None or consent.status != "active":
+            return None
+        if consent.expires_at is not None and consent.expires_at <= now:
+            await _expire(
+                session,
+                settings,
+                consent,
+                actor="system",
+                now=now,
+                purge_now=False,
+                reason="validity ended",
+            )
+            await session.commit()
+            return None
+        tokens = _open_tokens(keyring, consent)
+        margin = timedelta(seconds=settings.consent_refresh_margin_seconds)
+        if consent.access_expires_at is not None and consent.access_expires_at - margin <= now:
+            refresh = tokens.get("refresh_token")
+            bank = bank_of(settings, consent.mode, consent.bank_id)
+            try:
+                if not isinstance(refresh, str):
+                    raise BankRevoked("no refresh token")
+                body = await _token_call(
+                    tools.http,
+                    settings,
+                    bank,
+                    {"grant_type": "refresh_token", "refresh_token": refresh},
+                )
+            except BankRevoked as revoked:
+                await _expire(
+                    session,
+                    settings,
+                    consent,
+                    actor="bank",
+                    now=now,
+                    purge_now=True,
+                    reason=f"refresh refused: {revoked}"[:120],
+                )
+                await session.commit()
+                return None
+            if body.get("refresh_token") is None:
+                body["refresh_token"] = refresh  # banks that keep the refresh token omit it
+            _apply_tokens(keyring, settings, consent, body, now)
+            consent.updated_at = now
+            _audit(session, consent, actor="system", action="refreshed", now=now)
+            await session.commit()
+            tokens = _open_tokens(keyring, consent)
+        session.expunge(consent)
+        return consent, tokens
+
+
+async def sync_consent(tools: SyncTools, consent_id: str, now: datetime) -> str:
+    """Fetch the granted data since the last sync into a new snapshot; the outcome.
+
+    Raises SourceError or TokenEndpointError on a transient failure (the job retries); the
+    previous snapshot stays in place and usable until it is too old.
+    """
+    started = time.perf_counter()
+    outcome = "failed"
+    try:
+        outcome = await _sync(tools, consent_id, now)
+        return outcome
+    finally:
+        CONSENT_SYNCS.labels(outcome).observe(time.perf_counter() - started)
+
+
+async def _sync(tools: SyncTools, consent_id: str, now: datetime) -> str:
+    settings, keyring = tools.settings, tools.keyring
+    ready = await _refresh_if_due(tools, consent_id, now)
+    if ready is None:
+        return "skipped"
+    consent, tokens = ready
+    clients = tools.sandbox_clients if consent.mode == "test" else tools.live_clients
+    client = clients.banks.get(consent.bank_id) if clients is not None else None
+    if client is None:
+        raise SourceUnavailable(f"bank {consent.bank_id} not configured")
+    previous = _read_snapshot(keyring, consent)
+    date_from = None
+    if previous is not None and consent.last_synced_at is not None:
+        date_from = (consent.last_synced_at - SYNC_OVERLAP).date()
+    scopes = list(consent.granted_scopes)
+    try:
+        raw = await fetch_open_banking(
+            client,
+            str(tokens.get("access_token", "")),
+            now=now,
+            transactions="transactions" in scopes,
+            date_from=None
+            if date_from is None
+            else datetime(date_from.year, date_from.month, date_from.day, tzinfo=now.tzinfo),
+        )
+    except SourceUnavailable as denied:
+        # 401/403 from the bank: it no longer honours the consent.
+        async with opened_session(tools.sessions) as session:
+            locked = await ConsentRepository(session).locked(consent_id)
+            if locked is not None and locked.status == "active":
+                await _expire(
+                    session,
+                    settings,
+                    locked,
+                    actor="bank",
+                    now=now,
+                    purge_now=True,
+                    reason=denied.reason[:120],
+                )
+                await session.commit()
+        return "revoked_by_bank"
+    data = parse_raw(raw, tools.tokenizer, now.date())
+    doc = _merged(
+        previous, _snapshot_json(data, scopes), date_from, settings.open_banking_history_days
+    )
+    async with opened_session(tools.sessions) as session:
+        locked = await ConsentRepository(session).locked(consent_id)
+        if locked is None or locked.status != "active":
+            return "skipped"  # revoked while we read the bank: keep nothing
+        key_id, nonce, ciphertext = keyring.encrypt(orjson.dumps(doc), _aad("snapshot", locked))
+        # One UPDATE in one transaction: a reader sees the old snapshot or the new, whole.
+        locked.snapshot_key_id, locked.snapshot_nonce, locked.snapshot_ciphertext = (
+            key_id,
+            nonce,
+            ciphertext,
+        )
+        locked.snapshot_at = now
+        locked.last_synced_at = now
+        locked.accounts = [a["token"] for a in doc["accounts"]]
+        locked.updated_at = now
+        await session.commit()
+    snapshot_index(tools.sessions, settings.consent_index_seconds).add(
+        locked.tenant_id, locked.mode, locked.siren
+    )
+    return "synced"
+
+
+def _read_snapshot(keyring: DataKeyring, consent: Consent) -> dict[str, Any] | None:
+    if consent.snapshot_ciphertext is None or consent.snapshot_nonce is None:
+        return None
+    plain = keyring.decrypt(
+        consent.snapshot_key_id or "",
+        consent.snapshot_nonce,
+        consent.snapshot_ciphertext,
+        _aad("snapshot", consent),
+    )
+    doc: dict[str, Any] = orjson.loads(plain)
+    return doc
+
+
+# --- the score path ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A decrypted snapshot ready for the features, and what the answer says of it."""
+
+    consent_id: str
+    snapshot_at: datetime
+    scopes: tuple[str, ...]
+    data: BankData
+    packed: bytes  # the normalised snapshot, packed once for the audit row
+
+
+# Decrypted and parsed once per (consent, sync): decisions on the same company reuse it
+# (and the bank features derived from it).
+_SNAPSHOTS: OrderedDict[tuple[str, datetime], Snapshot] = OrderedDict()
+
+
+def forget_snapshot(consent_id: str) -> None:
+    """Drop a consent's decrypted snapshots from this process (revoked, expired, purged)."""
+    for key in [k for k in _SNAPSHOTS if k[0] == consent_id]:
+        del _SNAPSHOTS[key]
+
+
+class SnapshotIndex:
+    """Which (tenant, mode, SIREN) have an active consent with a snapshot, in this process.
+
+    Read whole from the database at most every ``ttl`` seconds (in the background once
+    loaded), so that a decision on a company without consent costs a set lookup, not a
+    round trip. A consent activated in another process is seen within ``ttl``; one revoked
+    is never served, because the snapshot read itself checks the status.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._keys: frozenset[tuple[str, str, str]] | None = None
+        self._loaded_at = 0.0
+        self._loading: asyncio.Task[None] | None = None
+
+    async def _load(self, sessions: SessionOpener) -> None:
+        try:
+            async with opened_session(sessions) as session:
+                keys = await ConsentRepository(session).snapshot_keys()
+        except Exception as error:  # the store down: keep what is known, retry next time
+            log.warning("consent index not reloaded: %s", type(error).__name__)
+            self._loaded_at = time.monotonic()
+            return
+        self._keys = frozenset(keys)
+        self._loaded_at = time.monotonic()
+
+    def add(self, tenant_id: str, mode: str, siren: str) -> None:
+        """Note a snapshot written by this process (seen at once here)."""
+        if self._keys is not None:
+            self._keys = self._keys | {(tenant_id, mode, siren)}
+
+    async def has(self, sessions: SessionOpener, tenant_id: str, mode: str, siren: str) -> bool:
+        """True when the company may have a snapshot for this tenant and mode."""
+        if self._keys is None:
+            await self._load(sessions)
+        elif time.monotonic() - self._loaded_at > self.ttl and (
+            self._loading is None or self._loading.done()
+        ):
+            self._loading = asyncio.create_task(self._load(sessions))
+        return self._keys is not None and (tenant_id, mode, siren) in self._keys
+
+
+_INDEXES: dict[int, SnapshotIndex] = {}
+
+
+def snapshot_index(sessions: SessionOpener, ttl: float) -> SnapshotIndex:
+    """The process's index for one database (one per session factory)."""
+    index = _INDEXES.get(id(sessions))
+    if index is None:
+        index = _INDEXES[id(sessions)] = SnapshotIndex(ttl)
+    return index
+
+
+async def fresh_snapshot(
+    sessions: SessionOpener,
+    keyring: DataKeyring,
+    *,
+    tenant_id: str,
+    mode: str,
+    siren: str,
+    max_age: timedelta,
+    now: datetime,
+    index_ttl: float = 5.0,
+) -> Snapshot | None:
+    """The freshest active snapshot of a company younger than max_age (one indexed read)."""
+    if not await snapshot_index(sessions, index_ttl).has(sessions, tenant_id, mode, siren):
+        return None
+    async with opened_session(sessions) as session:
+        row = await ConsentRepository(session).fresh_snapshot(tenant_id, mode, siren, now - max_age)
+    if row is None or row.snapshot_ciphertext is None:
+        return None
+    key = (row.id, row.snapshot_at)
+    cached = _SNAPSHOTS.get(key)
+    if cached is not None:
+        _SNAPSHOTS.move_to_end(key)
+        return cached
+    aad = f"b2bscore.consent_snapshot.v1|{tenant_id}|{row.id}".encode()
+    doc = orjson.loads(
+        keyring.decrypt(row.snapshot_key_id or "", row.snapshot_nonce, row.snapshot_ciphertext, aad)
+    )
+    snapshot = Snapshot(
+        consent_id=row.id,
+        snapshot_at=row.snapshot_at,
+        scopes=tuple(row.granted_scopes),
+        data=snapshot_data(doc),
+        packed=pack_json(doc),
+    )
+    _SNAPSHOTS[key] = snapshot
+    if len(_SNAPSHOTS) > SNAPSHOT_CACHE_SIZE:
+        _SNAPSHOTS.popitem(last=False)
+    return snapshot
+
+
+async def allow_redirect(
+    session: AsyncSession, tenant_id: str, mode: str, uri: str, now: datetime
+) -> None:
+    """Put a redirect_uri on a tenant's allow-list (https only for live; caller commits)."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment:
+        raise ValueError("a redirect_uri is an absolute http(s) URL without fragment")
+    if mode == "live" and parts.scheme != "https":
+        raise ValueError("a live redirect_uri must be https")
+    await ConsentRepository(session).allow_redirect(tenant_id, mode, uri, now)

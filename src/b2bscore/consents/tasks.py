@@ -1,0 +1,73 @@
+"""Background work of consents: sync one consent (locked), the schedule, expiry and purge.
+
+`consents.sync` runs under the job lock `consent-sync:<id>` (and the same queueing lock):
+one consent syncs once at a time across all workers, and at most one more waits. A
+transient failure (bank down, token endpoint timing out) raises, and procrastinate retries
+with exponential backoff; the previous snapshot stays usable meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import httpx
+from procrastinate import RetryStrategy
+
+from b2bscore.consents import service
+from b2bscore.consents.repository import ConsentRepository
+from b2bscore.kit.db import opened_session
+from b2bscore.kit.jobs import JobContext, periodic, state_of, task
+from b2bscore.kit.state import AppState
+from b2bscore.tenants.models import utcnow
+
+log = logging.getLogger(__name__)
+
+SCHEDULE_BATCH = 1000
+
+
+def sync_tools(state: AppState, http: httpx.AsyncClient) -> service.SyncTools:
+    """What a sync needs, from the worker's long-lived state."""
+    return service.SyncTools(
+        settings=state.settings,
+        sessions=state.sessionmaker,
+        keyring=state.keyring,
+        tokenizer=state.tokenizer,
+        sandbox_clients=state.sandbox_clients,
+        live_clients=state.live_clients,
+        http=http,
+    )
+
+
+@task(
+    name=service.SYNC_TASK,
+    pass_context=True,
+    queue="consents",
+    retry=RetryStrategy(max_attempts=5, exponential_wait=2),
+)
+async def sync(context: JobContext, consent_id: str) -> str:
+    """Sync one consent's granted bank data into a new snapshot."""
+    state = state_of(context)
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
+        return await service.sync_consent(sync_tools(state, http), consent_id, utcnow())
+
+
+@periodic(cron="* * * * *", periodic_id="consents")
+@task(
+    name="consents.schedule",
+    pass_context=True,
+    queue="consents",
+    queueing_lock="consents.schedule",
+)
+async def schedule(context: JobContext, timestamp: int) -> int:
+    """Every minute: expire, announce and purge; queue the syncs that are due."""
+    state = state_of(context)
+    now = utcnow()
+    await service.sweep(state.sessionmaker, state.settings, now)
+    older_than = now - timedelta(seconds=state.settings.consent_sync_interval_seconds)
+    async with opened_session(state.sessionmaker) as session:
+        due = await ConsentRepository(session).due_for_sync(older_than, SCHEDULE_BATCH)
+    queued = 0
+    for consent_id in due:
+        queued += await service.queue_sync(state.jobs, consent_id)
+    return queued
