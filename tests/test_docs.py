@@ -10,7 +10,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # Public standards and specifications a page may cite.
-STANDARD_HOSTS = {"www.rfc-editor.org", "datatracker.ietf.org", "www.w3.org"}
+STANDARD_HOSTS = {
+    "www.rfc-editor.org",
+    "datatracker.ietf.org",
+    "www.w3.org",
+    "www.standardwebhooks.com",  # the Standard Webhooks specification
+}
 # Not links to read: the live providers' API endpoints, the values of B2BSCORE_LIVE_*_URL.
 PROVIDER_ENDPOINTS = {
     "api.insee.fr",

@@ -449,6 +449,10 @@ def _signature_ok(key: Ed25519PublicKey, record: Mapping[str, Any]) -> bool:
     return True
 
 
+# A generator of its own: the global one's state belongs to whoever seeded it (tests).
+_JITTER = random.Random()  # noqa: S311 - jitter, not a secret
+
+
 class CheckpointPublisher:
     """The servers' periodic publication, off the request path, once per interval overall.
 
@@ -487,7 +491,7 @@ class CheckpointPublisher:
     async def _run(self) -> None:
         while True:
             # Jitter: workers started together do not all wake at the same instant.
-            await asyncio.sleep(self._interval * random.uniform(0.9, 1.1))  # noqa: S311
+            await asyncio.sleep(self._interval * _JITTER.uniform(0.9, 1.1))
             await self.publish_once()
 
     async def publish_once(self) -> Published | None:

@@ -37,11 +37,15 @@ class AttemptResult:
     excerpt: str | None
 
 
+# A generator of its own: the global one's state belongs to whoever seeded it (tests).
+_JITTER_RNG = random.Random()  # noqa: S311 - jitter, not a secret
+
+
 def retry_delay(attempt: int, settings: Settings, rng: random.Random | None = None) -> timedelta:
     """Wait after failed attempt number `attempt` (1-based): exponential, capped, jittered."""
     base = settings.webhook_retry_base_seconds * 3 ** (attempt - 1)
     delay = min(base, settings.webhook_retry_cap_seconds)
-    factor = 1 + (rng or random).uniform(-JITTER, JITTER)
+    factor = 1 + (rng or _JITTER_RNG).uniform(-JITTER, JITTER)
     return timedelta(seconds=delay * factor)
 
 
