@@ -14,6 +14,7 @@ hash. docs/SECURITY.md documents the format for auditors who verify without the 
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import binascii
@@ -180,7 +181,7 @@ class Published:
         }
 
 
-class CheckpointStore:
+class CheckpointStore(abc.ABC):
     """Where checkpoints go; only ever appended to, never rewritten."""
 
     def __init__(self, path: Path) -> None:
@@ -193,22 +194,25 @@ class CheckpointStore:
             return DirectoryStore(path)
         return JsonLinesStore(path)
 
+    @abc.abstractmethod
     def exists(self) -> bool:
         """True when something was ever published here."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def read(self) -> list[bytes]:
         """Every stored checkpoint's exact bytes, in publication order."""
-        raise NotImplementedError
+        ...
 
     def last(self) -> bytes | None:
         """The latest checkpoint's exact bytes, or None before the first."""
         stored = self.read()
         return stored[-1] if stored else None
 
+    @abc.abstractmethod
     def append(self, number: int, raw: bytes) -> bool:
         """Store checkpoint number; False when that number is already stored."""
-        raise NotImplementedError
+        ...
 
     @contextlib.contextmanager
     def lock(self, *, wait: bool) -> Iterator[bool]:
@@ -226,8 +230,8 @@ class CheckpointStore:
         finally:
             os.close(fd)  # closing releases the lock
 
-    def _lock_path(self) -> Path:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _lock_path(self) -> Path: ...
 
 
 class JsonLinesStore(CheckpointStore):
