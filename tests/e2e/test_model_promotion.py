@@ -28,6 +28,7 @@ from b2bscore.model import registry
 from b2bscore.model.models import ModelEvent
 from b2bscore.tenants import service as tenants
 from b2bscore.training import world
+from tests.backends import database_url as url_of_database
 from tests.e2e.test_processes import _env, _stop, _wait_for
 from tests.model.registry_helpers import CORRUPT, GOOD, LIVE_DEFAULT, make_models_dir
 from tests.security.conftest import admin_execute
@@ -131,8 +132,7 @@ def database_url(postgres_admin_dsn: str) -> Iterator[str]:
     """A fresh migrated database of its own: the registry's roles are global to it."""
     name = f"b2bscore_promo_{os.getpid()}_{secrets.token_hex(3)}"
     asyncio.run(admin_execute(postgres_admin_dsn, f'CREATE DATABASE "{name}"'))
-    base = postgres_admin_dsn.rsplit("/", 1)[0]
-    url = f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
+    url = url_of_database(postgres_admin_dsn, name)
     try:
         upgrade_database(url)
         yield url

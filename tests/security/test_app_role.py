@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from b2bscore.decisions.chain import verify_chain
 from b2bscore.decisions.chainkeys import ChainKeyring
@@ -45,8 +46,12 @@ async def roles(postgres_admin_dsn: str, tmp_path: Path) -> AsyncIterator[Roles]
     await admin_execute(postgres_admin_dsn, f"CREATE ROLE {role} LOGIN")
     try:
         async with fresh_database(postgres_admin_dsn, "roles") as (_, owner_url):
-            user = owner_url.split("://", 1)[1].split("@", 1)[0]
-            app_url = owner_url.replace(f"://{user}@", f"://{role}@", 1)
+            # The same server and database as the owner, TCP or Unix socket alike.
+            app_url = (
+                make_url(owner_url)
+                .set(username=role, password=None)
+                .render_as_string(hide_password=False)
+            )
             env = {
                 "B2BSCORE_DATABASE_URL": app_url,
                 "B2BSCORE_MIGRATION_DATABASE_URL": owner_url,
@@ -124,7 +129,8 @@ async def test_the_app_role_records_and_reads_and_nothing_more(
 
 
 async def test_a_role_that_could_undo_the_grants_is_refused(roles: Roles) -> None:
-    owner = roles.owner_url.split("://", 1)[1].split("@", 1)[0]
+    owner = make_url(roles.owner_url).username
+    assert owner is not None
     result = await run_cli(["db", "grant-app-role", owner], roles.env)
     assert result.exit_code == 1
     assert "superuser or owns the audit table" in result.output
