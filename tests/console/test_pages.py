@@ -437,3 +437,51 @@ class TestFormBodies:
         )
         assert answer.status_code == 415
         assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+class TestModels:
+    """GET /console/models: the registry and the serving bundle's drift, for operators."""
+
+    async def test_signed_out_goes_to_sign_in(self, client: httpx.AsyncClient) -> None:
+        page = await client.get("/console/models")
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/console/sign-in?")
+
+    async def test_a_key_without_admin_gets_403_and_no_link(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys
+    ) -> None:
+        await signed_in(client, console_keys.writer)
+        page = await client.get("/console/models")
+        assert page.status_code == 403
+        assert "admin" in page.text
+        assert 'href="/console/models"' not in (await client.get("/console/decisions")).text
+
+    async def test_bundles_roles_and_drift_in_both_languages(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, console_app: FastAPI
+    ) -> None:
+        await signed_in(client, console_keys.other_tenant)
+        page = await client.get("/console/models?window=24h&lang=en")
+        assert page.status_code == 200
+        _assert_strict_page(page)
+        assert 'href="/console/models"' in page.text
+        serving = console_app.state.b2b.bundle
+        assert serving.model_id in page.text
+        assert 'data-role="live"' in page.text
+        assert "watch from 0.10, act from 0.25" in page.text
+        # The shipped bundles carry a drift reference: the score row and every feature show.
+        assert 'data-testid="drift"' in page.text
+        assert serving.reference is not None
+        for name in serving.reference.features:
+            assert f'<th scope="row" class="code">{name}</th>' in page.text
+        french = await client.get("/console/models?lang=fr")
+        assert "surveiller dès 0,10, agir dès 0,25" in french.text
+        assert "Dérive du modèle servi" in french.text
+
+    async def test_an_unknown_window_falls_back_to_seven_days(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys
+    ) -> None:
+        await signed_in(client, console_keys.other_tenant)
+        page = await client.get("/console/models?window=<script>")
+        assert page.status_code == 200
+        assert "<script>" not in page.text.replace('<script src="', "")
+        assert re.search(r'<option value="7d" selected>', page.text)

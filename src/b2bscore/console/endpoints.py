@@ -559,3 +559,43 @@ async def operations_page(request: Request, state: State, db: DbSession) -> Resp
         },
         session=session,
     )
+
+
+# --- models ------------------------------------------------------------------------------
+
+
+def _psi_level(value: float | None, view: service.ModelsView) -> str:
+    if value is None:
+        return "none"
+    return "act" if value >= view.act else "watch" if value >= view.watch else "stable"
+
+
+@router.get("/models")
+async def models_page(request: Request, state: State, db: DbSession) -> Response:
+    """The registry's bundles and their roles, and the serving bundle's PSI; read-only."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    # Registry and drift are the platform's, not one tenant's: operators only.
+    if not session.principal.has_scope("admin"):
+        return _forbidden(request, session, "admin")
+    window = request.query_params.get("window", "7d")
+    if window not in service.MODEL_WINDOWS:
+        window = "7d"
+    view = await service.models(db, state, window)
+    features = sorted(
+        (view.drift.features.items() if view.drift else []),
+        key=lambda item: -1.0 if item[1] is None else -item[1],
+    )
+    return _page(
+        request,
+        "models.html",
+        {
+            "view": view,
+            "window": window,
+            "windows": list(service.MODEL_WINDOWS),
+            "features": [(name, psi, _psi_level(psi, view)) for name, psi in features],
+            "score_level": _psi_level(view.drift.score_psi if view.drift else None, view),
+        },
+        session=session,
+    )

@@ -17,6 +17,7 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
     "nav_score": ("Score", "Scorer"),
     "nav_decisions": ("Decisions", "Décisions"),
     "nav_operations": ("Operations", "Exploitation"),
+    "nav_models": ("Models", "Modèles"),
     "nav_label": ("Console sections", "Sections de la console"),
     "language": ("Language", "Langue"),
     "sign_in": ("Sign in", "Se connecter"),
@@ -185,6 +186,32 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
     "replayed": ("Replayed", "Rejoué"),
     "not_found": ("Decision not found.", "Décision introuvable."),
     "back_to_list": ("Back to decisions", "Retour aux décisions"),
+    # models
+    "models_title": ("Models", "Modèles"),
+    "bundles": ("Bundles", "Paquets de modèle"),
+    "model_id": ("Model id", "Identifiant"),
+    "version": ("Version", "Version"),
+    "trained_at": ("Trained at", "Entraîné le"),
+    "roles": ("Roles", "Rôles"),
+    "role_live": ("live", "production"),
+    "role_shadow": ("shadow", "ombre"),
+    "role_canary": ("canary", "canari"),
+    "drift_title": ("Drift of the serving model", "Dérive du modèle servi"),
+    "drift_n": ("{n} decisions in the window.", "{n} décisions sur la période."),
+    "drift_unavailable": ("Drift unavailable:", "Dérive indisponible :"),
+    "psi_legend": (
+        "Population stability index against the training reference: "
+        "watch from {watch}, act from {act}.",
+        "Indice de stabilité de population par rapport à la référence d'entraînement : "
+        "surveiller dès {watch}, agir dès {act}.",
+    ),
+    "psi_watch": ("watch", "surveiller"),
+    "psi_act": ("act", "agir"),
+    "variable": ("Variable", "Variable"),
+    "no_bundles": (
+        "No bundle in the models directory.",
+        "Aucun paquet dans le répertoire des modèles.",
+    ),
     # operations
     "operations_title": ("Operations", "Exploitation"),
     "window": ("Window", "Période"),

@@ -27,6 +27,9 @@ from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.kit.db import SessionOpener
 from b2bscore.kit.problems import Problem, validation_errors
 from b2bscore.kit.state import AppState
+from b2bscore.model import registry
+from b2bscore.model import service as model_service
+from b2bscore.model.drift import PSI_ACT, PSI_WATCH, DriftReport
 from b2bscore.model.policy import merged_thresholds, score_points
 from b2bscore.scoring import service as scoring
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
@@ -314,3 +317,49 @@ def sources_view(sources: dict[str, Any], today: date) -> list[dict[str, Any]]:
             }
         )
     return view
+
+
+# --- models ------------------------------------------------------------------------------
+
+MODEL_WINDOWS: Final = ("24h", "7d", "30d")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsView:
+    """The registry's bundles with their roles, and the serving bundle's drift figures."""
+
+    bundles: list[dict[str, Any]]
+    serving_model: str
+    drift: DriftReport | None
+    drift_unavailable: str | None
+    watch: float
+    act: float
+
+
+async def models(db: AsyncSession, state: AppState, window: str) -> ModelsView:
+    """What `b2bscore models list` and `b2bscore models drift` print, for the console."""
+    assigned = await registry.assignments(db)
+    roles: dict[str, list[str]] = {}
+    for role, row in assigned.items():
+        roles.setdefault(row.model_id, []).append(role)
+    if "live" not in assigned:
+        # No promotion recorded yet: the service serves its start-up bundle.
+        roles.setdefault(state.bundle.model_id, []).append("live")
+    bundles = [
+        info.to_json(roles.get(info.model_id, []))
+        for info in registry.catalogue(state.settings.models_dir)
+    ]
+    report: DriftReport | None = None
+    unavailable: str | None = None
+    try:
+        report = await model_service.drift(db, state.bundle, window)
+    except ValueError as error:  # a bundle without a drift reference
+        unavailable = str(error)
+    return ModelsView(
+        bundles=bundles,
+        serving_model=state.bundle.model_id,
+        drift=report,
+        drift_unavailable=unavailable,
+        watch=PSI_WATCH,
+        act=PSI_ACT,
+    )
