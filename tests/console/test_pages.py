@@ -20,6 +20,9 @@ from b2bscore.console.endpoints import CONTENT_SECURITY_POLICY
 from b2bscore.decisions.models import Decision
 from b2bscore.kit.db import create_sessionmaker
 from b2bscore.tenants import service as tenants
+from b2bscore.webhooks import service as webhooks
+from b2bscore.webhooks.models import WebhookDelivery
+from b2bscore.webhooks.schemas import EndpointCreate
 from tests.console.conftest import ConsoleKeys, hidden_fields, signed_in
 from tests.decisions.factories import make_record
 from tests.security.conftest import tamper
@@ -485,3 +488,135 @@ class TestModels:
         assert page.status_code == 200
         assert "<script>" not in page.text.replace('<script src="', "")
         assert re.search(r'<option value="7d" selected>', page.text)
+
+
+async def _endpoint_with_failed_delivery(
+    engine: AsyncEngine, app: FastAPI, tenant_id: str
+) -> tuple[str, str]:
+    """A test-mode endpoint of tenant_id and one delivery that gave up: (endpoint, delivery)."""
+    async with create_sessionmaker(engine)() as session:
+        endpoint, _ = await webhooks.create_endpoint(
+            session,
+            app.state.b2b.keyring,
+            tenant_id=tenant_id,
+            mode="test",
+            body=EndpointCreate(
+                url="http://127.0.0.1:9/hook",
+                event_types=["company.closed"],
+                description="<i>x</i>",
+            ),
+            max_endpoints=1000,
+        )
+        await webhooks.emit_event(
+            session,
+            tenant_id=tenant_id,
+            mode="test",
+            event_type="company.closed",
+            ordering_key="958806150",
+            data={
+                "monitored_company_id": "m",
+                "siren": "958806150",
+                "external_reference": None,
+                "detected_at": datetime.now(UTC),
+            },
+        )
+        await session.flush()
+        delivery = await session.scalar(
+            select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
+        )
+        assert delivery is not None
+        delivery.status, delivery.attempts = "failed", 15
+        await session.commit()
+        return endpoint.id, delivery.id
+
+
+class TestWebhooks:
+    """GET /console/webhooks, an endpoint's deliveries and its Redeliver button."""
+
+    async def test_signed_out_goes_to_sign_in(self, client: httpx.AsyncClient) -> None:
+        for path in ("/console/webhooks", "/console/webhooks/x"):
+            page = await client.get(path)
+            assert page.status_code == 303
+        page = await client.post("/console/webhooks/x/deliveries/y/redeliver", data={})
+        assert page.status_code == 303
+
+    async def test_endpoints_deliveries_and_redeliver(
+        self,
+        client: httpx.AsyncClient,
+        console_keys: ConsoleKeys,
+        console_app: FastAPI,
+        pg_engine: AsyncEngine,
+    ) -> None:
+        endpoint_id, delivery_id = await _endpoint_with_failed_delivery(
+            pg_engine, console_app, console_keys.tenant_id
+        )
+        csrf = await signed_in(client, console_keys.writer)
+        listing = await client.get("/console/webhooks?lang=fr")
+        assert listing.status_code == 200
+        _assert_strict_page(listing)
+        assert f'href="/console/webhooks/{endpoint_id}"' in listing.text
+        assert "&lt;i&gt;x&lt;/i&gt;" in listing.text
+        assert "<i>x</i>" not in listing.text
+        assert "Points de terminaison webhook" in listing.text
+        page = await client.get(f"/console/webhooks/{endpoint_id}?lang=en")
+        assert page.status_code == 200
+        _assert_strict_page(page)
+        assert f'data-delivery="{delivery_id}"' in page.text
+        assert "company.closed" in page.text
+        assert "failed" in page.text
+        action = f"/console/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver"
+        assert f'action="{action}"' in page.text
+        refused = await client.post(action, data={})
+        assert refused.status_code == 403
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(WebhookDelivery, delivery_id)
+            assert row is not None
+            assert row.status == "failed"
+        done = await client.post(action, data={"csrf_token": csrf})
+        assert done.status_code == 200
+        assert 'data-testid="notice"' in done.text
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(WebhookDelivery, delivery_id)
+            # Reset for a new round (a worker may already have made its first attempt).
+            assert row is not None
+            assert row.attempts < 15
+        assert (
+            await client.post(action.replace(delivery_id, "nope"), data={"csrf_token": csrf})
+        ).status_code == 404
+
+    async def test_another_tenants_endpoint_is_not_found(
+        self,
+        client: httpx.AsyncClient,
+        console_keys: ConsoleKeys,
+        console_app: FastAPI,
+        pg_engine: AsyncEngine,
+    ) -> None:
+        endpoint_id, delivery_id = await _endpoint_with_failed_delivery(
+            pg_engine, console_app, console_keys.tenant_id
+        )
+        csrf = await signed_in(client, console_keys.other_tenant)
+        assert endpoint_id not in (await client.get("/console/webhooks")).text
+        assert (await client.get(f"/console/webhooks/{endpoint_id}")).status_code == 404
+        action = f"/console/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver"
+        assert (await client.post(action, data={"csrf_token": csrf})).status_code == 404
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(WebhookDelivery, delivery_id)
+            assert row is not None
+            assert row.status == "failed"
+
+    async def test_a_reader_sees_no_button_and_cannot_redeliver(
+        self,
+        client: httpx.AsyncClient,
+        console_keys: ConsoleKeys,
+        console_app: FastAPI,
+        pg_engine: AsyncEngine,
+    ) -> None:
+        endpoint_id, delivery_id = await _endpoint_with_failed_delivery(
+            pg_engine, console_app, console_keys.tenant_id
+        )
+        csrf = await signed_in(client, console_keys.reader_only)
+        page = await client.get(f"/console/webhooks/{endpoint_id}")
+        assert page.status_code == 200
+        assert "/redeliver" not in page.text
+        action = f"/console/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver"
+        assert (await client.post(action, data={"csrf_token": csrf})).status_code == 403

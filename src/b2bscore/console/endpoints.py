@@ -599,3 +599,70 @@ async def models_page(request: Request, state: State, db: DbSession) -> Response
         },
         session=session,
     )
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+
+def _not_found(request: Request, session: ConsoleSession) -> Response:
+    message = i18n.translator(_lang(request))("not_found_generic")
+    return _page(request, "error.html", {"message": message}, session=session, status_code=404)
+
+
+@router.get("/webhooks")
+async def webhooks_page(request: Request, state: State, db: DbSession) -> Response:
+    """The tenant's webhook endpoints in this mode."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.principal.has_scope("decisions:read"):
+        return _forbidden(request, session, "decisions:read")
+    endpoints = await service.webhook_endpoints(db, session.principal)
+    return _page(request, "webhooks.html", {"endpoints": endpoints}, session=session)
+
+
+async def _endpoint_response(
+    request: Request, session: ConsoleSession, db: Any, endpoint_id: str, notice: str | None
+) -> Response:
+    endpoint = await service.webhook_endpoint(db, session.principal, endpoint_id)
+    if endpoint is None:
+        return _not_found(request, session)
+    rows = await service.webhook_deliveries(db, endpoint)
+    context = {
+        "endpoint": endpoint,
+        "rows": rows,
+        "notice": notice,
+        "can_redeliver": session.principal.has_scope("score:write"),
+    }
+    return _page(request, "webhook.html", context, session=session)
+
+
+@router.get("/webhooks/{endpoint_id}")
+async def webhook_page(endpoint_id: str, request: Request, state: State, db: DbSession) -> Response:
+    """One endpoint and its recent deliveries, each with its last attempt."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.principal.has_scope("decisions:read"):
+        return _forbidden(request, session, "decisions:read")
+    return await _endpoint_response(request, session, db, endpoint_id, None)
+
+
+@router.post("/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver")
+async def redeliver_submit(
+    endpoint_id: str, delivery_id: str, request: Request, state: State, db: DbSession
+) -> Response:
+    """Send a delivery again through the webhooks service's redeliver."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    form = await _form(request)
+    if not session.csrf_matches(form.get(CSRF_FIELD)):
+        return _csrf_refused(request, session)
+    # Redelivering sends the tenant's data again: the writing scope, as in the API.
+    if not session.principal.has_scope("score:write"):
+        return _forbidden(request, session, "score:write")
+    endpoint = await service.webhook_endpoint(db, session.principal, endpoint_id)
+    if endpoint is None or not await service.redeliver(db, state, endpoint, delivery_id):
+        return _not_found(request, session)
+    return await _endpoint_response(request, session, db, endpoint_id, "redelivery_queued")

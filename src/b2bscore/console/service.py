@@ -35,6 +35,9 @@ from b2bscore.scoring import service as scoring
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.tenants.limits import WINDOW_SECONDS, rate_key, refuse_past_limit
 from b2bscore.tenants.service import Principal
+from b2bscore.webhooks import service as webhooks
+from b2bscore.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from b2bscore.webhooks.repository import WebhookRepository
 
 from . import charts
 
@@ -363,3 +366,57 @@ async def models(db: AsyncSession, state: AppState, window: str) -> ModelsView:
         watch=PSI_WATCH,
         act=PSI_ACT,
     )
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+DELIVERIES_SHOWN: Final = 20
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One delivery of an endpoint with its last attempt (None before the first)."""
+
+    delivery: WebhookDelivery
+    event_type: str
+    last_attempt: WebhookAttempt | None
+
+
+async def webhook_endpoints(db: AsyncSession, principal: Principal) -> list[WebhookEndpoint]:
+    """The tenant's endpoints in this mode, oldest first."""
+    return list(await WebhookRepository(db).endpoints(principal.tenant_id, principal.mode))
+
+
+async def webhook_endpoint(
+    db: AsyncSession, principal: Principal, endpoint_id: str
+) -> WebhookEndpoint | None:
+    """One endpoint of the tenant in this mode, else None (another tenant's too)."""
+    return await WebhookRepository(db).endpoint(principal.tenant_id, principal.mode, endpoint_id)
+
+
+async def webhook_deliveries(db: AsyncSession, endpoint: WebhookEndpoint) -> list[DeliveryRow]:
+    """The endpoint's newest deliveries, each with its latest attempt."""
+    repository = WebhookRepository(db)
+    rows = await repository.deliveries(endpoint.id, DELIVERIES_SHOWN, None)
+    last: dict[str, WebhookAttempt] = {}
+    for attempt in await repository.attempts([d.id for d, _ in rows]):
+        last[attempt.delivery_id] = attempt  # oldest first: the last one wins
+    return [DeliveryRow(d, event_type, last.get(d.id)) for d, event_type in rows]
+
+
+async def redeliver(
+    db: AsyncSession, state: AppState, endpoint: WebhookEndpoint, delivery_id: str
+) -> bool:
+    """Queue a delivery again, as POST .../deliveries/{id}/redeliver does; False if unknown."""
+    delivery = await webhooks.redeliver(db, endpoint, delivery_id)
+    if delivery is None:
+        return False
+    await db.commit()
+    if state.jobs is not None:
+        await state.jobs.defer(
+            webhooks.DELIVER_TASK,
+            lock=webhooks.delivery_lock(endpoint.id, delivery.ordering_key),
+            endpoint_id=endpoint.id,
+            ordering_key=delivery.ordering_key,
+        )
+    return True
