@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from b2bscore.consents.models import Consent
 from b2bscore.console.endpoints import CONTENT_SECURITY_POLICY
 from b2bscore.decisions.models import Decision
 from b2bscore.kit.db import create_sessionmaker
@@ -620,3 +621,92 @@ class TestWebhooks:
         assert "/redeliver" not in page.text
         action = f"/console/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver"
         assert (await client.post(action, data={"csrf_token": csrf})).status_code == 403
+
+
+async def _active_consent(engine: AsyncEngine, tenant_id: str, bank: str = "<b>bank</b>") -> str:
+    """An active test-mode consent of tenant_id (no tokens held): its id."""
+    now = datetime.now(UTC)
+    async with create_sessionmaker(engine)() as session:
+        consent = Consent(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            mode="test",
+            siren="958806150",
+            bank_id=bank,
+            status="active",
+            requested_scopes=["accounts"],
+            granted_scopes=["accounts", "transactions"],
+            accounts=[],
+            redirect_uri="https://lender.example/back",
+            state_expires_at=now,
+            created_by="test",
+            created_at=now,
+            updated_at=now,
+            activated_at=now,
+            expires_at=now + timedelta(days=90),
+        )
+        session.add(consent)
+        await session.commit()
+        return consent.id
+
+
+class TestConsents:
+    """GET /console/consents and its Revoke button."""
+
+    async def test_signed_out_goes_to_sign_in(self, client: httpx.AsyncClient) -> None:
+        assert (await client.get("/console/consents")).status_code == 303
+        assert (await client.post("/console/consents/x/revoke", data={})).status_code == 303
+
+    async def test_list_and_revoke_with_csrf(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
+    ) -> None:
+        consent_id = await _active_consent(pg_engine, console_keys.tenant_id)
+        csrf = await signed_in(client, console_keys.writer)
+        page = await client.get("/console/consents?lang=fr")
+        assert page.status_code == 200
+        _assert_strict_page(page)
+        assert f'data-consent="{consent_id}"' in page.text
+        assert "&lt;b&gt;bank&lt;/b&gt;" in page.text
+        assert "accounts, transactions" in page.text
+        assert "Consentements open banking" in page.text
+        action = f"/console/consents/{consent_id}/revoke"
+        assert f'action="{action}"' in page.text
+        assert (await client.post(action, data={})).status_code == 403
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(Consent, consent_id)
+            assert row is not None
+            assert row.status == "active"
+        done = await client.post(action, data={"csrf_token": csrf})
+        assert done.status_code == 200
+        assert 'data-testid="notice"' in done.text
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(Consent, consent_id)
+            assert row is not None
+            assert row.status == "revoked"
+        assert f'action="{action}"' not in done.text
+
+    async def test_another_tenants_consent_is_invisible_and_stays(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
+    ) -> None:
+        consent_id = await _active_consent(pg_engine, console_keys.tenant_id)
+        csrf = await signed_in(client, console_keys.other_tenant)
+        assert consent_id not in (await client.get("/console/consents")).text
+        action = f"/console/consents/{consent_id}/revoke"
+        assert (await client.post(action, data={"csrf_token": csrf})).status_code == 404
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(Consent, consent_id)
+            assert row is not None
+            assert row.status == "active"
+
+    async def test_a_live_session_does_not_see_test_consents(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
+    ) -> None:
+        consent_id = await _active_consent(pg_engine, console_keys.tenant_id)
+        page = await client.get("/console/sign-in")
+        form = {**hidden_fields(page.text), "api_key": console_keys.live}
+        cookie = _set_cookie(await client.post("/console/sign-in", data=form), "b2b_console")
+        # httpx keeps Secure cookies for https only: send it by hand.
+        headers = {"Cookie": cookie.split(";")[0]}
+        listing = await client.get("/console/consents", headers=headers)
+        assert listing.status_code == 200
+        assert consent_id not in listing.text

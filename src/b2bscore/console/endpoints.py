@@ -666,3 +666,46 @@ async def redeliver_submit(
     if endpoint is None or not await service.redeliver(db, state, endpoint, delivery_id):
         return _not_found(request, session)
     return await _endpoint_response(request, session, db, endpoint_id, "redelivery_queued")
+
+
+# --- consents ----------------------------------------------------------------------------
+
+
+async def _consents_response(
+    request: Request, session: ConsoleSession, db: Any, notice: str | None
+) -> Response:
+    context = {
+        "consents": await service.consents(db, session.principal),
+        "notice": notice,
+        "can_revoke": session.principal.has_scope("score:write"),
+    }
+    return _page(request, "consents.html", context, session=session)
+
+
+@router.get("/consents")
+async def consents_page(request: Request, state: State, db: DbSession) -> Response:
+    """The tenant's open-banking consents in this mode, newest first."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.principal.has_scope("decisions:read"):
+        return _forbidden(request, session, "decisions:read")
+    return await _consents_response(request, session, db, None)
+
+
+@router.post("/consents/{consent_id}/revoke")
+async def revoke_consent_submit(
+    consent_id: str, request: Request, state: State, db: DbSession
+) -> Response:
+    """Revoke a consent through the consents service (tokens and bank data purged)."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    form = await _form(request)
+    if not session.csrf_matches(form.get(CSRF_FIELD)):
+        return _csrf_refused(request, session)
+    if not session.principal.has_scope("score:write"):
+        return _forbidden(request, session, "score:write")
+    if not await service.revoke_consent(db, state, session.principal, consent_id):
+        return _not_found(request, session)
+    return await _consents_response(request, session, db, "consent_revoked_notice")

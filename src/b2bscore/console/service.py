@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
+import httpx
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from stdnum.exceptions import ValidationError as StdnumValidationError
 from stdnum.fr import siren as stdnum_siren
 
+from b2bscore.consents import service as consents_service
+from b2bscore.consents.models import Consent
+from b2bscore.consents.repository import ConsentRepository
 from b2bscore.decisions.chain import GENESIS_HASH, read_problem
 from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.models import Decision
@@ -418,5 +422,37 @@ async def redeliver(
             lock=webhooks.delivery_lock(endpoint.id, delivery.ordering_key),
             endpoint_id=endpoint.id,
             ordering_key=delivery.ordering_key,
+        )
+    return True
+
+
+# --- consents ----------------------------------------------------------------------------
+
+CONSENTS_SHOWN: Final = 100
+
+
+async def consents(db: AsyncSession, principal: Principal) -> list[Consent]:
+    """The tenant's newest consents in this mode."""
+    repository = ConsentRepository(db)
+    return list(await repository.page(principal.tenant_id, principal.mode, CONSENTS_SHOWN, None))
+
+
+async def revoke_consent(
+    db: AsyncSession, state: AppState, principal: Principal, consent_id: str
+) -> bool:
+    """Revoke as DELETE /v1/consents/{id} does (at the bank too); False if not the tenant's."""
+    consent = await ConsentRepository(db).get(principal.tenant_id, principal.mode, consent_id)
+    if consent is None:
+        return False
+    # The banks' OAuth endpoints: never redirected, no proxy from the environment.
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
+        await consents_service.revoke_consent(
+            db,
+            state.settings,
+            state.keyring,
+            http,
+            consent,
+            actor=principal.key_id,
+            now=datetime.now(UTC),
         )
     return True
