@@ -20,6 +20,7 @@ from b2bscore.consents.models import Consent
 from b2bscore.console.endpoints import CONTENT_SECURITY_POLICY
 from b2bscore.decisions.models import Decision
 from b2bscore.kit.db import create_sessionmaker
+from b2bscore.portfolio.models import MonitoredCompany
 from b2bscore.tenants import service as tenants
 from b2bscore.webhooks import service as webhooks
 from b2bscore.webhooks.models import WebhookDelivery
@@ -710,3 +711,60 @@ class TestConsents:
         listing = await client.get("/console/consents", headers=headers)
         assert listing.status_code == 200
         assert consent_id not in listing.text
+
+
+async def _monitored(engine: AsyncEngine, tenant_id: str, key_id: str, siren: str) -> str:
+    """A monitored company of tenant_id in test mode, already checked once: its id."""
+    now = datetime.now(UTC)
+    async with create_sessionmaker(engine)() as session:
+        row = MonitoredCompany(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            mode="test",
+            api_key_id=key_id,
+            siren=siren,
+            product="term_loan",
+            requested_amount=Decimal("25000.00"),
+            rules={},
+            external_reference="<script>ref</script>",
+            created_at=now,
+            last_checked_at=now,
+            last_score=712,
+            last_grade="B",
+        )
+        session.add(row)
+        await session.commit()
+        return row.id
+
+
+class TestMonitoring:
+    """GET /console/monitoring."""
+
+    async def test_signed_out_goes_to_sign_in(self, client: httpx.AsyncClient) -> None:
+        assert (await client.get("/console/monitoring")).status_code == 303
+
+    async def test_the_tenants_companies_are_listed_and_escaped(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
+    ) -> None:
+        item = await _monitored(
+            pg_engine, console_keys.tenant_id, console_keys.writer_id, "958806150"
+        )
+        await signed_in(client, console_keys.reader_only)
+        page = await client.get("/console/monitoring?lang=fr")
+        assert page.status_code == 200
+        _assert_strict_page(page)
+        assert f'data-monitored="{item}"' in page.text
+        assert "&lt;script&gt;ref&lt;/script&gt;" in page.text
+        assert "Entreprises surveillées" in page.text
+        assert 'href="/console/monitoring"' in page.text
+
+    async def test_another_tenants_companies_are_invisible(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
+    ) -> None:
+        item = await _monitored(
+            pg_engine, console_keys.tenant_id, console_keys.writer_id, "732829320"
+        )
+        await signed_in(client, console_keys.other_tenant)
+        page = await client.get("/console/monitoring")
+        assert page.status_code == 200
+        assert item not in page.text

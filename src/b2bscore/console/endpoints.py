@@ -709,3 +709,18 @@ async def revoke_consent_submit(
     if not await service.revoke_consent(db, state, session.principal, consent_id):
         return _not_found(request, session)
     return await _consents_response(request, session, db, "consent_revoked_notice")
+
+
+# --- monitoring --------------------------------------------------------------------------
+
+
+@router.get("/monitoring")
+async def monitoring_page(request: Request, state: State, db: DbSession) -> Response:
+    """The tenant's monitored companies in this mode and what their last check found."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.principal.has_scope("decisions:read"):
+        return _forbidden(request, session, "decisions:read")
+    rows = await service.monitored(db, session.principal)
+    return _page(request, "monitoring.html", {"rows": rows}, session=session)

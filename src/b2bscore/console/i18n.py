@@ -20,6 +20,7 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
     "nav_models": ("Models", "Modèles"),
     "nav_webhooks": ("Webhooks", "Webhooks"),
     "nav_consents": ("Consents", "Consentements"),
+    "nav_monitoring": ("Monitoring", "Surveillance"),
     "nav_label": ("Console sections", "Sections de la console"),
     "language": ("Language", "Langue"),
     "sign_in": ("Sign in", "Se connecter"),
@@ -256,6 +257,14 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
     "consent_revoked_notice": (
         "The consent is revoked; its tokens and bank data are purged.",
         "Le consentement est révoqué ; ses jetons et données bancaires sont purgés.",
+    ),
+    # monitoring
+    "monitoring_title": ("Monitored companies", "Entreprises surveillées"),
+    "external_reference": ("Your reference", "Votre référence"),
+    "last_checked_at": ("Last checked", "Dernier contrôle"),
+    "no_monitored": (
+        "No monitored company in this mode.",
+        "Aucune entreprise surveillée dans ce mode.",
     ),
     # operations
     "operations_title": ("Operations", "Exploitation"),

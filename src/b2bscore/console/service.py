@@ -35,6 +35,8 @@ from b2bscore.model import registry
 from b2bscore.model import service as model_service
 from b2bscore.model.drift import PSI_ACT, PSI_WATCH, DriftReport
 from b2bscore.model.policy import merged_thresholds, score_points
+from b2bscore.portfolio.models import MonitoredCompany
+from b2bscore.portfolio.repository import PortfolioRepository
 from b2bscore.scoring import service as scoring
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.tenants.limits import WINDOW_SECONDS, rate_key, refuse_past_limit
@@ -456,3 +458,16 @@ async def revoke_consent(
             now=datetime.now(UTC),
         )
     return True
+
+
+# --- monitoring --------------------------------------------------------------------------
+
+MONITORED_SHOWN: Final = 100
+
+
+async def monitored(db: AsyncSession, principal: Principal) -> list[MonitoredCompany]:
+    """The tenant's newest watched companies in this mode, with their last check."""
+    repository = PortfolioRepository(db)
+    return list(
+        await repository.monitored_page(principal.tenant_id, principal.mode, MONITORED_SHOWN, None)
+    )
