@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
+from fastapi import FastAPI
 from playwright.async_api import (
     Browser,
     ConsoleMessage,
@@ -22,8 +23,10 @@ from playwright.async_api import (
     async_playwright,
     expect,
 )
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.console.conftest import ConsoleKeys
+from tests.console.test_pages import _active_consent, _endpoint_with_failed_delivery, _monitored
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
 SCREENSHOTS: Final = Path(__file__).resolve().parents[2] / "var" / "test-output" / "console"
@@ -282,3 +285,44 @@ class TestConsoleInChromium:
         await page.keyboard.press("Enter")
         await expect(page.get_by_test_id("result")).to_contain_text("111111118")
         await shot(page, "11-keyboard")
+
+    async def test_models_webhooks_consents_and_monitoring(
+        self,
+        watched: PageWatch,
+        console_keys: ConsoleKeys,
+        console_app: FastAPI,
+        pg_engine: AsyncEngine,
+    ) -> None:
+        # The other tenant's key is an admin key: every page of the console is open to it.
+        tenant = console_keys.other_tenant_id
+        endpoint_id, _ = await _endpoint_with_failed_delivery(pg_engine, console_app, tenant)
+        await _active_consent(pg_engine, tenant, bank="sandbox-bank")
+        await _monitored(pg_engine, tenant, console_keys.writer_id, "958806150")
+        page = watched.page
+        await sign_in(page, console_keys.other_tenant)
+
+        await page.get_by_role("link", name="Models").click()
+        await expect(page.get_by_test_id("bundles").locator('[data-role="live"]')).to_have_count(1)
+        await expect(page.get_by_test_id("drift")).to_contain_text("Score")
+        await shot(page, "12-models")
+
+        await page.get_by_role("link", name="Webhooks").click()
+        await page.get_by_role("link", name="http://127.0.0.1:9/hook").first.click()
+        await page.wait_for_url(f"**/console/webhooks/{endpoint_id}")
+        await expect(page.get_by_test_id("deliveries")).to_contain_text("company.closed")
+        await shot(page, "13-webhook-deliveries")
+        await page.get_by_role("button", name="Redeliver").first.click()
+        await expect(page.get_by_test_id("notice")).to_contain_text("queued")
+        await shot(page, "14-webhook-redelivered")
+
+        await page.get_by_role("link", name="Consents").click()
+        await expect(page.get_by_test_id("consents")).to_contain_text("sandbox-bank")
+        await shot(page, "15-consents")
+        await page.get_by_role("button", name="Revoke").first.click()
+        await expect(page.get_by_test_id("notice")).to_contain_text("revoked")
+        await expect(page.get_by_test_id("consents")).to_contain_text("revoked")
+        await shot(page, "16-consent-revoked")
+
+        await page.get_by_role("link", name="Monitoring").click()
+        await expect(page.get_by_test_id("monitored")).to_contain_text("958806150")
+        await shot(page, "17-monitoring")

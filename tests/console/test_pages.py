@@ -16,10 +16,15 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from b2bscore.consents.models import Consent
 from b2bscore.console.endpoints import CONTENT_SECURITY_POLICY
 from b2bscore.decisions.models import Decision
 from b2bscore.kit.db import create_sessionmaker
+from b2bscore.portfolio.models import MonitoredCompany
 from b2bscore.tenants import service as tenants
+from b2bscore.webhooks import service as webhooks
+from b2bscore.webhooks.models import WebhookDelivery
+from b2bscore.webhooks.schemas import EndpointCreate
 from tests.console.conftest import ConsoleKeys, hidden_fields, signed_in
 from tests.decisions.factories import make_record
 from tests.security.conftest import tamper
@@ -437,3 +442,329 @@ class TestFormBodies:
         )
         assert answer.status_code == 415
         assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+class TestModels:
+    """GET /console/models: the registry and the serving bundle's drift, for operators."""
+
+    async def test_signed_out_goes_to_sign_in(self, client: httpx.AsyncClient) -> None:
+        page = await client.get("/console/models")
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/console/sign-in?")
+
+    async def test_a_key_without_admin_gets_403_and_no_link(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys
+    ) -> None:
+        await signed_in(client, console_keys.writer)
+        page = await client.get("/console/models")
+        assert page.status_code == 403
+        assert "admin" in page.text
+        assert 'href="/console/models"' not in (await client.get("/console/decisions")).text
+
+    async def test_bundles_roles_and_drift_in_both_languages(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, console_app: FastAPI
+    ) -> None:
+        await signed_in(client, console_keys.other_tenant)
+        page = await client.get("/console/models?window=24h&lang=en")
+        assert page.status_code == 200
+        _assert_strict_page(page)
+        assert 'href="/console/models"' in page.text
+        serving = console_app.state.b2b.bundle
+        assert serving.model_id in page.text
+        assert 'data-role="live"' in page.text
+        assert "watch from 0.10, act from 0.25" in page.text
+        # The shipped bundles carry a drift reference: the score row and every feature show.
+        assert 'data-testid="drift"' in page.text
+        assert serving.reference is not None
+        for name in serving.reference.features:
+            assert f'<th scope="row" class="code">{name}</th>' in page.text
+        french = await client.get("/console/models?lang=fr")
+        assert "surveiller dès 0,10, agir dès 0,25" in french.text
+        assert "Dérive du modèle servi" in french.text
+
+    async def test_an_unknown_window_falls_back_to_seven_days(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys
+    ) -> None:
+        await signed_in(client, console_keys.other_tenant)
+        page = await client.get("/console/models?window=<script>")
+        assert page.status_code == 200
+        assert "<script>" not in page.text.replace('<script src="', "")
+        assert re.search(r'<option value="7d" selected>', page.text)
+
+
+async def _endpoint_with_failed_delivery(
+    engine: AsyncEngine, app: FastAPI, tenant_id: str
+) -> tuple[str, str]:
+    """A test-mode endpoint of tenant_id and one delivery that gave up: (endpoint, delivery)."""
+    async with create_sessionmaker(engine)() as session:
+        endpoint, _ = await webhooks.create_endpoint(
+            session,
+            app.state.b2b.keyring,
+            tenant_id=tenant_id,
+            mode="test",
+            body=EndpointCreate(
+                url="http://127.0.0.1:9/hook",
+                event_types=["company.closed"],
+                description="<i>x</i>",
+            ),
+            max_endpoints=1000,
+        )
+        await webhooks.emit_event(
+            session,
+            tenant_id=tenant_id,
+            mode="test",
+            event_type="company.closed",
+            ordering_key="958806150",
+            data={
+                "monitored_company_id": "m",
+                "siren": "958806150",
+                "external_reference": None,
+                "detected_at": datetime.now(UTC),
+            },
+        )
+        await session.flush()
+        delivery = await session.scalar(
+            select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
+        )
+        assert delivery is not None
+        delivery.status, delivery.attempts = "failed", 15
+        await session.commit()
+        return endpoint.id, delivery.id
+
+
+class TestWebhooks:
+    """GET /console/webhooks, an endpoint's deliveries and its Redeliver button."""
+
+    async def test_signed_out_goes_to_sign_in(self, client: httpx.AsyncClient) -> None:
+        for path in ("/console/webhooks", "/console/webhooks/x"):
+            page = await client.get(path)
+            assert page.status_code == 303
+        page = await client.post("/console/webhooks/x/deliveries/y/redeliver", data={})
+        assert page.status_code == 303
+
+    async def test_endpoints_deliveries_and_redeliver(
+        self,
+        client: httpx.AsyncClient,
+        console_keys: ConsoleKeys,
+        console_app: FastAPI,
+        pg_engine: AsyncEngine,
+    ) -> None:
+        endpoint_id, delivery_id = await _endpoint_with_failed_delivery(
+            pg_engine, console_app, console_keys.tenant_id
+        )
+        csrf = await signed_in(client, console_keys.writer)
+        listing = await client.get("/console/webhooks?lang=fr")
+        assert listing.status_code == 200
+        _assert_strict_page(listing)
+        assert f'href="/console/webhooks/{endpoint_id}"' in listing.text
+        assert "&lt;i&gt;x&lt;/i&gt;" in listing.text
+        assert "<i>x</i>" not in listing.text
+        assert "Points de terminaison webhook" in listing.text
+        page = await client.get(f"/console/webhooks/{endpoint_id}?lang=en")
+        assert page.status_code == 200
+        _assert_strict_page(page)
+        assert f'data-delivery="{delivery_id}"' in page.text
+        assert "company.closed" in page.text
+        assert "failed" in page.text
+        action = f"/console/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver"
+        assert f'action="{action}"' in page.text
+        refused = await client.post(action, data={})
+        assert refused.status_code == 403
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(WebhookDelivery, delivery_id)
+            assert row is not None
+            assert row.status == "failed"
+        done = await client.post(action, data={"csrf_token": csrf})
+        assert done.status_code == 200
+        assert 'data-testid="notice"' in done.text
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(WebhookDelivery, delivery_id)
+            # Reset for a new round (a worker may already have made its first attempt).
+            assert row is not None
+            assert row.attempts < 15
+        assert (
+            await client.post(action.replace(delivery_id, "nope"), data={"csrf_token": csrf})
+        ).status_code == 404
+
+    async def test_another_tenants_endpoint_is_not_found(
+        self,
+        client: httpx.AsyncClient,
+        console_keys: ConsoleKeys,
+        console_app: FastAPI,
+        pg_engine: AsyncEngine,
+    ) -> None:
+        endpoint_id, delivery_id = await _endpoint_with_failed_delivery(
+            pg_engine, console_app, console_keys.tenant_id
+        )
+        csrf = await signed_in(client, console_keys.other_tenant)
+        assert endpoint_id not in (await client.get("/console/webhooks")).text
+        assert (await client.get(f"/console/webhooks/{endpoint_id}")).status_code == 404
+        action = f"/console/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver"
+        assert (await client.post(action, data={"csrf_token": csrf})).status_code == 404
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(WebhookDelivery, delivery_id)
+            assert row is not None
+            assert row.status == "failed"
+
+    async def test_a_reader_sees_no_button_and_cannot_redeliver(
+        self,
+        client: httpx.AsyncClient,
+        console_keys: ConsoleKeys,
+        console_app: FastAPI,
+        pg_engine: AsyncEngine,
+    ) -> None:
+        endpoint_id, delivery_id = await _endpoint_with_failed_delivery(
+            pg_engine, console_app, console_keys.tenant_id
+        )
+        csrf = await signed_in(client, console_keys.reader_only)
+        page = await client.get(f"/console/webhooks/{endpoint_id}")
+        assert page.status_code == 200
+        assert "/redeliver" not in page.text
+        action = f"/console/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver"
+        assert (await client.post(action, data={"csrf_token": csrf})).status_code == 403
+
+
+async def _active_consent(engine: AsyncEngine, tenant_id: str, bank: str = "<b>bank</b>") -> str:
+    """An active test-mode consent of tenant_id (no tokens held): its id."""
+    now = datetime.now(UTC)
+    async with create_sessionmaker(engine)() as session:
+        consent = Consent(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            mode="test",
+            siren="958806150",
+            bank_id=bank,
+            status="active",
+            requested_scopes=["accounts"],
+            granted_scopes=["accounts", "transactions"],
+            accounts=[],
+            redirect_uri="https://lender.example/back",
+            state_expires_at=now,
+            created_by="test",
+            created_at=now,
+            updated_at=now,
+            activated_at=now,
+            expires_at=now + timedelta(days=90),
+        )
+        session.add(consent)
+        await session.commit()
+        return consent.id
+
+
+class TestConsents:
+    """GET /console/consents and its Revoke button."""
+
+    async def test_signed_out_goes_to_sign_in(self, client: httpx.AsyncClient) -> None:
+        assert (await client.get("/console/consents")).status_code == 303
+        assert (await client.post("/console/consents/x/revoke", data={})).status_code == 303
+
+    async def test_list_and_revoke_with_csrf(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
+    ) -> None:
+        consent_id = await _active_consent(pg_engine, console_keys.tenant_id)
+        csrf = await signed_in(client, console_keys.writer)
+        page = await client.get("/console/consents?lang=fr")
+        assert page.status_code == 200
+        _assert_strict_page(page)
+        assert f'data-consent="{consent_id}"' in page.text
+        assert "&lt;b&gt;bank&lt;/b&gt;" in page.text
+        assert "accounts, transactions" in page.text
+        assert "Consentements open banking" in page.text
+        action = f"/console/consents/{consent_id}/revoke"
+        assert f'action="{action}"' in page.text
+        assert (await client.post(action, data={})).status_code == 403
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(Consent, consent_id)
+            assert row is not None
+            assert row.status == "active"
+        done = await client.post(action, data={"csrf_token": csrf})
+        assert done.status_code == 200
+        assert 'data-testid="notice"' in done.text
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(Consent, consent_id)
+            assert row is not None
+            assert row.status == "revoked"
+        assert f'action="{action}"' not in done.text
+
+    async def test_another_tenants_consent_is_invisible_and_stays(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
+    ) -> None:
+        consent_id = await _active_consent(pg_engine, console_keys.tenant_id)
+        csrf = await signed_in(client, console_keys.other_tenant)
+        assert consent_id not in (await client.get("/console/consents")).text
+        action = f"/console/consents/{consent_id}/revoke"
+        assert (await client.post(action, data={"csrf_token": csrf})).status_code == 404
+        async with create_sessionmaker(pg_engine)() as session:
+            row = await session.get(Consent, consent_id)
+            assert row is not None
+            assert row.status == "active"
+
+    async def test_a_live_session_does_not_see_test_consents(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
+    ) -> None:
+        consent_id = await _active_consent(pg_engine, console_keys.tenant_id)
+        page = await client.get("/console/sign-in")
+        form = {**hidden_fields(page.text), "api_key": console_keys.live}
+        cookie = _set_cookie(await client.post("/console/sign-in", data=form), "b2b_console")
+        # httpx keeps Secure cookies for https only: send it by hand.
+        headers = {"Cookie": cookie.split(";")[0]}
+        listing = await client.get("/console/consents", headers=headers)
+        assert listing.status_code == 200
+        assert consent_id not in listing.text
+
+
+async def _monitored(engine: AsyncEngine, tenant_id: str, key_id: str, siren: str) -> str:
+    """A monitored company of tenant_id in test mode, already checked once: its id."""
+    now = datetime.now(UTC)
+    async with create_sessionmaker(engine)() as session:
+        row = MonitoredCompany(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            mode="test",
+            api_key_id=key_id,
+            siren=siren,
+            product="term_loan",
+            requested_amount=Decimal("25000.00"),
+            rules={},
+            external_reference="<script>ref</script>",
+            created_at=now,
+            last_checked_at=now,
+            last_score=712,
+            last_grade="B",
+        )
+        session.add(row)
+        await session.commit()
+        return row.id
+
+
+class TestMonitoring:
+    """GET /console/monitoring."""
+
+    async def test_signed_out_goes_to_sign_in(self, client: httpx.AsyncClient) -> None:
+        assert (await client.get("/console/monitoring")).status_code == 303
+
+    async def test_the_tenants_companies_are_listed_and_escaped(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
+    ) -> None:
+        item = await _monitored(
+            pg_engine, console_keys.tenant_id, console_keys.writer_id, "958806150"
+        )
+        await signed_in(client, console_keys.reader_only)
+        page = await client.get("/console/monitoring?lang=fr")
+        assert page.status_code == 200
+        _assert_strict_page(page)
+        assert f'data-monitored="{item}"' in page.text
+        assert "&lt;script&gt;ref&lt;/script&gt;" in page.text
+        assert "Entreprises surveillées" in page.text
+        assert 'href="/console/monitoring"' in page.text
+
+    async def test_another_tenants_companies_are_invisible(
+        self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
+    ) -> None:
+        item = await _monitored(
+            pg_engine, console_keys.tenant_id, console_keys.writer_id, "732829320"
+        )
+        await signed_in(client, console_keys.other_tenant)
+        page = await client.get("/console/monitoring")
+        assert page.status_code == 200
+        assert item not in page.text

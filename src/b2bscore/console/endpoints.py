@@ -559,3 +559,168 @@ async def operations_page(request: Request, state: State, db: DbSession) -> Resp
         },
         session=session,
     )
+
+
+# --- models ------------------------------------------------------------------------------
+
+
+def _psi_level(value: float | None, view: service.ModelsView) -> str:
+    if value is None:
+        return "none"
+    return "act" if value >= view.act else "watch" if value >= view.watch else "stable"
+
+
+@router.get("/models")
+async def models_page(request: Request, state: State, db: DbSession) -> Response:
+    """The registry's bundles and their roles, and the serving bundle's PSI; read-only."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    # Registry and drift are the platform's, not one tenant's: operators only.
+    if not session.principal.has_scope("admin"):
+        return _forbidden(request, session, "admin")
+    window = request.query_params.get("window", "7d")
+    if window not in service.MODEL_WINDOWS:
+        window = "7d"
+    view = await service.models(db, state, window)
+    features = sorted(
+        (view.drift.features.items() if view.drift else []),
+        key=lambda item: -1.0 if item[1] is None else -item[1],
+    )
+    return _page(
+        request,
+        "models.html",
+        {
+            "view": view,
+            "window": window,
+            "windows": list(service.MODEL_WINDOWS),
+            "features": [(name, psi, _psi_level(psi, view)) for name, psi in features],
+            "score_level": _psi_level(view.drift.score_psi if view.drift else None, view),
+        },
+        session=session,
+    )
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+
+def _not_found(request: Request, session: ConsoleSession) -> Response:
+    message = i18n.translator(_lang(request))("not_found_generic")
+    return _page(request, "error.html", {"message": message}, session=session, status_code=404)
+
+
+@router.get("/webhooks")
+async def webhooks_page(request: Request, state: State, db: DbSession) -> Response:
+    """The tenant's webhook endpoints in this mode."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.principal.has_scope("decisions:read"):
+        return _forbidden(request, session, "decisions:read")
+    endpoints = await service.webhook_endpoints(db, session.principal)
+    return _page(request, "webhooks.html", {"endpoints": endpoints}, session=session)
+
+
+async def _endpoint_response(
+    request: Request, session: ConsoleSession, db: Any, endpoint_id: str, notice: str | None
+) -> Response:
+    endpoint = await service.webhook_endpoint(db, session.principal, endpoint_id)
+    if endpoint is None:
+        return _not_found(request, session)
+    rows = await service.webhook_deliveries(db, endpoint)
+    context = {
+        "endpoint": endpoint,
+        "rows": rows,
+        "notice": notice,
+        "can_redeliver": session.principal.has_scope("score:write"),
+    }
+    return _page(request, "webhook.html", context, session=session)
+
+
+@router.get("/webhooks/{endpoint_id}")
+async def webhook_page(endpoint_id: str, request: Request, state: State, db: DbSession) -> Response:
+    """One endpoint and its recent deliveries, each with its last attempt."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.principal.has_scope("decisions:read"):
+        return _forbidden(request, session, "decisions:read")
+    return await _endpoint_response(request, session, db, endpoint_id, None)
+
+
+@router.post("/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver")
+async def redeliver_submit(
+    endpoint_id: str, delivery_id: str, request: Request, state: State, db: DbSession
+) -> Response:
+    """Send a delivery again through the webhooks service's redeliver."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    form = await _form(request)
+    if not session.csrf_matches(form.get(CSRF_FIELD)):
+        return _csrf_refused(request, session)
+    # Redelivering sends the tenant's data again: the writing scope, as in the API.
+    if not session.principal.has_scope("score:write"):
+        return _forbidden(request, session, "score:write")
+    endpoint = await service.webhook_endpoint(db, session.principal, endpoint_id)
+    if endpoint is None or not await service.redeliver(db, state, endpoint, delivery_id):
+        return _not_found(request, session)
+    return await _endpoint_response(request, session, db, endpoint_id, "redelivery_queued")
+
+
+# --- consents ----------------------------------------------------------------------------
+
+
+async def _consents_response(
+    request: Request, session: ConsoleSession, db: Any, notice: str | None
+) -> Response:
+    context = {
+        "consents": await service.consents(db, session.principal),
+        "notice": notice,
+        "can_revoke": session.principal.has_scope("score:write"),
+    }
+    return _page(request, "consents.html", context, session=session)
+
+
+@router.get("/consents")
+async def consents_page(request: Request, state: State, db: DbSession) -> Response:
+    """The tenant's open-banking consents in this mode, newest first."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.principal.has_scope("decisions:read"):
+        return _forbidden(request, session, "decisions:read")
+    return await _consents_response(request, session, db, None)
+
+
+@router.post("/consents/{consent_id}/revoke")
+async def revoke_consent_submit(
+    consent_id: str, request: Request, state: State, db: DbSession
+) -> Response:
+    """Revoke a consent through the consents service (tokens and bank data purged)."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    form = await _form(request)
+    if not session.csrf_matches(form.get(CSRF_FIELD)):
+        return _csrf_refused(request, session)
+    if not session.principal.has_scope("score:write"):
+        return _forbidden(request, session, "score:write")
+    if not await service.revoke_consent(db, state, session.principal, consent_id):
+        return _not_found(request, session)
+    return await _consents_response(request, session, db, "consent_revoked_notice")
+
+
+# --- monitoring --------------------------------------------------------------------------
+
+
+@router.get("/monitoring")
+async def monitoring_page(request: Request, state: State, db: DbSession) -> Response:
+    """The tenant's monitored companies in this mode and what their last check found."""
+    session = await _signed_in(request, state, db)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.principal.has_scope("decisions:read"):
+        return _forbidden(request, session, "decisions:read")
+    rows = await service.monitored(db, session.principal)
+    return _page(request, "monitoring.html", {"rows": rows}, session=session)

@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
+import httpx
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from stdnum.exceptions import ValidationError as StdnumValidationError
 from stdnum.fr import siren as stdnum_siren
 
+from b2bscore.consents import service as consents_service
+from b2bscore.consents.models import Consent
+from b2bscore.consents.repository import ConsentRepository
 from b2bscore.decisions.chain import GENESIS_HASH, read_problem
 from b2bscore.decisions.chainkeys import ChainKeyring
 from b2bscore.decisions.models import Decision
@@ -27,11 +31,19 @@ from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.kit.db import SessionOpener
 from b2bscore.kit.problems import Problem, validation_errors
 from b2bscore.kit.state import AppState
+from b2bscore.model import registry
+from b2bscore.model import service as model_service
+from b2bscore.model.drift import PSI_ACT, PSI_WATCH, DriftReport
 from b2bscore.model.policy import merged_thresholds, score_points
+from b2bscore.portfolio.models import MonitoredCompany
+from b2bscore.portfolio.repository import PortfolioRepository
 from b2bscore.scoring import service as scoring
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.tenants.limits import WINDOW_SECONDS, rate_key, refuse_past_limit
 from b2bscore.tenants.service import Principal
+from b2bscore.webhooks import service as webhooks
+from b2bscore.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from b2bscore.webhooks.repository import WebhookRepository
 
 from . import charts
 
@@ -314,3 +326,148 @@ def sources_view(sources: dict[str, Any], today: date) -> list[dict[str, Any]]:
             }
         )
     return view
+
+
+# --- models ------------------------------------------------------------------------------
+
+MODEL_WINDOWS: Final = ("24h", "7d", "30d")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsView:
+    """The registry's bundles with their roles, and the serving bundle's drift figures."""
+
+    bundles: list[dict[str, Any]]
+    serving_model: str
+    drift: DriftReport | None
+    drift_unavailable: str | None
+    watch: float
+    act: float
+
+
+async def models(db: AsyncSession, state: AppState, window: str) -> ModelsView:
+    """What `b2bscore models list` and `b2bscore models drift` print, for the console."""
+    assigned = await registry.assignments(db)
+    roles: dict[str, list[str]] = {}
+    for role, row in assigned.items():
+        roles.setdefault(row.model_id, []).append(role)
+    if "live" not in assigned:
+        # No promotion recorded yet: the service serves its start-up bundle.
+        roles.setdefault(state.bundle.model_id, []).append("live")
+    bundles = [
+        info.to_json(roles.get(info.model_id, []))
+        for info in registry.catalogue(state.settings.models_dir)
+    ]
+    report: DriftReport | None = None
+    unavailable: str | None = None
+    try:
+        report = await model_service.drift(db, state.bundle, window)
+    except ValueError as error:  # a bundle without a drift reference
+        unavailable = str(error)
+    return ModelsView(
+        bundles=bundles,
+        serving_model=state.bundle.model_id,
+        drift=report,
+        drift_unavailable=unavailable,
+        watch=PSI_WATCH,
+        act=PSI_ACT,
+    )
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+DELIVERIES_SHOWN: Final = 20
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One delivery of an endpoint with its last attempt (None before the first)."""
+
+    delivery: WebhookDelivery
+    event_type: str
+    last_attempt: WebhookAttempt | None
+
+
+async def webhook_endpoints(db: AsyncSession, principal: Principal) -> list[WebhookEndpoint]:
+    """The tenant's endpoints in this mode, oldest first."""
+    return list(await WebhookRepository(db).endpoints(principal.tenant_id, principal.mode))
+
+
+async def webhook_endpoint(
+    db: AsyncSession, principal: Principal, endpoint_id: str
+) -> WebhookEndpoint | None:
+    """One endpoint of the tenant in this mode, else None (another tenant's too)."""
+    return await WebhookRepository(db).endpoint(principal.tenant_id, principal.mode, endpoint_id)
+
+
+async def webhook_deliveries(db: AsyncSession, endpoint: WebhookEndpoint) -> list[DeliveryRow]:
+    """The endpoint's newest deliveries, each with its latest attempt."""
+    repository = WebhookRepository(db)
+    rows = await repository.deliveries(endpoint.id, DELIVERIES_SHOWN, None)
+    last: dict[str, WebhookAttempt] = {}
+    for attempt in await repository.attempts([d.id for d, _ in rows]):
+        last[attempt.delivery_id] = attempt  # oldest first: the last one wins
+    return [DeliveryRow(d, event_type, last.get(d.id)) for d, event_type in rows]
+
+
+async def redeliver(
+    db: AsyncSession, state: AppState, endpoint: WebhookEndpoint, delivery_id: str
+) -> bool:
+    """Queue a delivery again, as POST .../deliveries/{id}/redeliver does; False if unknown."""
+    delivery = await webhooks.redeliver(db, endpoint, delivery_id)
+    if delivery is None:
+        return False
+    await db.commit()
+    if state.jobs is not None:
+        await state.jobs.defer(
+            webhooks.DELIVER_TASK,
+            lock=webhooks.delivery_lock(endpoint.id, delivery.ordering_key),
+            endpoint_id=endpoint.id,
+            ordering_key=delivery.ordering_key,
+        )
+    return True
+
+
+# --- consents ----------------------------------------------------------------------------
+
+CONSENTS_SHOWN: Final = 100
+
+
+async def consents(db: AsyncSession, principal: Principal) -> list[Consent]:
+    """The tenant's newest consents in this mode."""
+    repository = ConsentRepository(db)
+    return list(await repository.page(principal.tenant_id, principal.mode, CONSENTS_SHOWN, None))
+
+
+async def revoke_consent(
+    db: AsyncSession, state: AppState, principal: Principal, consent_id: str
+) -> bool:
+    """Revoke as DELETE /v1/consents/{id} does (at the bank too); False if not the tenant's."""
+    consent = await ConsentRepository(db).get(principal.tenant_id, principal.mode, consent_id)
+    if consent is None:
+        return False
+    # The banks' OAuth endpoints: never redirected, no proxy from the environment.
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
+        await consents_service.revoke_consent(
+            db,
+            state.settings,
+            state.keyring,
+            http,
+            consent,
+            actor=principal.key_id,
+            now=datetime.now(UTC),
+        )
+    return True
+
+
+# --- monitoring --------------------------------------------------------------------------
+
+MONITORED_SHOWN: Final = 100
+
+
+async def monitored(db: AsyncSession, principal: Principal) -> list[MonitoredCompany]:
+    """The tenant's newest watched companies in this mode, with their last check."""
+    repository = PortfolioRepository(db)
+    return list(
+        await repository.monitored_page(principal.tenant_id, principal.mode, MONITORED_SHOWN, None)
+    )
