@@ -35,8 +35,9 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # One line per provider call would drown the service's own logs (and cost CPU).
-    for chatty in ("httpx", "httpcore"):
+    # One line per provider call would drown the service's own logs (and cost CPU), and
+    # so would the job engine's three lines per periodic job, every few seconds.
+    for chatty in ("httpx", "httpcore", "procrastinate"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
