@@ -297,7 +297,7 @@ class TestConsoleInChromium:
         tenant = console_keys.other_tenant_id
         endpoint_id, _ = await _endpoint_with_failed_delivery(pg_engine, console_app, tenant)
         await _active_consent(pg_engine, tenant, bank="sandbox-bank")
-        await _monitored(pg_engine, tenant, console_keys.writer_id, "958806150")
+        await _monitored(pg_engine, tenant, console_keys.writer_id, "405123464")
         page = watched.page
         await sign_in(page, console_keys.other_tenant)
 
@@ -324,5 +324,5 @@ class TestConsoleInChromium:
         await shot(page, "16-consent-revoked")
 
         await page.get_by_role("link", name="Monitoring").click()
-        await expect(page.get_by_test_id("monitored")).to_contain_text("958806150")
+        await expect(page.get_by_test_id("monitored")).to_contain_text("405123464")
         await shot(page, "17-monitoring")

@@ -514,10 +514,10 @@ async def _endpoint_with_failed_delivery(
             tenant_id=tenant_id,
             mode="test",
             event_type="company.closed",
-            ordering_key="958806150",
+            ordering_key="405123456",
             data={
                 "monitored_company_id": "m",
-                "siren": "958806150",
+                "siren": "405123456",
                 "external_reference": None,
                 "detected_at": datetime.now(UTC),
             },
@@ -632,7 +632,7 @@ async def _active_consent(engine: AsyncEngine, tenant_id: str, bank: str = "<b>b
             id=str(uuid.uuid4()),
             tenant_id=tenant_id,
             mode="test",
-            siren="958806150",
+            siren="405123456",
             bank_id=bank,
             status="active",
             requested_scopes=["accounts"],
@@ -747,7 +747,7 @@ class TestMonitoring:
         self, client: httpx.AsyncClient, console_keys: ConsoleKeys, pg_engine: AsyncEngine
     ) -> None:
         item = await _monitored(
-            pg_engine, console_keys.tenant_id, console_keys.writer_id, "958806150"
+            pg_engine, console_keys.tenant_id, console_keys.writer_id, "405123456"
         )
         await signed_in(client, console_keys.reader_only)
         page = await client.get("/console/monitoring?lang=fr")
