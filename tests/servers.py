@@ -43,7 +43,11 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=30)
+        # A server left running outlives its fixtures (databases dropped, files gone) and
+        # keeps logging into later tests: fail here, where the cause is.
+        if thread.is_alive():
+            raise RuntimeError(f"test server on port {port} did not stop within 30 s")
 
 
 @contextmanager

@@ -14,6 +14,14 @@ from typing import Any
 
 import pytest
 import schemathesis
+
+# schemathesis imports its OpenAPI machinery lazily, at the first schema load; pytest
+# rewrites a plugin's modules as they are imported, with ast.parse. On CPython 3.11 the
+# AST constructor's recursion counter is shared between threads, so a parse in a server
+# thread at the same moment (3.11 tracebacks parse source lines to place their carets)
+# fails with "AST constructor recursion depth mismatch". Imported here, at collection,
+# before any server thread exists.
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode

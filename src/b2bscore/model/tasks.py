@@ -28,6 +28,7 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from b2bscore.kit.logging import throttle
 from b2bscore.kit.metrics import (
     CANARY_ROLLBACKS,
     MODEL_EVENT_APPLIED,
@@ -255,8 +256,16 @@ class ModelSupervisor:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("model supervisor pass failed")
+            except Exception as error:
+                # A registry outage fails every pass: one line (with the traceback) per
+                # interval and kind, with a count, rather than one per poll.
+                throttle.log(
+                    log,
+                    logging.ERROR,
+                    f"model_supervisor:{type(error).__name__}",
+                    "model supervisor pass failed",
+                    exc_info=error,
+                )
             await asyncio.sleep(self.state.settings.model_poll_seconds)
 
 
