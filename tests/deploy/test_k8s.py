@@ -86,6 +86,21 @@ def test_the_api_probes_readiness_and_liveness(objects: list[dict[str, Any]]) ->
     assert container["command"][:2] == ["b2bscore", "serve"]
 
 
+def test_every_api_pod_publishes_checkpoints_to_one_shared_claim(
+    objects: list[dict[str, Any]],
+) -> None:
+    """An emptyDir per pod would give each pod its own checkpoints, lost with the pod."""
+    config = find(objects, "ConfigMap", "b2bscore-config")["data"]
+    path = config["B2BSCORE_AUDIT_CHECKPOINT_PATH"]
+    claim = find(objects, "PersistentVolumeClaim", "b2bscore-audit-checkpoints")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    api = find(objects, "Deployment", "b2bscore-api")["spec"]["template"]["spec"]
+    [volume] = [v for v in api["volumes"] if "persistentVolumeClaim" in v]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    mounts = {m["name"]: m["mountPath"] for m in api["containers"][0]["volumeMounts"]}
+    assert mounts[volume["name"]] == path
+
+
 def test_every_container_is_bounded_and_locked_down(objects: list[dict[str, Any]]) -> None:
     for name, template in pod_templates(objects):
         spec = template["spec"]
