@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from procrastinate import RetryStrategy
 from sqlalchemy import select
 
 from b2bscore.kit.db import opened_session
@@ -14,7 +15,15 @@ from b2bscore.portfolio.repository import PortfolioRepository
 SWEEP_PAGE = 1000
 
 
-@task(name=monitoring.CHECK_TASK, pass_context=True, queue="monitoring")
+# A check decides like an API request, within the same budget: a busy moment (an audit
+# commit or a provider over the deadline) fails one attempt, not the company's monitoring
+# until the next sweep. Retried with backoff from 2 s, doubling (RetryStrategy).
+@task(
+    name=monitoring.CHECK_TASK,
+    pass_context=True,
+    queue="monitoring",
+    retry=RetryStrategy(max_attempts=5, exponential_wait=2),
+)
 async def check(context: JobContext, monitored_id: str) -> list[str]:
     """Re-check one watched company; returns the event types emitted."""
     outcome = await monitoring.check(state_of(context), monitored_id)
