@@ -167,6 +167,8 @@ class DriftReport:
     n: int
     score_psi: float | None
     features: dict[str, float | None]
+    # Share of the window's scores in each bin of the reference (missing first), for charts.
+    score_shares: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object printed by `b2bscore models drift`."""
@@ -196,7 +198,11 @@ def drift_report(
         column = [_number(row.get(name)) for row in rows]
         features[name] = _finite(binned.psi(column)) if rows else None
     score_psi = _finite(reference.score.psi([float(s) for s in scores])) if scores else None
-    return DriftReport(window=window, n=len(rows), score_psi=score_psi, features=features)
+    counts = reference.score.counts([float(s) for s in scores])
+    shares = tuple(float(c) / len(scores) for c in counts) if scores else ()
+    return DriftReport(
+        window=window, n=len(rows), score_psi=score_psi, features=features, score_shares=shares
+    )
 
 
 def _number(value: Any) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from b2bscore.webhooks.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -104,5 +104,44 @@ class WebhookRepository:
             select(WebhookAttempt)
             .where(WebhookAttempt.delivery_id.in_(delivery_ids))
             .order_by(WebhookAttempt.attempted_at, WebhookAttempt.attempt)
+        )
+        return list(result.all())
+
+    async def events(
+        self,
+        tenant_id: str,
+        mode: str,
+        ordering_keys: Sequence[str],
+        *,
+        types: Sequence[str] | None = None,
+        per_key: int = 20,
+    ) -> list[Event]:
+        """The tenant's events in mode for these ordering keys: at most per_key each, newest first.
+
+        A cap per key, not overall: one noisy company cannot push the others' events out.
+        """
+        if not ordering_keys:
+            return []
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=Event.ordering_key,
+                order_by=(Event.created_at.desc(), Event.id.desc()),
+            )
+            .label("rank")
+        )
+        inner = select(Event.id, rank).where(
+            Event.tenant_id == tenant_id,
+            Event.mode == mode,
+            Event.ordering_key.in_(list(ordering_keys)),
+        )
+        if types is not None:
+            inner = inner.where(Event.type.in_(list(types)))
+        ranked = inner.subquery()
+        result = await self.session.scalars(
+            select(Event)
+            .join(ranked, ranked.c.id == Event.id)
+            .where(ranked.c.rank <= per_key)
+            .order_by(Event.created_at.desc(), Event.id.desc())
         )
         return list(result.all())
