@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from b2bscore.console.service import COMPANY_EVENTS
 from b2bscore.kit.db import create_sessionmaker
+from b2bscore.tenants import service as tenants
 from b2bscore.webhooks import service as webhooks
 from b2bscore.webhooks.repository import WebhookRepository
 from tests.console.conftest import (
@@ -49,8 +50,6 @@ class TestEventsRead:
     async def test_a_cap_per_key_types_and_walls(self, pg_engine: AsyncEngine) -> None:
         noisy, quiet = fresh_siren(), fresh_siren()
         async with create_sessionmaker(pg_engine)() as session:
-            from b2bscore.tenants import service as tenants
-
             tenant = await tenants.create_tenant(session, "events-read")
             other = await tenants.create_tenant(session, "events-read-other")
             start = datetime.now(UTC) - timedelta(hours=1)
@@ -91,9 +90,11 @@ class TestEventsRead:
             assert await repository.events(tenant.id, "test", []) == []
 
 
-async def _closed(session: object, tenant_id: str, mode: str, siren: str, at: datetime) -> None:
+async def _closed(
+    session: AsyncSession, tenant_id: str, mode: str, siren: str, at: datetime
+) -> None:
     await webhooks.emit_event(
-        session,  # type: ignore[arg-type]
+        session,
         tenant_id=tenant_id,
         mode=mode,
         event_type="company.closed",
@@ -108,13 +109,36 @@ async def _closed(session: object, tenant_id: str, mode: str, siren: str, at: da
     )
 
 
-class TestMonitoringAlerts:
-    """/console/monitoring and /console/monitoring/{id}: alerts of the key's mode only."""
+class TestGuards:
+    """The new pages behind the console's one guard: signed in, then decisions:read."""
 
     async def test_signed_out_goes_to_sign_in(self, client: httpx.AsyncClient) -> None:
-        page = await client.get("/console/monitoring/anything")
-        assert page.status_code == 303
-        assert page.headers["location"].startswith("/console/sign-in?")
+        for path in ("/console/model", "/console/monitoring/anything"):
+            page = await client.get(path)
+            assert page.status_code == 303
+            assert page.headers["location"].startswith("/console/sign-in?")
+
+    async def test_a_key_without_decisions_read_gets_403_and_no_links(
+        self, client: httpx.AsyncClient, walled: Walled
+    ) -> None:
+        await signed_in_score_only(client, walled.score_only)
+        score_page = (await client.get("/console/score")).text
+        for path in ("/console/model", "/console/monitoring", "/console/models"):
+            assert f'href="{path}"' not in score_page
+        for path in (
+            "/console/model",
+            "/console/monitoring",
+            f"/console/monitoring/{walled.test_item}",
+        ):
+            page = await client.get(path)
+            assert page.status_code == 403
+            assert "decisions:read" in page.text
+            assert "TEST-ONLY" not in page.text
+        assert (await client.get("/console/models")).status_code == 403
+
+
+class TestMonitoringAlerts:
+    """/console/monitoring and /console/monitoring/{id}: alerts of the key's mode only."""
 
     async def test_the_list_shows_each_companys_alerts_of_the_keys_mode(
         self, client: httpx.AsyncClient, walled: Walled
@@ -172,16 +196,6 @@ class TestMonitoringAlerts:
         await signed_in(client, console_keys.other_tenant)
         assert (await client.get(f"/console/monitoring/{walled.test_item}")).status_code == 404
 
-    async def test_a_key_without_decisions_read_gets_403(
-        self, client: httpx.AsyncClient, walled: Walled
-    ) -> None:
-        await signed_in_score_only(client, walled.score_only)
-        for path in ("/console/monitoring", f"/console/monitoring/{walled.test_item}"):
-            page = await client.get(path)
-            assert page.status_code == 403
-            assert "decisions:read" in page.text
-            assert "TEST-ONLY" not in page.text
-
 
 async def signed_in_score_only(client: httpx.AsyncClient, key: str) -> str:
     """Sign in a key that cannot read decisions (signed_in reads the decisions page)."""
@@ -209,20 +223,6 @@ def _share_of_bin(html: str, score: int) -> str:
 
 class TestTenantModel:
     """/console/model: the models behind the tenant's decisions and its own drift, per mode."""
-
-    async def test_signed_out_goes_to_sign_in(self, client: httpx.AsyncClient) -> None:
-        page = await client.get("/console/model")
-        assert page.status_code == 303
-
-    async def test_a_key_without_decisions_read_gets_403_and_no_link(
-        self, client: httpx.AsyncClient, walled: Walled
-    ) -> None:
-        await signed_in_score_only(client, walled.score_only)
-        assert 'href="/console/model"' not in (await client.get("/console/score")).text
-        page = await client.get("/console/model")
-        assert page.status_code == 403
-        assert "decisions:read" in page.text
-        assert (await client.get("/console/models")).status_code == 403
 
     async def test_a_test_key_sees_its_test_decisions_only(
         self, client: httpx.AsyncClient, walled: Walled, console_app: FastAPI
@@ -255,12 +255,3 @@ class TestTenantModel:
         assert _share_of_bin(page.text, LIVE_SCORE) == "100,0\u202f%"
         assert _share_of_bin(page.text, TEST_SCORE) == "0,0\u202f%"
         assert "Vos scores face à la référence d&#39;entraînement" in page.text
-
-    async def test_an_unknown_window_falls_back_to_seven_days(
-        self, client: httpx.AsyncClient, walled: Walled
-    ) -> None:
-        await signed_in(client, walled.test_key)
-        page = await client.get("/console/model?window=<script>")
-        assert page.status_code == 200
-        assert re.search(r'<option value="7d" selected>', page.text)
-        assert f"{walled.test_decisions} decisions in the window." in page.text

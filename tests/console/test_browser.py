@@ -342,6 +342,15 @@ class TestConsoleInChromium:
         await shot(page, "17-monitoring")
 
 
+async def your_model(page: Page, window: str) -> None:
+    """Open the tenant's model page from the menu and show one window."""
+    await page.get_by_role("link", name="Your model").click()
+    await page.wait_for_url("**/console/model")
+    await page.get_by_label("Window").select_option(window)
+    await page.get_by_role("button", name="Show").click()
+    await page.wait_for_url(f"**/console/model?window={window}")
+
+
 class TestAlertsAndTenantModelInChromium:
     """Monitored companies' alerts and the tenant's model page, walled by the key's mode."""
 
@@ -373,11 +382,7 @@ class TestAlertsAndTenantModelInChromium:
         expected_refusal(watched, 404, walled.live_item)
 
         await page.goto("/console/score")
-        await page.get_by_role("link", name="Your model").click()
-        await page.wait_for_url("**/console/model")
-        await page.get_by_label("Window").select_option("24h")
-        await page.get_by_role("button", name="Show").click()
-        await page.wait_for_url("**/console/model?window=24h")
+        await your_model(page, "24h")
         await expect(page.get_by_test_id("tenant-drift")).to_contain_text(
             f"{walled.test_decisions} decisions in the window."
         )
@@ -402,9 +407,7 @@ class TestAlertsAndTenantModelInChromium:
         await page.get_by_role("link", name="Monitoring").click()
         await expect(page.get_by_test_id(f"alerts-{walled.siren}")).to_contain_text(LIVE_ONLY)
         await expect(page.get_by_test_id("monitored")).not_to_contain_text("TEST-ONLY")
-        await page.get_by_role("link", name="Your model").click()
-        await page.get_by_label("Window").select_option("24h")
-        await page.get_by_role("button", name="Show").click()
+        await your_model(page, "24h")
         await expect(page.get_by_test_id("tenant-drift")).to_contain_text(
             f"{walled.live_decisions} decisions in the window."
         )
