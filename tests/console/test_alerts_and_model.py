@@ -151,7 +151,7 @@ class TestMonitoringAlerts:
         assert walled.live_item not in page.text
         cell = page.text.split(f'data-testid="alerts-{walled.siren}"')[1].split("</td>")[0]
         assert _ESCAPED_TEST_ONLY in cell
-        assert "712 (B) → 540 (C)" in cell
+        assert "712 (B) → 540 (C) · grade dropped" in cell
         assert "Score changed" in cell
         assert LIVE_ONLY not in page.text
         assert OTHER_TENANT not in page.text
@@ -179,6 +179,7 @@ class TestMonitoringAlerts:
         assert _ESCAPED_TEST_ONLY in page.text
         assert "Procédure collective ouverte" in page.text
         assert "Score modifié" in page.text
+        assert "712 (B) → 540 (C) · note en baisse" in page.text
         assert LIVE_ONLY not in page.text
         assert OTHER_TENANT not in page.text
         # The same company watched in live mode is another row: not found from a test key.

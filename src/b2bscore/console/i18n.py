@@ -283,6 +283,9 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
     "alert_company_score_changed": ("Score changed", "Score modifié"),
     "alert_company_proceedings_opened": ("Proceedings opened", "Procédure collective ouverte"),
     "alert_company_closed": ("Company closed", "Entreprise fermée"),
+    "trigger_grade_drop": ("grade dropped", "note en baisse"),
+    "trigger_grade_rise": ("grade rose", "note en hausse"),
+    "trigger_band_crossing": ("score band crossed", "seuil de score franchi"),
     "closed_detected": (
         "The registry shows the company as closed.",
         "Le registre indique que l'entreprise est fermée.",
