@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from b2bscore.console.service import COMPANY_EVENTS
-from b2bscore.kit.db import create_sessionmaker
+from b2bscore.kit.db import create_engine, create_sessionmaker, upgrade_database_async
 from b2bscore.tenants import service as tenants
 from b2bscore.webhooks import service as webhooks
 from b2bscore.webhooks.repository import WebhookRepository
@@ -47,47 +48,61 @@ async def _live_headers(client: httpx.AsyncClient, key: str) -> dict[str, str]:
 class TestEventsRead:
     """WebhookRepository.events: per key, newest first, tenant and mode walls."""
 
-    async def test_a_cap_per_key_types_and_walls(self, pg_engine: AsyncEngine) -> None:
-        noisy, quiet = fresh_siren(), fresh_siren()
-        async with create_sessionmaker(pg_engine)() as session:
-            tenant = await tenants.create_tenant(session, "events-read")
-            other = await tenants.create_tenant(session, "events-read-other")
-            start = datetime.now(UTC) - timedelta(hours=1)
-            for i in range(5):
-                await _closed(session, tenant.id, "test", noisy, start + timedelta(minutes=i))
-            await _closed(session, tenant.id, "test", quiet, start)
-            await _closed(session, tenant.id, "live", quiet, start)
-            await _closed(session, other.id, "test", quiet, start)
-            await webhooks.emit_event(
-                session,
-                tenant_id=tenant.id,
-                mode="test",
-                event_type="batch.completed",
-                ordering_key=noisy,  # another kind of event on the same key
-                data={
-                    "batch_id": "b",
-                    "status": "completed",
-                    "total_rows": 1,
-                    "decided_rows": 1,
-                    "invalid_rows": 0,
-                    "failed_rows": 0,
-                },
-            )
-            await session.commit()
-            repository = WebhookRepository(session)
-            rows = await repository.events(
-                tenant.id, "test", [noisy, quiet], types=COMPANY_EVENTS, per_key=3
-            )
-            assert [e.ordering_key for e in rows].count(noisy) == 3
-            assert [e.ordering_key for e in rows].count(quiet) == 1
-            assert all(e.tenant_id == tenant.id and e.mode == "test" for e in rows)
-            assert all(e.type == "company.closed" for e in rows)
-            noisy_times = [e.created_at for e in rows if e.ordering_key == noisy]
-            assert noisy_times == sorted(noisy_times, reverse=True)
-            assert noisy_times[0] == start + timedelta(minutes=4)
-            every = await repository.events(tenant.id, "test", [noisy], per_key=10)
-            assert {e.type for e in every} == {"company.closed", "batch.completed"}
-            assert await repository.events(tenant.id, "test", []) == []
+    async def test_on_postgresql(self, pg_engine: AsyncEngine) -> None:
+        await _events_read(pg_engine)
+
+    async def test_on_sqlite_the_embedded_default(self, tmp_path: Path) -> None:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"
+        await upgrade_database_async(url)
+        engine = create_engine(url)
+        try:
+            await _events_read(engine)
+        finally:
+            await engine.dispose()
+
+
+async def _events_read(engine: AsyncEngine) -> None:
+    """A noisy key, a quiet one, the other mode, another tenant, another kind of event."""
+    noisy, quiet = fresh_siren(), fresh_siren()
+    async with create_sessionmaker(engine)() as session:
+        tenant = await tenants.create_tenant(session, "events-read")
+        other = await tenants.create_tenant(session, "events-read-other")
+        start = datetime.now(UTC) - timedelta(hours=1)
+        for i in range(5):
+            await _closed(session, tenant.id, "test", noisy, start + timedelta(minutes=i))
+        await _closed(session, tenant.id, "test", quiet, start)
+        await _closed(session, tenant.id, "live", quiet, start)
+        await _closed(session, other.id, "test", quiet, start)
+        await webhooks.emit_event(
+            session,
+            tenant_id=tenant.id,
+            mode="test",
+            event_type="batch.completed",
+            ordering_key=noisy,  # another kind of event on the same key
+            data={
+                "batch_id": "b",
+                "status": "completed",
+                "total_rows": 1,
+                "decided_rows": 1,
+                "invalid_rows": 0,
+                "failed_rows": 0,
+            },
+        )
+        await session.commit()
+        repository = WebhookRepository(session)
+        rows = await repository.events(
+            tenant.id, "test", [noisy, quiet], types=COMPANY_EVENTS, per_key=3
+        )
+        assert [e.ordering_key for e in rows].count(noisy) == 3
+        assert [e.ordering_key for e in rows].count(quiet) == 1
+        assert all(e.tenant_id == tenant.id and e.mode == "test" for e in rows)
+        assert all(e.type == "company.closed" for e in rows)
+        noisy_times = [e.created_at for e in rows if e.ordering_key == noisy]
+        assert noisy_times == sorted(noisy_times, reverse=True)
+        assert noisy_times[0] == start + timedelta(minutes=4)
+        every = await repository.events(tenant.id, "test", [noisy], per_key=10)
+        assert {e.type for e in every} == {"company.closed", "batch.completed"}
+        assert await repository.events(tenant.id, "test", []) == []
 
 
 async def _closed(
