@@ -35,6 +35,7 @@ from b2bscore.model import registry
 from b2bscore.model import service as model_service
 from b2bscore.model.drift import PSI_ACT, PSI_WATCH, DriftReport, Reference
 from b2bscore.model.policy import merged_thresholds, score_points
+from b2bscore.model.service import DRIFT_SAMPLE
 from b2bscore.portfolio.models import MonitoredCompany
 from b2bscore.portfolio.repository import PortfolioRepository
 from b2bscore.scoring import service as scoring
@@ -550,7 +551,12 @@ async def tenant_model(
     unavailable: str | None = None
     try:
         report = await model_service.drift(
-            db, live, window, tenant_id=principal.tenant_id, mode=principal.mode
+            db,
+            live,
+            window,
+            tenant_id=principal.tenant_id,
+            mode=principal.mode,
+            with_features=False,  # the page shows the score's drift alone
         )
     except ValueError as error:  # a bundle without a drift reference
         unavailable = str(error)
@@ -559,7 +565,7 @@ async def tenant_model(
     comparison = None
     if shadow is not None:
         comparison = await model_service.compare(
-            db, since, tenant_id=principal.tenant_id, mode=principal.mode
+            db, since, tenant_id=principal.tenant_id, mode=principal.mode, limit=DRIFT_SAMPLE
         )
     return TenantModelView(
         window=window,

@@ -178,10 +178,12 @@ async def compare(
     *,
     tenant_id: str | None = None,
     mode: str | None = None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Live against shadow on the same decisions: agreement, flips, PD shift, AUC.
 
     Platform-wide by default; given a tenant and a mode, on that tenant's decisions in it.
+    With a limit, on the newest that many decisions (what a page can afford to read).
     """
     if (tenant_id is None) != (mode is None):
         raise ValueError("a tenant's comparison is read in one mode: give both or neither")
@@ -201,6 +203,8 @@ async def compare(
         query = query.where(Decision.created_at >= since)
     if tenant_id is not None:
         query = query.where(Decision.tenant_id == tenant_id, Decision.mode == mode)
+    if limit is not None:
+        query = query.order_by(Decision.created_at.desc()).limit(limit)
     rows = (await session.execute(query)).all()
     flips: dict[str, int] = defaultdict(int)
     shifts: list[float] = []
@@ -241,19 +245,22 @@ async def drift(
     now: datetime | None = None,
     tenant_id: str | None = None,
     mode: str | None = None,
+    with_features: bool = True,
 ) -> DriftReport:
     """PSI of the decisions a bundle made over the window against its training reference.
 
     Platform-wide by default; given a tenant and a mode, over that tenant's decisions in
-    that mode only (what one tenant's analysts may see).
+    that mode only (what one tenant's analysts may see). Without features, the score's
+    alone: the feature vectors, most of what is read, are then left in the table.
     """
     if bundle.reference is None:
         raise ValueError(f"{bundle.model_id} has no drift reference")
     if (tenant_id is None) != (mode is None):
         raise ValueError("a tenant's drift is read in one mode: give both or neither")
     since = (now or datetime.now(UTC)) - parse_window(window)
+    columns = (Decision.score, Decision.features) if with_features else (Decision.score,)
     query = (
-        select(Decision.features, Decision.score)
+        select(*columns)
         .where(
             Decision.created_at >= since,
             Decision.model_id == bundle.model_id,
@@ -266,7 +273,10 @@ async def drift(
         query = query.where(Decision.tenant_id == tenant_id, Decision.mode == mode)
     rows = (await session.execute(query)).all()
     return drift_report(
-        bundle.reference, [r[0] for r in rows], [float(r[1]) for r in rows], window=window
+        bundle.reference,
+        [r[1] for r in rows] if with_features else None,
+        [float(r[0]) for r in rows],
+        window=window,
     )
 
 
