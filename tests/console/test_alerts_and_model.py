@@ -8,10 +8,14 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from b2bscore.console.service import COMPANY_EVENTS
+from b2bscore.decisions.models import Decision
 from b2bscore.kit.db import create_engine, create_sessionmaker, upgrade_database_async
+from b2bscore.model.models import ShadowScore
+from b2bscore.model.serving import ServingModels
 from b2bscore.tenants import service as tenants
 from b2bscore.webhooks import service as webhooks
 from b2bscore.webhooks.repository import WebhookRepository
@@ -271,3 +275,55 @@ class TestTenantModel:
         assert _share_of_bin(page.text, LIVE_SCORE) == "100,0\u202f%"
         assert _share_of_bin(page.text, TEST_SCORE) == "0,0\u202f%"
         assert "Vos scores face à la référence d&#39;entraînement" in page.text
+
+    async def test_the_shadow_its_agreement_and_a_canary_deciding_for_the_tenant(
+        self,
+        client: httpx.AsyncClient,
+        walled: Walled,
+        console_app: FastAPI,
+        pg_engine: AsyncEngine,
+    ) -> None:
+        state = console_app.state.b2b
+        bundle = state.bundle
+        async with create_sessionmaker(pg_engine)() as session:
+            decisions = (
+                await session.scalars(
+                    select(Decision).where(Decision.tenant_id == walled.tenant_id)
+                )
+            ).all()
+            # The shadow agrees on the first test decision, not the second, and on every live
+            # one: a test key's agreement is 1 of 2 (were live rows counted, 4 of 5).
+            test_ids = [d.id for d in decisions if d.mode == "test"]
+            assert len(test_ids) == walled.test_decisions == 2
+            for row in decisions:
+                agrees = row.id != test_ids[1]
+                session.add(
+                    ShadowScore(
+                        decision_id=row.id,
+                        tenant_id=row.tenant_id,
+                        model_id="shadow-candidate",
+                        model_version="0.1",
+                        probability_of_default="0.5",
+                        score=500,
+                        grade="C",
+                        decision=row.decision if agrees else "decline",
+                        created_at=datetime.now(UTC),
+                    )
+                )
+            await session.commit()
+        shown = ServingModels(
+            live=bundle, shadow=bundle, canary=bundle, canary_tenants=frozenset({walled.tenant_id})
+        )
+        before, state.serving = state.serving, shown
+        try:
+            await signed_in(client, walled.test_key)
+            page = await client.get("/console/model?window=24h")
+        finally:
+            state.serving = before
+        assert page.status_code == 200
+        shadow = page.text.split('data-testid="shadow-model"')[1].split("</dd>")[0]
+        assert bundle.model_id in shadow
+        canary = page.text.split('data-testid="canary-model"')[1].split("</dd>")[0]
+        assert "decides all of your requests" in canary
+        agreement = page.text.split('data-testid="shadow-agreement"')[1].split("</p>")[0]
+        assert "agreed on 50.0% of 2 of your decisions" in agreement
