@@ -426,3 +426,17 @@ class TestAlertsAndTenantModelInChromium:
             await expect(page.locator("main")).not_to_contain_text("TEST-ONLY")
             expected_refusal(watched, 403, path)
         await shot(page, "22-model-403")
+
+    async def test_signed_out_a_page_asks_for_a_key_then_opens(
+        self, watched: PageWatch, walled: Walled
+    ) -> None:
+        page = watched.page
+        target = f"/console/monitoring/{walled.test_item}"
+        await page.goto(target)
+        await page.wait_for_url("**/console/sign-in?**")
+        await expect(page.get_by_test_id("alerts")).to_have_count(0)
+        await page.get_by_label("API key").fill(walled.test_key)
+        await page.get_by_role("button", name="Sign in").click()
+        # Back where the visitor was going, the company's alerts in view.
+        await page.wait_for_url(f"**{target}")
+        await expect(page.get_by_test_id("alerts")).to_contain_text("Score changed")
