@@ -25,7 +25,7 @@ from playwright.async_api import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.console.conftest import ConsoleKeys
+from tests.console.conftest import LIVE_ONLY, OTHER_TENANT, TEST_ONLY, ConsoleKeys, Walled
 from tests.console.test_pages import _active_consent, _endpoint_with_failed_delivery, _monitored
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
@@ -98,6 +98,20 @@ async def watched(browser: Browser, console_url: str) -> AsyncIterator[PageWatch
     yield watch
     await context.close()
     assert watch.problems == [], "\n".join(watch.problems)
+
+
+def expected_refusal(watch: PageWatch, status: int, path: str) -> None:
+    """Take the one refusal the test asked for off the page's problems; nothing else.
+
+    That is its response, and the console line Chromium writes for any page answered >= 400.
+    """
+    wanted = [p for p in watch.problems if p.startswith(f"HTTP {status}: ") and path in p]
+    assert wanted, f"no HTTP {status} for {path}: {watch.problems}"
+    watch.problems.remove(wanted[0])
+    line = f"console error: Failed to load resource: the server responded with a status of {status}"
+    logged = [p for p in watch.problems if p.startswith(line)]
+    if logged:
+        watch.problems.remove(logged[0])
 
 
 async def shot(page: Page, name: str) -> None:
@@ -326,3 +340,103 @@ class TestConsoleInChromium:
         await page.get_by_role("link", name="Monitoring").click()
         await expect(page.get_by_test_id("monitored")).to_contain_text("405123464")
         await shot(page, "17-monitoring")
+
+
+async def your_model(page: Page, window: str) -> None:
+    """Open the tenant's model page from the menu and show one window."""
+    await page.get_by_role("link", name="Your model").click()
+    await page.wait_for_url("**/console/model")
+    await page.get_by_label("Window").select_option(window)
+    await page.get_by_role("button", name="Show").click()
+    await page.wait_for_url(f"**/console/model?window={window}")
+
+
+class TestAlertsAndTenantModelInChromium:
+    """Monitored companies' alerts and the tenant's model page, walled by the key's mode."""
+
+    async def test_a_test_key_sees_test_alerts_and_test_drift_only(
+        self, watched: PageWatch, walled: Walled
+    ) -> None:
+        page = watched.page
+        await sign_in(page, walled.test_key)
+        await page.get_by_role("link", name="Monitoring").click()
+        alerts = page.get_by_test_id(f"alerts-{walled.siren}")
+        # The provider text is shown as text, never run.
+        await expect(alerts).to_contain_text(TEST_ONLY)
+        await expect(alerts).to_contain_text("712 (B) → 540 (C)")
+        await expect(page.get_by_test_id("monitored")).not_to_contain_text(LIVE_ONLY)
+        await expect(page.get_by_test_id("monitored")).not_to_contain_text(OTHER_TENANT)
+        await shot(page, "18-monitoring-alerts")
+
+        await page.get_by_role("link", name=walled.siren).click()
+        await page.wait_for_url(f"**/console/monitoring/{walled.test_item}")
+        listed = page.get_by_test_id("alerts").locator("li.alert")
+        await expect(listed).to_have_count(2)
+        await expect(listed.first).to_contain_text("Proceedings opened")
+        await expect(page.get_by_test_id("alerts")).not_to_contain_text(LIVE_ONLY)
+        await shot(page, "19-monitored-company")
+
+        # The same SIREN watched in live mode is not this key's to see.
+        await page.goto(f"/console/monitoring/{walled.live_item}")
+        await expect(page.get_by_text("Not found.")).to_be_visible()
+        expected_refusal(watched, 404, walled.live_item)
+
+        await page.goto("/console/score")
+        await your_model(page, "24h")
+        await expect(page.get_by_test_id("tenant-drift")).to_contain_text(
+            f"{walled.test_decisions} decisions in the window."
+        )
+        await expect(page.get_by_test_id("score-psi")).to_be_visible()
+        chart = page.get_by_test_id("tenant-drift").locator("svg")
+        await expect(chart.locator("rect.bar-observed")).not_to_have_count(0)
+        await expect(chart.locator("rect.bar-reference")).not_to_have_count(0)
+        await expect(page.get_by_test_id("models-used")).not_to_contain_text(
+            str(walled.live_decisions)
+        )
+        # Platform-wide drift is the operators': no link, and 403 when asked for.
+        await expect(page.get_by_role("link", name="Models", exact=True)).to_have_count(0)
+        await shot(page, "20-tenant-model")
+        await page.goto("/console/models")
+        await expect(page.get_by_text("lacks the 'admin' scope")).to_be_visible()
+        expected_refusal(watched, 403, "/console/models")
+
+    async def test_a_live_key_sees_live_rows_only(self, watched: PageWatch, walled: Walled) -> None:
+        page = watched.page
+        await sign_in(page, walled.live_key)
+        await expect(page.get_by_test_id("test-banner")).to_have_count(0)
+        await page.get_by_role("link", name="Monitoring").click()
+        await expect(page.get_by_test_id(f"alerts-{walled.siren}")).to_contain_text(LIVE_ONLY)
+        await expect(page.get_by_test_id("monitored")).not_to_contain_text("TEST-ONLY")
+        await your_model(page, "24h")
+        await expect(page.get_by_test_id("tenant-drift")).to_contain_text(
+            f"{walled.live_decisions} decisions in the window."
+        )
+        await shot(page, "21-tenant-model-live")
+
+    async def test_a_key_without_decisions_read_is_refused(
+        self, watched: PageWatch, walled: Walled
+    ) -> None:
+        page = watched.page
+        await sign_in(page, walled.score_only)
+        await expect(page.get_by_role("link", name="Monitoring")).to_have_count(0)
+        await expect(page.get_by_role("link", name="Your model")).to_have_count(0)
+        for path in ("/console/model", f"/console/monitoring/{walled.test_item}"):
+            await page.goto(path)
+            await expect(page.get_by_text("lacks the 'decisions:read' scope")).to_be_visible()
+            await expect(page.locator("main")).not_to_contain_text("TEST-ONLY")
+            expected_refusal(watched, 403, path)
+        await shot(page, "22-model-403")
+
+    async def test_signed_out_a_page_asks_for_a_key_then_opens(
+        self, watched: PageWatch, walled: Walled
+    ) -> None:
+        page = watched.page
+        target = f"/console/monitoring/{walled.test_item}"
+        await page.goto(target)
+        await page.wait_for_url("**/console/sign-in?**")
+        await expect(page.get_by_test_id("alerts")).to_have_count(0)
+        await page.get_by_label("API key").fill(walled.test_key)
+        await page.get_by_role("button", name="Sign in").click()
+        # Back where the visitor was going, the company's alerts in view.
+        await page.wait_for_url(f"**{target}")
+        await expect(page.get_by_test_id("alerts")).to_contain_text("Score changed")

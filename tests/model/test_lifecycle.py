@@ -94,6 +94,20 @@ async def test_shadow_scores_after_the_answer_and_shows_on_the_decision(
     assert report["pd_shift_mean"] > 0
     assert report["agreement"] < 1.0
     assert report["flips"]
+    # One tenant's view: its decisions in one mode, never another tenant's or mode's.
+    keys = lifecycle.keys
+    async with create_sessionmaker(lifecycle.engine)() as session:
+        mine = await model_service.compare(session, tenant_id=keys.tenant_a, mode="test")
+        live = await model_service.compare(session, tenant_id=keys.tenant_a, mode="live")
+        theirs = await model_service.compare(session, tenant_id=keys.tenant_b, mode="test")
+        newest = await model_service.compare(session, tenant_id=keys.tenant_a, mode="test", limit=5)
+        with pytest.raises(ValueError, match="one mode"):
+            await model_service.compare(session, tenant_id=keys.tenant_a)
+    assert len(answers) <= mine["n"] <= report["n"]
+    assert live["n"] == 0
+    assert newest["n"] == 5
+    # Were the tenant ignored, both would count every decision and add up past the total.
+    assert mine["n"] + theirs["n"] <= report["n"]
 
 
 async def test_canary_split_by_siren_and_automatic_rollback_of_a_bad_candidate(
@@ -145,6 +159,27 @@ async def test_drift_from_recorded_decisions_and_gauges(
     assert set(report.features) == set(live.feature_names)
     assert report.score_psi is not None
     assert report.score_psi >= 0
+    assert len(report.score_shares) == len(live.reference.score.expected)  # type: ignore[union-attr]
+    assert sum(report.score_shares) == pytest.approx(1.0)
+    keys = lifecycle.keys
+    async with create_sessionmaker(lifecycle.engine)() as session:
+        mine = await model_service.drift(session, live, "1h", tenant_id=keys.tenant_a, mode="test")
+        none = await model_service.drift(session, live, "1h", tenant_id=keys.tenant_a, mode="live")
+        scores_only = await model_service.drift(
+            session, live, "1h", tenant_id=keys.tenant_a, mode="test", with_features=False
+        )
+        with pytest.raises(ValueError, match="one mode"):
+            await model_service.drift(session, live, "1h", mode="test")
+    assert 20 <= mine.n <= report.n
+    assert mine.score_psi is not None
+    assert (none.n, none.score_psi, none.score_shares) == (0, None, ())
+    # The score's figures without reading a feature vector: the same numbers.
+    assert scores_only.features == {}
+    assert (scores_only.n, scores_only.score_psi, scores_only.score_shares) == (
+        mine.n,
+        mine.score_psi,
+        mine.score_shares,
+    )
     await supervisor.drift_round(live)
     metrics, _ = render_metrics()
     assert f'b2bscore_model_score_psi{{model="{LIVE_DEFAULT}"}}'.encode() in metrics

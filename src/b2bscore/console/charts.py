@@ -224,3 +224,47 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
         return 0.0
     rank = max(math.ceil(fraction * len(sorted_values)), 1)
     return float(sorted_values[rank - 1])
+
+
+@dataclass(frozen=True, slots=True)
+class PairedRow:
+    """Two bars of one bin: the reference's share above, the observed share below."""
+
+    label: str
+    y: float
+    reference_width: float
+    observed_width: float
+    reference_text: str
+    observed_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PairedChart:
+    """Reference against observed shares, bin by bin, on one scale."""
+
+    rows: list[PairedRow]
+    width: int
+    height: int
+    plot_x: int
+    plot_width: int
+
+
+def paired_chart(rows: Sequence[tuple[str, float, float, str, str]]) -> PairedChart:
+    """rows are (label, reference share, observed share, both as printed)."""
+    width, plot_x, plot_width, row = 520, 96, 330, 40
+    top = max([max(r, o) for _, r, o, _, _ in rows] + [0.0]) or 1.0
+    top *= 1.05
+
+    def bar(value: float) -> float:
+        return round(max(value / top * plot_width, 1.0 if value > 0 else 0.0), 1)
+
+    return PairedChart(
+        rows=[
+            PairedRow(label, 8 + i * row, bar(ref), bar(obs), ref_text, obs_text)
+            for i, (label, ref, obs, ref_text, obs_text) in enumerate(rows)
+        ],
+        width=width,
+        height=16 + len(rows) * row,
+        plot_x=plot_x,
+        plot_width=plot_width,
+    )

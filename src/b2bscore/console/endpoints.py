@@ -13,15 +13,17 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from b2bscore.console import charts, i18n, service
@@ -41,8 +43,8 @@ from b2bscore.features.types import Product
 from b2bscore.kit.db import opened_session
 from b2bscore.kit.deps import DbSession, Sessions, State
 from b2bscore.kit.state import AppState
-
-router = APIRouter(prefix="/console", include_in_schema=False)
+from b2bscore.tenants.service import Principal
+from b2bscore.webhooks import service as webhooks
 
 _HERE: Final = Path(__file__).parent
 LANG_COOKIE: Final = "b2b_console_lang"
@@ -203,6 +205,94 @@ def _safe_next(target: str | None) -> str:
     return "/console/score"
 
 
+class Refused(Exception):
+    """A guard's answer in place of the page: sign in again, or 403."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class _ConsoleRoute(APIRoute):
+    """A console route: a guard that refuses answers with its own page, not a 500."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The route's handler, with a guard's refusal turned into its response."""
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Refused as refused:
+                return refused.response
+
+        return guarded
+
+
+router = APIRouter(prefix="/console", include_in_schema=False, route_class=_ConsoleRoute)
+
+
+@dataclass(frozen=True, slots=True)
+class Console:
+    """A request that passed its guard: who is signed in, the form it posted (if any)."""
+
+    request: Request
+    session: ConsoleSession
+    form: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def principal(self) -> Principal:
+        """The key the session was opened with (its tenant, mode and scopes)."""
+        return self.session.principal
+
+    @property
+    def lang(self) -> i18n.Lang:
+        """The page's language."""
+        return _lang(self.request)
+
+    def page(self, template: str, context: Mapping[str, Any], status_code: int = 200) -> Response:
+        """A page of this session."""
+        return _page(self.request, template, context, session=self.session, status_code=status_code)
+
+    def message(self, key: str, status_code: int) -> Response:
+        """The error page with one message."""
+        text = i18n.translator(self.lang)(key)
+        return self.page("error.html", {"message": text}, status_code)
+
+
+def _guard(scope: str, *, posted: bool = False) -> Any:
+    """A dependency: signed in (else to sign-in), the form's CSRF token, then scope (else 403).
+
+    The session is read on a session of its own, released at once: the score form must not
+    hold a connection while it waits for the providers.
+    """
+
+    async def guard(request: Request, state: State, sessions: Sessions) -> Console:
+        async with opened_session(sessions) as db:
+            session = await _signed_in(request, state, db)
+        if session is None:
+            raise Refused(_to_sign_in(request))
+        form: dict[str, str] = {}
+        if posted:
+            form = await _form(request)
+            if not session.csrf_matches(form.get(CSRF_FIELD)):
+                raise Refused(_csrf_refused(request, session))
+        if not session.principal.has_scope(scope):
+            raise Refused(_forbidden(request, session, scope))
+        return Console(request, session, form)
+
+    return Depends(guard)
+
+
+# Pages: who may see them. Posts: who may act, after the CSRF check.
+Reader = Annotated[Console, _guard("decisions:read")]
+Scorer = Annotated[Console, _guard("score:write")]
+Admin = Annotated[Console, _guard("admin")]
+ReaderPost = Annotated[Console, _guard("decisions:read", posted=True)]
+# Writing actions (score, redeliver, revoke) need the writing scope, as in the API.
+WriterPost = Annotated[Console, _guard("score:write", posted=True)]
+
+
 # --- static files, entry, sign in and out ---------------------------------------------
 
 
@@ -349,68 +439,49 @@ def _result_view(
 
 
 @router.get("/score")
-async def score_page(request: Request, state: State, db: DbSession) -> Response:
+async def score_page(console: Scorer) -> Response:
     """The score form."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    if not session.principal.has_scope("score:write"):
-        return _forbidden(request, session, "score:write")
-    return _page(request, "score.html", _score_context({}, None, _lang(request)), session=session)
+    return console.page("score.html", _score_context({}, None, console.lang))
 
 
 @router.post("/score")
-async def score_submit(request: Request, state: State, sessions: Sessions) -> Response:
+async def score_submit(console: WriterPost, state: State, sessions: Sessions) -> Response:
     """Score through the API's own service function and show the decision."""
-    started: float = request.scope.get("b2b.started", time.monotonic())
-    async with opened_session(sessions) as db:
-        session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    form = await _form(request)
-    if not session.csrf_matches(form.get(CSRF_FIELD)):
-        return _csrf_refused(request, session)
-    if not session.principal.has_scope("score:write"):
-        return _forbidden(request, session, "score:write")
+    started: float = console.request.scope.get("b2b.started", time.monotonic())
+    form = console.form
     key = form.get("idempotency_key", "")
     outcome = await service.score(
-        form,
-        principal=session.principal,
+        dict(form),
+        principal=console.principal,
         state=state,
         sessions=sessions,
         idempotency_key=key if key and len(key) <= 128 and key.isprintable() else None,
         started=started,
     )
-    context = _score_context(form, outcome, _lang(request))
+    context = _score_context(form, outcome, console.lang)
     if outcome.answer is not None:
         context["form"] = {"siren": "", "amount": ""}
-    return _page(request, "score.html", context, session=session)
+    return console.page("score.html", context)
 
 
 # --- decisions --------------------------------------------------------------------------
 
 
 @router.get("/decisions")
-async def decisions_page(request: Request, state: State, db: DbSession) -> Response:
+async def decisions_page(console: Reader, db: DbSession) -> Response:
     """The tenant's decisions in this mode, filtered, newest first, keyset-paginated."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    if not session.principal.has_scope("decisions:read"):
-        return _forbidden(request, session, "decisions:read")
-    params = dict(request.query_params)
+    params = dict(console.request.query_params)
     filters = service.parse_filters(params)
     before_raw = params.get("before", "")
     before = int(before_raw) if before_raw.isdigit() and len(before_raw) < 19 else None
-    page = await service.list_decisions(db, session.principal, filters, before)
+    page = await service.list_decisions(db, console.principal, filters, before)
     next_url = (
         f"/console/decisions?{urlencode(filters.query(before=str(page.next_before)))}"
         if page.next_before
         else None
     )
     first_url = f"/console/decisions?{urlencode(filters.query())}" if before else None
-    return _page(
-        request,
+    return console.page(
         "decisions.html",
         {
             "filters": filters,
@@ -420,7 +491,6 @@ async def decisions_page(request: Request, state: State, db: DbSession) -> Respo
             "decision_choices": service.DECISIONS,
             "grade_choices": service.GRADES,
         },
-        session=session,
     )
 
 
@@ -442,55 +512,37 @@ def _feature_rows(features: Mapping[str, Any], lang: i18n.Lang) -> list[dict[str
 
 
 async def _decision_response(
-    request: Request,
-    session: ConsoleSession,
-    db: Any,
-    decision_id: str,
-    replay: dict[str, Any] | None = None,
+    console: Console, db: Any, decision_id: str, replay: dict[str, Any] | None = None
 ) -> Response:
-    decision = await service.get_decision(db, session.principal, decision_id)
+    decision = await service.get_decision(db, console.principal, decision_id)
     if decision is None:
-        message = i18n.translator(_lang(request))("not_found")
-        return _page(request, "error.html", {"message": message}, session=session, status_code=404)
-    lang = _lang(request)
+        return console.message("not_found", 404)
+    lang = console.lang
     context = {
         "d": decision,
-        "chain": await service.check_chain_link(db, decision, request.app.state.b2b.chain_keys),
+        "chain": await service.check_chain_link(
+            db, decision, console.request.app.state.b2b.chain_keys
+        ),
         "result": _result_view(reasons=decision.reasons, sources=decision.sources, lang=lang),
         "request_json": json.dumps(decision.request, indent=2, sort_keys=True, ensure_ascii=False),
         "features": _feature_rows(decision.features, lang),
         "replay": replay,
     }
-    return _page(request, "decision.html", context, session=session)
+    return console.page("decision.html", context)
 
 
 @router.get("/decisions/{decision_id}")
-async def decision_page(
-    decision_id: str, request: Request, state: State, db: DbSession
-) -> Response:
+async def decision_page(decision_id: str, console: Reader, db: DbSession) -> Response:
     """Everything the decision's audit row holds, and the integrity of its chain link."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    if not session.principal.has_scope("decisions:read"):
-        return _forbidden(request, session, "decisions:read")
-    return await _decision_response(request, session, db, decision_id)
+    return await _decision_response(console, db, decision_id)
 
 
 @router.post("/decisions/{decision_id}/replay")
 async def replay_submit(
-    decision_id: str, request: Request, state: State, db: DbSession
+    decision_id: str, console: ReaderPost, state: State, db: DbSession
 ) -> Response:
     """Replay the decision with the code of POST /v1/decisions/{id}/replay."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    form = await _form(request)
-    if not session.csrf_matches(form.get(CSRF_FIELD)):
-        return _csrf_refused(request, session)
-    if not session.principal.has_scope("decisions:read"):
-        return _forbidden(request, session, "decisions:read")
-    decision = await service.get_decision(db, session.principal, decision_id)
+    decision = await service.get_decision(db, console.principal, decision_id)
     replay: dict[str, Any] | None = None
     if decision is not None:
         try:
@@ -502,25 +554,23 @@ async def replay_submit(
             }
         except service.ReplayUnavailable as error:
             replay = {"identical": False, "differences": [], "unavailable": str(error)}
-    return await _decision_response(request, session, db, decision_id, replay)
+    return await _decision_response(console, db, decision_id, replay)
 
 
 # --- operations --------------------------------------------------------------------------
 
 
+def _window(console: Console, allowed: Any, default: str) -> str:
+    window = console.request.query_params.get("window", default)
+    return window if window in allowed else default
+
+
 @router.get("/operations")
-async def operations_page(request: Request, state: State, db: DbSession) -> Response:
+async def operations_page(console: Reader, state: State, db: DbSession) -> Response:
     """Latency percentiles, outcomes and the score distribution of a window."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    if not session.principal.has_scope("decisions:read"):
-        return _forbidden(request, session, "decisions:read")
-    window = request.query_params.get("window", "24h")
-    if window not in service.WINDOWS:
-        window = "24h"
-    figures = await service.operations(db, session.principal, state, window)
-    lang = _lang(request)
+    window = _window(console, service.WINDOWS, "24h")
+    figures = await service.operations(db, console.principal, state, window)
+    lang = console.lang
     t = i18n.translator(lang)
     budget = float(state.settings.deadline_ms)
     latency = charts.hbar_chart(
@@ -546,8 +596,7 @@ async def operations_page(request: Request, state: State, db: DbSession) -> Resp
     histogram = charts.score_histogram(
         figures.scores, approve_from=figures.approve_from, decline_below=figures.decline_below
     )
-    return _page(
-        request,
+    return console.page(
         "operations.html",
         {
             "figures": figures,
@@ -557,170 +606,160 @@ async def operations_page(request: Request, state: State, db: DbSession) -> Resp
             "histogram": histogram,
             "max_rows": service.OPERATIONS_MAX_ROWS,
         },
-        session=session,
     )
 
 
 # --- models ------------------------------------------------------------------------------
 
 
-def _psi_level(value: float | None, view: service.ModelsView) -> str:
+def _psi_level(value: float | None, watch: float, act: float) -> str:
     if value is None:
         return "none"
-    return "act" if value >= view.act else "watch" if value >= view.watch else "stable"
+    return "act" if value >= act else "watch" if value >= watch else "stable"
 
 
 @router.get("/models")
-async def models_page(request: Request, state: State, db: DbSession) -> Response:
+async def models_page(console: Admin, state: State, db: DbSession) -> Response:
     """The registry's bundles and their roles, and the serving bundle's PSI; read-only."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    # Registry and drift are the platform's, not one tenant's: operators only.
-    if not session.principal.has_scope("admin"):
-        return _forbidden(request, session, "admin")
-    window = request.query_params.get("window", "7d")
-    if window not in service.MODEL_WINDOWS:
-        window = "7d"
+    # Registry and platform-wide drift are the platform's, not one tenant's: operators only.
+    window = _window(console, service.MODEL_WINDOWS, "7d")
     view = await service.models(db, state, window)
     features = sorted(
         (view.drift.features.items() if view.drift else []),
         key=lambda item: -1.0 if item[1] is None else -item[1],
     )
-    return _page(
-        request,
+    return console.page(
         "models.html",
         {
             "view": view,
             "window": window,
             "windows": list(service.MODEL_WINDOWS),
-            "features": [(name, psi, _psi_level(psi, view)) for name, psi in features],
-            "score_level": _psi_level(view.drift.score_psi if view.drift else None, view),
+            "features": [
+                (name, psi, _psi_level(psi, view.watch, view.act)) for name, psi in features
+            ],
+            "score_level": _psi_level(
+                view.drift.score_psi if view.drift else None, view.watch, view.act
+            ),
         },
-        session=session,
+    )
+
+
+@router.get("/model")
+async def tenant_model_page(console: Reader, state: State, db: DbSession) -> Response:
+    """The models behind this tenant's decisions, and its own score drift, in its mode."""
+    window = _window(console, service.MODEL_WINDOWS, "7d")
+    view = await service.tenant_model(db, state, console.principal, window)
+    lang = console.lang
+    chart = charts.paired_chart(
+        [
+            (
+                f"{b.low}–{b.high}",
+                b.reference,
+                b.yours,
+                i18n.percent(b.reference, lang, 1),
+                i18n.percent(b.yours, lang, 1),
+            )
+            for b in view.bins
+        ]
+    )
+    score_psi = view.drift.score_psi if view.drift else None
+    return console.page(
+        "model.html",
+        {
+            "view": view,
+            "window": window,
+            "windows": list(service.MODEL_WINDOWS),
+            "chart": chart,
+            "score_level": _psi_level(score_psi, view.watch, view.act),
+        },
     )
 
 
 # --- webhooks ----------------------------------------------------------------------------
 
 
-def _not_found(request: Request, session: ConsoleSession) -> Response:
-    message = i18n.translator(_lang(request))("not_found_generic")
-    return _page(request, "error.html", {"message": message}, session=session, status_code=404)
-
-
 @router.get("/webhooks")
-async def webhooks_page(request: Request, state: State, db: DbSession) -> Response:
+async def webhooks_page(console: Reader, db: DbSession) -> Response:
     """The tenant's webhook endpoints in this mode."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    if not session.principal.has_scope("decisions:read"):
-        return _forbidden(request, session, "decisions:read")
-    endpoints = await service.webhook_endpoints(db, session.principal)
-    return _page(request, "webhooks.html", {"endpoints": endpoints}, session=session)
+    endpoints = await service.webhook_endpoints(db, console.principal)
+    return console.page("webhooks.html", {"endpoints": endpoints})
 
 
 async def _endpoint_response(
-    request: Request, session: ConsoleSession, db: Any, endpoint_id: str, notice: str | None
+    console: Console, db: Any, endpoint_id: str, notice: str | None
 ) -> Response:
-    endpoint = await service.webhook_endpoint(db, session.principal, endpoint_id)
+    endpoint = await service.webhook_endpoint(db, console.principal, endpoint_id)
     if endpoint is None:
-        return _not_found(request, session)
+        return console.message("not_found_generic", 404)
     rows = await service.webhook_deliveries(db, endpoint)
     context = {
         "endpoint": endpoint,
         "rows": rows,
         "notice": notice,
-        "can_redeliver": session.principal.has_scope("score:write"),
+        "can_redeliver": console.principal.has_scope("score:write"),
     }
-    return _page(request, "webhook.html", context, session=session)
+    return console.page("webhook.html", context)
 
 
 @router.get("/webhooks/{endpoint_id}")
-async def webhook_page(endpoint_id: str, request: Request, state: State, db: DbSession) -> Response:
+async def webhook_page(endpoint_id: str, console: Reader, db: DbSession) -> Response:
     """One endpoint and its recent deliveries, each with its last attempt."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    if not session.principal.has_scope("decisions:read"):
-        return _forbidden(request, session, "decisions:read")
-    return await _endpoint_response(request, session, db, endpoint_id, None)
+    return await _endpoint_response(console, db, endpoint_id, None)
 
 
 @router.post("/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver")
 async def redeliver_submit(
-    endpoint_id: str, delivery_id: str, request: Request, state: State, db: DbSession
+    endpoint_id: str, delivery_id: str, console: WriterPost, state: State, db: DbSession
 ) -> Response:
-    """Send a delivery again through the webhooks service's redeliver."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    form = await _form(request)
-    if not session.csrf_matches(form.get(CSRF_FIELD)):
-        return _csrf_refused(request, session)
-    # Redelivering sends the tenant's data again: the writing scope, as in the API.
-    if not session.principal.has_scope("score:write"):
-        return _forbidden(request, session, "score:write")
-    endpoint = await service.webhook_endpoint(db, session.principal, endpoint_id)
-    if endpoint is None or not await service.redeliver(db, state, endpoint, delivery_id):
-        return _not_found(request, session)
-    return await _endpoint_response(request, session, db, endpoint_id, "redelivery_queued")
+    """Send a delivery again through the webhooks service's redeliver (as the API does)."""
+    endpoint = await service.webhook_endpoint(db, console.principal, endpoint_id)
+    if endpoint is None or await webhooks.redeliver(db, state.jobs, endpoint, delivery_id) is None:
+        return console.message("not_found_generic", 404)
+    return await _endpoint_response(console, db, endpoint_id, "redelivery_queued")
 
 
 # --- consents ----------------------------------------------------------------------------
 
 
-async def _consents_response(
-    request: Request, session: ConsoleSession, db: Any, notice: str | None
-) -> Response:
+async def _consents_response(console: Console, db: Any, notice: str | None) -> Response:
     context = {
-        "consents": await service.consents(db, session.principal),
+        "consents": await service.consents(db, console.principal),
         "notice": notice,
-        "can_revoke": session.principal.has_scope("score:write"),
+        "can_revoke": console.principal.has_scope("score:write"),
     }
-    return _page(request, "consents.html", context, session=session)
+    return console.page("consents.html", context)
 
 
 @router.get("/consents")
-async def consents_page(request: Request, state: State, db: DbSession) -> Response:
+async def consents_page(console: Reader, db: DbSession) -> Response:
     """The tenant's open-banking consents in this mode, newest first."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    if not session.principal.has_scope("decisions:read"):
-        return _forbidden(request, session, "decisions:read")
-    return await _consents_response(request, session, db, None)
+    return await _consents_response(console, db, None)
 
 
 @router.post("/consents/{consent_id}/revoke")
 async def revoke_consent_submit(
-    consent_id: str, request: Request, state: State, db: DbSession
+    consent_id: str, console: WriterPost, state: State, db: DbSession
 ) -> Response:
     """Revoke a consent through the consents service (tokens and bank data purged)."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    form = await _form(request)
-    if not session.csrf_matches(form.get(CSRF_FIELD)):
-        return _csrf_refused(request, session)
-    if not session.principal.has_scope("score:write"):
-        return _forbidden(request, session, "score:write")
-    if not await service.revoke_consent(db, state, session.principal, consent_id):
-        return _not_found(request, session)
-    return await _consents_response(request, session, db, "consent_revoked_notice")
+    if not await service.revoke_consent(db, state, console.principal, consent_id):
+        return console.message("not_found_generic", 404)
+    return await _consents_response(console, db, "consent_revoked_notice")
 
 
 # --- monitoring --------------------------------------------------------------------------
 
 
 @router.get("/monitoring")
-async def monitoring_page(request: Request, state: State, db: DbSession) -> Response:
-    """The tenant's monitored companies in this mode and what their last check found."""
-    session = await _signed_in(request, state, db)
-    if session is None:
-        return _to_sign_in(request)
-    if not session.principal.has_scope("decisions:read"):
-        return _forbidden(request, session, "decisions:read")
-    rows = await service.monitored(db, session.principal)
-    return _page(request, "monitoring.html", {"rows": rows}, session=session)
+async def monitoring_page(console: Reader, db: DbSession) -> Response:
+    """The tenant's monitored companies in this mode, their last check and newest alerts."""
+    rows = await service.monitored(db, console.principal)
+    return console.page("monitoring.html", {"rows": rows, "alerts_listed": service.ALERTS_LISTED})
+
+
+@router.get("/monitoring/{item_id}")
+async def monitored_company_page(item_id: str, console: Reader, db: DbSession) -> Response:
+    """One monitored company of this tenant and mode, and its alerts, newest first."""
+    item = await service.monitored_company(db, console.principal, item_id)
+    if item is None:
+        return console.message("not_found_generic", 404)
+    return console.page("monitored.html", {"item": item, "alerts_shown": service.ALERTS_SHOWN})

@@ -266,6 +266,62 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
         "No monitored company in this mode.",
         "Aucune entreprise surveillée dans ce mode.",
     ),
+    "monitored_company": ("Monitored company", "Entreprise surveillée"),
+    "back_to_monitoring": ("Back to monitored companies", "Retour aux entreprises surveillées"),
+    "last_decision": ("Decision of the last check", "Décision du dernier contrôle"),
+    "alerts": ("Alerts", "Alertes"),
+    "alerts_intro": (
+        "The newest {n} alerts of each company, in this mode.",
+        "Les {n} alertes les plus récentes de chaque entreprise, dans ce mode.",
+    ),
+    "alerts_company_intro": (
+        "The company's newest {n} alerts in this mode, as sent to your webhooks.",
+        "Les {n} alertes les plus récentes de l'entreprise dans ce mode, "
+        "telles qu'envoyées à vos webhooks.",
+    ),
+    "no_alerts": ("No alert yet.", "Aucune alerte pour l'instant."),
+    "alert_company_score_changed": ("Score changed", "Score modifié"),
+    "alert_company_proceedings_opened": ("Proceedings opened", "Procédure collective ouverte"),
+    "alert_company_closed": ("Company closed", "Entreprise fermée"),
+    "trigger_grade_drop": ("grade dropped", "note en baisse"),
+    "trigger_grade_rise": ("grade rose", "note en hausse"),
+    "trigger_band_crossing": ("score band crossed", "seuil de score franchi"),
+    "closed_detected": (
+        "The registry shows the company as closed.",
+        "Le registre indique que l'entreprise est fermée.",
+    ),
+    # the model, as one tenant sees it
+    "nav_model": ("Your model", "Votre modèle"),
+    "model_title": ("Model and drift", "Modèle et dérive"),
+    "models_serving": ("Models serving your requests", "Modèles qui traitent vos requêtes"),
+    "none": ("none", "aucun"),
+    "canary_all_yours": (
+        "decides all of your requests",
+        "décide toutes vos requêtes",
+    ),
+    "canary_share": (
+        "decides for {n}% of companies",
+        "décide pour {n} % des entreprises",
+    ),
+    "shadow_explained": (
+        "A shadow model scores your decisions after the fact; it never changes an answer.",
+        "Le modèle ombre score vos décisions après coup ; il ne change jamais une réponse.",
+    ),
+    "your_decisions": ("Your decisions", "Vos décisions"),
+    "tenant_model_scope": (
+        "Only your decisions in this mode.",
+        "Uniquement vos décisions dans ce mode.",
+    ),
+    "shadow_agreement": (
+        "The shadow model agreed on {share} of {n} of your decisions.",
+        "Le modèle ombre a été d'accord sur {share} de {n} de vos décisions.",
+    ),
+    "tenant_drift_title": (
+        "Your scores against the training reference",
+        "Vos scores face à la référence d'entraînement",
+    ),
+    "score_psi": ("Score PSI:", "PSI du score :"),
+    "training_reference": ("Training reference", "Référence d'entraînement"),
     # operations
     "operations_title": ("Operations", "Exploitation"),
     "window": ("Window", "Période"),

@@ -33,17 +33,18 @@ from b2bscore.kit.problems import Problem, validation_errors
 from b2bscore.kit.state import AppState
 from b2bscore.model import registry
 from b2bscore.model import service as model_service
-from b2bscore.model.drift import PSI_ACT, PSI_WATCH, DriftReport
+from b2bscore.model.drift import PSI_ACT, PSI_WATCH, DriftReport, Reference
 from b2bscore.model.policy import merged_thresholds, score_points
+from b2bscore.model.service import DRIFT_SAMPLE
 from b2bscore.portfolio.models import MonitoredCompany
 from b2bscore.portfolio.repository import PortfolioRepository
 from b2bscore.scoring import service as scoring
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.tenants.limits import WINDOW_SECONDS, rate_key, refuse_past_limit
 from b2bscore.tenants.service import Principal
-from b2bscore.webhooks import service as webhooks
-from b2bscore.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from b2bscore.webhooks.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from b2bscore.webhooks.repository import WebhookRepository
+from b2bscore.webhooks.schemas import EVENT_TYPES
 
 from . import charts
 
@@ -410,24 +411,6 @@ async def webhook_deliveries(db: AsyncSession, endpoint: WebhookEndpoint) -> lis
     return [DeliveryRow(d, event_type, last.get(d.id)) for d, event_type in rows]
 
 
-async def redeliver(
-    db: AsyncSession, state: AppState, endpoint: WebhookEndpoint, delivery_id: str
-) -> bool:
-    """Queue a delivery again, as POST .../deliveries/{id}/redeliver does; False if unknown."""
-    delivery = await webhooks.redeliver(db, endpoint, delivery_id)
-    if delivery is None:
-        return False
-    await db.commit()
-    if state.jobs is not None:
-        await state.jobs.defer(
-            webhooks.DELIVER_TASK,
-            lock=webhooks.delivery_lock(endpoint.id, delivery.ordering_key),
-            endpoint_id=endpoint.id,
-            ordering_key=delivery.ordering_key,
-        )
-    return True
-
-
 # --- consents ----------------------------------------------------------------------------
 
 CONSENTS_SHOWN: Final = 100
@@ -463,11 +446,141 @@ async def revoke_consent(
 # --- monitoring --------------------------------------------------------------------------
 
 MONITORED_SHOWN: Final = 100
+# Alerts are the monitoring events of the portfolio (their ordering key is the SIREN).
+COMPANY_EVENTS: Final = tuple(t for t in EVENT_TYPES if t.startswith("company."))
+ALERTS_LISTED: Final = 3  # per company on the list
+ALERTS_SHOWN: Final = 50  # on one company's page
 
 
-async def monitored(db: AsyncSession, principal: Principal) -> list[MonitoredCompany]:
-    """The tenant's newest watched companies in this mode, with their last check."""
-    repository = PortfolioRepository(db)
-    return list(
-        await repository.monitored_page(principal.tenant_id, principal.mode, MONITORED_SHOWN, None)
+@dataclass(frozen=True, slots=True)
+class Monitored:
+    """A watched company and its newest alerts, all of the signed-in tenant and mode."""
+
+    company: MonitoredCompany
+    alerts: list[Event]
+
+
+async def _alerts(
+    db: AsyncSession, principal: Principal, sirens: list[str], per_company: int
+) -> dict[str, list[Event]]:
+    rows = await WebhookRepository(db).events(
+        principal.tenant_id, principal.mode, sirens, types=COMPANY_EVENTS, per_key=per_company
+    )
+    by_siren: dict[str, list[Event]] = {}
+    for event in rows:  # newest first, kept in that order
+        by_siren.setdefault(event.ordering_key, []).append(event)
+    return by_siren
+
+
+async def monitored(db: AsyncSession, principal: Principal) -> list[Monitored]:
+    """The tenant's newest watched companies in this mode, each with its newest alerts."""
+    companies = await PortfolioRepository(db).monitored_page(
+        principal.tenant_id, principal.mode, MONITORED_SHOWN, None
+    )
+    alerts = await _alerts(db, principal, [c.siren for c in companies], ALERTS_LISTED)
+    return [Monitored(c, alerts.get(c.siren, [])) for c in companies]
+
+
+async def monitored_company(
+    db: AsyncSession, principal: Principal, item_id: str
+) -> Monitored | None:
+    """One watched company of the tenant in this mode and its alerts; None otherwise."""
+    if len(item_id) > 64:
+        return None
+    company = await PortfolioRepository(db).monitored(principal.tenant_id, principal.mode, item_id)
+    if company is None:
+        return None
+    alerts = await _alerts(db, principal, [company.siren], ALERTS_SHOWN)
+    return Monitored(company, alerts.get(company.siren, []))
+
+
+# --- the model, as one tenant sees it ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreBin:
+    """One bin of the training reference's scores: its range and both shares."""
+
+    low: int
+    high: int
+    reference: float
+    yours: float
+
+
+@dataclass(frozen=True, slots=True)
+class TenantModelView:
+    """The models behind one tenant's decisions in one mode, and how its scores compare."""
+
+    window: str
+    live: tuple[str, str]
+    shadow: tuple[str, str] | None
+    canary: tuple[str, str] | None
+    canary_percent: int
+    canary_all_yours: bool
+    used: list[tuple[str, str, int]]
+    drift: DriftReport | None
+    drift_unavailable: str | None
+    bins: list[ScoreBin]
+    shadow_comparison: dict[str, Any] | None
+    watch: float = PSI_WATCH
+    act: float = PSI_ACT
+
+
+def _score_bins(reference: Reference, shares: tuple[float, ...]) -> list[ScoreBin]:
+    # Scores are whole points and the edges observed scores: bin (e_i, e_i+1] is e_i+1..e_i+1.
+    edges = [int(e) for e in reference.score.edges]
+    lows = [0, *(e + 1 for e in edges)]
+    highs = [*edges, 1000]
+    yours = shares[1:] if shares else (0.0,) * len(lows)
+    return [
+        ScoreBin(low, high, expected, actual)
+        for low, high, expected, actual in zip(
+            lows, highs, reference.score.expected[1:], yours, strict=True
+        )
+    ]
+
+
+async def tenant_model(
+    db: AsyncSession, state: AppState, principal: Principal, window: str
+) -> TenantModelView:
+    """The live, shadow and canary models, and the tenant's own drift, in its key's mode."""
+    serving = state.serving
+    live = serving.live if serving is not None else state.bundle
+    since = datetime.now(UTC) - model_service.parse_window(window)
+    report: DriftReport | None = None
+    unavailable: str | None = None
+    try:
+        report = await model_service.drift(
+            db,
+            live,
+            window,
+            tenant_id=principal.tenant_id,
+            mode=principal.mode,
+            with_features=False,  # the page shows the score's drift alone
+        )
+    except ValueError as error:  # a bundle without a drift reference
+        unavailable = str(error)
+    shadow = serving.shadow if serving is not None else None
+    canary = serving.canary if serving is not None else None
+    comparison = None
+    if shadow is not None:
+        comparison = await model_service.compare(
+            db, since, tenant_id=principal.tenant_id, mode=principal.mode, limit=DRIFT_SAMPLE
+        )
+    return TenantModelView(
+        window=window,
+        live=(live.model_id, live.version),
+        shadow=(shadow.model_id, shadow.version) if shadow is not None else None,
+        canary=(canary.model_id, canary.version) if canary is not None else None,
+        canary_percent=serving.canary_percent if serving is not None else 0,
+        canary_all_yours=serving is not None and principal.tenant_id in serving.canary_tenants,
+        used=await model_service.models_used(
+            db, since, tenant_id=principal.tenant_id, mode=principal.mode
+        ),
+        drift=report,
+        drift_unavailable=unavailable,
+        bins=_score_bins(live.reference, report.score_shares)
+        if report is not None and live.reference is not None
+        else [],
+        shadow_comparison=comparison,
     )

@@ -167,6 +167,8 @@ class DriftReport:
     n: int
     score_psi: float | None
     features: dict[str, float | None]
+    # Share of the window's scores in each bin of the reference (missing first), for charts.
+    score_shares: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object printed by `b2bscore models drift`."""
@@ -184,19 +186,28 @@ def _finite(x: float) -> float | None:
 
 def drift_report(
     reference: Reference,
-    feature_rows: Iterable[Mapping[str, Any]],
+    feature_rows: Iterable[Mapping[str, Any]] | None,
     scores: Sequence[float],
     *,
     window: str,
 ) -> DriftReport:
-    """PSI of recorded feature dicts and scores against the reference."""
-    rows = list(feature_rows)
+    """PSI of recorded feature dicts and scores against the reference (None: scores only)."""
     features: dict[str, float | None] = {}
-    for name, binned in reference.features.items():
-        column = [_number(row.get(name)) for row in rows]
-        features[name] = _finite(binned.psi(column)) if rows else None
+    if feature_rows is None:
+        rows: list[Mapping[str, Any]] = []
+        n = len(scores)
+    else:
+        rows = list(feature_rows)
+        n = len(rows)
+        for name, binned in reference.features.items():
+            column = [_number(row.get(name)) for row in rows]
+            features[name] = _finite(binned.psi(column)) if rows else None
     score_psi = _finite(reference.score.psi([float(s) for s in scores])) if scores else None
-    return DriftReport(window=window, n=len(rows), score_psi=score_psi, features=features)
+    counts = reference.score.counts([float(s) for s in scores])
+    shares = tuple(float(c) / len(scores) for c in counts) if scores else ()
+    return DriftReport(
+        window=window, n=n, score_psi=score_psi, features=features, score_shares=shares
+    )
 
 
 def _number(value: Any) -> float | None:

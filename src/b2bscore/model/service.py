@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from b2bscore.decisions.models import Decision
@@ -172,8 +172,21 @@ def auc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
     return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-async def compare(session: AsyncSession, since: datetime | None = None) -> dict[str, Any]:
-    """Live against shadow on the same decisions: agreement, flips, PD shift, AUC."""
+async def compare(
+    session: AsyncSession,
+    since: datetime | None = None,
+    *,
+    tenant_id: str | None = None,
+    mode: str | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Live against shadow on the same decisions: agreement, flips, PD shift, AUC.
+
+    Platform-wide by default; given a tenant and a mode, on that tenant's decisions in it.
+    With a limit, on the newest that many decisions (what a page can afford to read).
+    """
+    if (tenant_id is None) != (mode is None):
+        raise ValueError("a tenant's comparison is read in one mode: give both or neither")
     query = (
         select(
             Decision.decision,
@@ -188,6 +201,10 @@ async def compare(session: AsyncSession, since: datetime | None = None) -> dict[
     )
     if since is not None:
         query = query.where(Decision.created_at >= since)
+    if tenant_id is not None:
+        query = query.where(Decision.tenant_id == tenant_id, Decision.mode == mode)
+    if limit is not None:
+        query = query.order_by(Decision.created_at.desc()).limit(limit)
     rows = (await session.execute(query)).all()
     flips: dict[str, int] = defaultdict(int)
     shifts: list[float] = []
@@ -221,27 +238,63 @@ async def compare(session: AsyncSession, since: datetime | None = None) -> dict[
 
 
 async def drift(
-    session: AsyncSession, bundle: ModelBundle, window: str, *, now: datetime | None = None
+    session: AsyncSession,
+    bundle: ModelBundle,
+    window: str,
+    *,
+    now: datetime | None = None,
+    tenant_id: str | None = None,
+    mode: str | None = None,
+    with_features: bool = True,
 ) -> DriftReport:
-    """PSI of the decisions a bundle made over the window against its training reference."""
+    """PSI of the decisions a bundle made over the window against its training reference.
+
+    Platform-wide by default; given a tenant and a mode, over that tenant's decisions in
+    that mode only (what one tenant's analysts may see). Without features, the score's
+    alone: the feature vectors, most of what is read, are then left in the table.
+    """
     if bundle.reference is None:
         raise ValueError(f"{bundle.model_id} has no drift reference")
+    if (tenant_id is None) != (mode is None):
+        raise ValueError("a tenant's drift is read in one mode: give both or neither")
     since = (now or datetime.now(UTC)) - parse_window(window)
-    rows = (
-        await session.execute(
-            select(Decision.features, Decision.score)
-            .where(
-                Decision.created_at >= since,
-                Decision.model_id == bundle.model_id,
-                Decision.model_version == bundle.version,
-            )
-            .order_by(Decision.created_at.desc())
-            .limit(DRIFT_SAMPLE)
+    columns = (Decision.score, Decision.features) if with_features else (Decision.score,)
+    query = (
+        select(*columns)
+        .where(
+            Decision.created_at >= since,
+            Decision.model_id == bundle.model_id,
+            Decision.model_version == bundle.version,
         )
-    ).all()
-    return drift_report(
-        bundle.reference, [r[0] for r in rows], [float(r[1]) for r in rows], window=window
+        .order_by(Decision.created_at.desc())
+        .limit(DRIFT_SAMPLE)
     )
+    if tenant_id is not None:
+        query = query.where(Decision.tenant_id == tenant_id, Decision.mode == mode)
+    rows = (await session.execute(query)).all()
+    return drift_report(
+        bundle.reference,
+        [r[1] for r in rows] if with_features else None,
+        [float(r[0]) for r in rows],
+        window=window,
+    )
+
+
+async def models_used(
+    session: AsyncSession, since: datetime, *, tenant_id: str, mode: str
+) -> list[tuple[str, str, int]]:
+    """(model id, version, decisions) of a tenant's decisions in mode since a time, most first."""
+    rows = await session.execute(
+        select(Decision.model_id, Decision.model_version, func.count())
+        .where(
+            Decision.tenant_id == tenant_id,
+            Decision.mode == mode,
+            Decision.created_at >= since,
+        )
+        .group_by(Decision.model_id, Decision.model_version)
+        .order_by(func.count().desc(), Decision.model_id, Decision.model_version)
+    )
+    return [(model_id, version, int(n)) for model_id, version, n in rows.all()]
 
 
 # --- performance on outcomes -------------------------------------------------------

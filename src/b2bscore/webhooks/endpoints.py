@@ -190,25 +190,14 @@ async def redeliver(
 ) -> DeliveryOut:
     """Send an event again (a new round of attempts), whatever its earlier outcome."""
     endpoint = await _endpoint(session, principal, endpoint_id)
-    delivery = await service.redeliver(session, endpoint, delivery_id)
-    if delivery is None:
+    redelivered = await service.redeliver(session, state.jobs, endpoint, delivery_id)
+    if redelivered is None:
         raise Problem(404, "webhook_delivery_not_found", "Delivery not found")
-    from b2bscore.webhooks.models import Event
-
-    event = await session.get(Event, delivery.event_id)
-    await session.commit()
-    if state.jobs is not None:
-        # No queueing lock: a retry already waiting for hours must not hold this one back.
-        await state.jobs.defer(
-            service.DELIVER_TASK,
-            lock=service.delivery_lock(endpoint.id, delivery.ordering_key),
-            endpoint_id=endpoint.id,
-            ordering_key=delivery.ordering_key,
-        )
+    delivery = redelivered.delivery
     return DeliveryOut(
         id=delivery.id,
         event_id=delivery.event_id,
-        event_type=event.type if event is not None else "",
+        event_type=redelivered.event_type,
         status="pending",
         attempts=0,
         next_attempt_at=delivery.next_attempt_at,

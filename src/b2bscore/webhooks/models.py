@@ -55,7 +55,13 @@ class Event(Base):
     """One event of the outbox, written in the same transaction as the change behind it."""
 
     __tablename__ = "events"
-    __table_args__ = (sa.Index("ix_events_tenant_mode_created", "tenant_id", "mode", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_events_tenant_mode_created", "tenant_id", "mode", "created_at"),
+        # A company's alerts (ordering key = SIREN) of one tenant and mode, newest first.
+        sa.Index(
+            "ix_events_tenant_mode_key_created", "tenant_id", "mode", "ordering_key", "created_at"
+        ),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True, default=new_event_id)
     tenant_id: Mapped[str] = mapped_column(

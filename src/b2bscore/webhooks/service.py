@@ -229,10 +229,21 @@ async def dispatch(jobs: Jobs | None, emitted: Emitted | Iterable[tuple[str, str
             log.warning("could not queue a delivery now: %s", type(error).__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Redelivered:
+    """A delivery put back in the queue, and the type of its event."""
+
+    delivery: WebhookDelivery
+    event_type: str
+
+
 async def redeliver(
-    session: AsyncSession, endpoint: WebhookEndpoint, delivery_id: str
-) -> WebhookDelivery | None:
-    """Put a delivery back in the queue for a new round of attempts; the caller commits."""
+    session: AsyncSession, jobs: Jobs | None, endpoint: WebhookEndpoint, delivery_id: str
+) -> Redelivered | None:
+    """Send a delivery again (a new round of attempts): reset, commit, queue; None if unknown.
+
+    The one path of the API's POST .../redeliver and of the console's Redeliver button.
+    """
     delivery = await session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.endpoint_id != endpoint.id:
         return None
@@ -240,7 +251,17 @@ async def redeliver(
     delivery.attempts = 0
     delivery.next_attempt_at = utcnow()
     delivery.completed_at = None
-    return delivery
+    event = await session.get(Event, delivery.event_id)
+    await session.commit()
+    if jobs is not None:
+        # No queueing lock: a retry already waiting for hours must not hold this one back.
+        await jobs.defer(
+            DELIVER_TASK,
+            lock=delivery_lock(endpoint.id, delivery.ordering_key),
+            endpoint_id=endpoint.id,
+            ordering_key=delivery.ordering_key,
+        )
+    return Redelivered(delivery, event.type if event is not None else "")
 
 
 async def disable_endpoint(
