@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy import select
 
 from b2bscore.kit.db import opened_session
 from b2bscore.kit.jobs import JobContext, periodic, state_of, task
-from b2bscore.portfolio import batches
+from b2bscore.portfolio import batches, changes
 from b2bscore.portfolio import service as monitoring
 from b2bscore.portfolio.models import Batch
 from b2bscore.portfolio.repository import PortfolioRepository
@@ -35,14 +37,40 @@ async def sweep(context: JobContext, timestamp: int) -> int:
             ids = await PortfolioRepository(session).monitored_ids(after, SWEEP_PAGE)
         if not ids:
             return queued
-        if state.jobs is not None:
-            for monitored_id in ids:
-                lock = f"monitor:{monitored_id}"
-                await state.jobs.defer(
-                    monitoring.CHECK_TASK, lock=lock, queueing_lock=lock, monitored_id=monitored_id
-                )
+        await changes.queue_checks(state.jobs, ids, "sweep")
         queued += len(ids)
         after = ids[-1]
+
+
+@periodic(cron="* * * * *", periodic_id="changes")
+@task(
+    name="portfolio.changes",
+    pass_context=True,
+    queue="monitoring",
+    queueing_lock="portfolio.changes",
+)
+async def catch_up_changes(context: JobContext, timestamp: int) -> int:
+    """Every minute: re-check the watches whose tenant stored newer data than their last check."""
+    state = state_of(context)
+    return await changes.catch_up(state.jobs, state.sessionmaker)
+
+
+@periodic(cron="*/10 * * * *", periodic_id="registry_feed")
+@task(
+    name="portfolio.registry_feed",
+    pass_context=True,
+    queue="monitoring",
+    queueing_lock="portfolio.registry_feed",
+)
+async def registry_feed(context: JobContext, timestamp: int) -> int:
+    """Every 10 minutes: re-check the watches BODACC published new proceedings for."""
+    state = state_of(context)
+    since = datetime.fromtimestamp(timestamp, UTC).date() - timedelta(days=1)
+    clients = {
+        "test": state.sandbox_clients.bodacc if state.sandbox_clients else None,
+        "live": state.live_clients.bodacc if state.live_clients else None,
+    }
+    return await changes.registry_feed(state.jobs, state.sessionmaker, clients, since)
 
 
 @task(name=batches.PREPARE_TASK, pass_context=True, queue="batches")
