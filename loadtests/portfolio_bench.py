@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import csv
 import io
-import json
 import os
 import statistics
 import sys
@@ -93,6 +92,27 @@ def start_workers(stack: Stack, queue: str, count: int, concurrency: int) -> lis
     return procs
 
 
+def wait_workers(stack: Stack, count: int, timeout: float = 120) -> None:
+    """Until count workers have registered (booted, model loaded): boot is not measured."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (
+            asyncio.run(_scalar(stack.database_url, "SELECT count(*) FROM procrastinate_workers"))
+            >= count
+        ):
+            return
+        time.sleep(0.5)
+    raise RuntimeError("workers did not start")
+
+
+async def _scalar(dsn: str, query: str, *args: Any) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(query, *args))
+    finally:
+        await conn.close()
+
+
 def stop_all(procs: list[Any]) -> None:
     """SIGTERM every worker, then wait."""
     for proc in procs:
@@ -134,6 +154,7 @@ def bench_batch(args: argparse.Namespace) -> None:
         content = out.getvalue().encode()
         workers = start_workers(s, "batches", args.workers, args.concurrency)
         try:
+            wait_workers(s, args.workers)
             with httpx.Client(base_url=s.api_url, timeout=60) as api:
                 auth = {"Authorization": f"Bearer {key}"}
                 uploaded = time.monotonic()
@@ -195,7 +216,7 @@ def bench_batch(args: argparse.Namespace) -> None:
                 f"{extrapolate(done, args.rows, elapsed)}"
             )
         verify = asyncio.run(_decisions_of(s.database_url, batch_id))
-        print(f"  audited decisions under the batch's keys: {verify:,} (one per decided row)")
+        print(f"  audited decisions under the batch's keys once the workers stopped: {verify:,}")
 
 
 async def _decisions_of(dsn: str, batch_id: str) -> int:
@@ -276,18 +297,6 @@ async def _checked(dsn: str, since: datetime) -> int:
         await conn.close()
 
 
-async def _queued_checks(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'portfolio.check'"
-            )
-        )
-    finally:
-        await conn.close()
-
-
 def bench_sweep(args: argparse.Namespace) -> None:
     env = {"B2BSCORE_JOBS_POLL_SECONDS": "0.5", "B2BSCORE_MONITOR_MAX_COMPANIES": "1000000"}
     with Stack("psweep", sandbox_profile="zero", workers=1, redis_db=REDIS_DB, extra_env=env) as s:
@@ -301,20 +310,18 @@ def bench_sweep(args: argparse.Namespace) -> None:
         start = datetime.now(UTC)
         workers = start_workers(s, "monitoring", args.workers, args.concurrency)
         try:
-            # The daily job itself, deferred as its cron would.
-            out = subprocess_defer(s, "portfolio.sweep", {"timestamp": int(time.time())})
-            print(f"  deferred portfolio.sweep: {out}", flush=True)
+            wait_workers(s, args.workers)
+            start = datetime.now(UTC)
             begun = time.monotonic()
-            queued_at: float | None = None
+            # The body of the daily `portfolio.sweep` job, run here to time it on its own
+            # while the workers already take the checks, as they do in production.
+            queued = asyncio.run(_sweep_queue(s))
+            queued_in = time.monotonic() - begun
+            print(f"  {queued:,} checks queued in {queued_in:.1f} s", flush=True)
             checked = 0
             while True:
                 now = time.monotonic()
                 checked = asyncio.run(_checked(s.database_url, start))
-                if queued_at is None:
-                    waiting = asyncio.run(_queued_checks(s.database_url))
-                    if waiting + checked >= args.companies:
-                        queued_at = now
-                        print(f"  every check queued after {now - begun:.1f} s", flush=True)
                 if checked >= args.companies or now - begun > args.max_seconds:
                     break
                 print(f"  {now - begun:6.0f} s  checked {checked:,}", flush=True)
@@ -322,15 +329,18 @@ def bench_sweep(args: argparse.Namespace) -> None:
         finally:
             stop_all(workers)
         elapsed = time.monotonic() - begun
+        failed = asyncio.run(
+            _scalar(
+                s.database_url,
+                "SELECT count(*) FROM procrastinate_jobs"
+                " WHERE task_name = 'portfolio.check' AND status = 'failed'",
+            )
+        )
         print(
             f"\nsweep of {args.companies:,} watches ({args.tenants} tenants), "
-            f"{args.workers} worker(s) x concurrency {args.concurrency}"
+            f"{args.workers} worker(s) x concurrency {args.concurrency}; failed checks {failed}"
         )
-        if queued_at is not None:
-            print(
-                f"  RESULT sweep queueing: {args.companies:,} checks queued in "
-                f"{queued_at - begun:.1f} s"
-            )
+        print(f"  RESULT sweep queueing: {queued:,} checks queued in {queued_in:.1f} s")
         rate = checked / elapsed
         if checked >= args.companies:
             print(
@@ -345,32 +355,34 @@ def bench_sweep(args: argparse.Namespace) -> None:
             )
 
 
-def subprocess_defer(stack: Stack, task: str, kwargs: dict[str, Any]) -> str:
-    """Defer one job through procrastinate's own CLI-free API, in a child process."""
-    import subprocess
+async def _sweep_queue(stack: Stack) -> int:
+    """What `portfolio.sweep` does: page through the watches, queue one check each."""
+    sys.path.insert(0, str(REPO / "src"))
+    os.environ.update({k: v for k, v in stack.env.items() if k.startswith("B2BSCORE_")})
+    from b2bscore.kit.db import create_engine, create_sessionmaker
+    from b2bscore.kit.jobs import Jobs
+    from b2bscore.kit.settings import Settings
+    from b2bscore.portfolio import changes
+    from b2bscore.portfolio.repository import PortfolioRepository
+    from b2bscore.portfolio.tasks import SWEEP_PAGE
 
-    code = (
-        "import asyncio, json, sys\n"
-        "from b2bscore.kit.jobs import Jobs\n"
-        "from b2bscore.kit.settings import Settings\n"
-        "async def main():\n"
-        "    jobs = Jobs(Settings())\n"
-        "    await jobs.open()\n"
-        f"    kwargs = json.loads(sys.argv[1])\n"
-        f"    print(await jobs.defer({task!r}, queueing_lock={task!r}, **kwargs))\n"
-        "    await jobs.close()\n"
-        "asyncio.run(main())\n"
-    )
-    out = subprocess.run(
-        [str(BIN / "python"), "-c", code, json.dumps(kwargs)],
-        env=stack.env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return out.stdout.strip()
+    settings = Settings()
+    engine = create_engine(settings.resolved_database_url, pool_size=2)
+    jobs = Jobs(settings)
+    await jobs.open()
+    queued = 0
+    try:
+        after: str | None = None
+        while True:
+            async with create_sessionmaker(engine)() as session:
+                ids = await PortfolioRepository(session).monitored_ids(after, SWEEP_PAGE)
+            if not ids:
+                return queued
+            queued += await changes.queue_checks(jobs, ids, "sweep")
+            after = ids[-1]
+    finally:
+        await jobs.close()
+        await engine.dispose()
 
 
 # --- webhooks ------------------------------------------------------------------------
@@ -497,6 +509,7 @@ def bench_webhooks(args: argparse.Namespace) -> None:
         )
         workers = start_workers(s, "webhooks", args.workers, args.concurrency)
         try:
+            wait_workers(s, args.workers)
             wait_http(f"http://{HOST}:{port}/", 30, receiver)
             for label, rate, count in (
                 ("burst", 0.0, args.events),

@@ -232,6 +232,35 @@ class Jobs:
         except procrastinate_errors.AlreadyEnqueued:
             return None
 
+    async def defer_many(self, task_name: str, items: list[tuple[str, dict[str, Any]]]) -> int:
+        """Queue one job per (lock, kwargs), the lock also its queueing lock, in one round
+        trip; where one of them is already waiting, one by one. How many were queued."""
+        if not self.attached or not items:
+            return 0
+        known = engine.tasks.get(task_name)
+        queue = known.queue if known is not None else procrastinate_jobs.DEFAULT_QUEUE
+        batch = [
+            procrastinate_jobs.Job(
+                id=None,
+                lock=lock,
+                queueing_lock=lock,
+                task_name=task_name,
+                queue=queue,
+                task_kwargs=kwargs,
+            )
+            for lock, kwargs in items
+        ]
+        try:
+            await engine.job_manager.batch_defer_jobs_async(batch)
+            return len(batch)
+        except procrastinate_errors.AlreadyEnqueued:
+            queued = 0
+            for lock, kwargs in items:
+                queued += (
+                    await self.defer(task_name, lock=lock, queueing_lock=lock, **kwargs) is not None
+                )
+            return queued
+
     async def queue_depth(self) -> dict[str, dict[str, int]]:
         """Jobs waiting and running per queue; also published as a gauge."""
         if not self.attached:

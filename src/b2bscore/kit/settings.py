@@ -135,6 +135,9 @@ class Settings(BaseSettings):
 
     # Portfolio monitoring and batches (docs/PORTFOLIO.md).
     monitor_max_companies: int = Field(default=100_000, ge=1)
+    # A check is background work: its providers and audit row get more than the interactive
+    # budget (a sweep runs thousands of them at once).
+    monitor_check_deadline_ms: int = Field(default=5_000, ge=100, le=60_000)
     batch_max_rows: int = Field(default=100_000, ge=1)
     batch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     batch_chunk_rows: int = Field(default=200, ge=1, le=10_000)

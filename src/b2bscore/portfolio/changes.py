@@ -49,6 +49,7 @@ CHECK_TASK: Final = "portfolio.check"
 # How far back the catch-up looks: older changes are the daily sweep's.
 CATCH_UP_WINDOW: Final = timedelta(days=1)
 CATCH_UP_BATCH: Final = 1000
+DEFER_PAGE: Final = 500
 # The feed's pages: the explore API caps offset + limit at 10,000.
 FEED_MAX_RECORDS: Final = 10_000
 _SIREN = re.compile(r"^\d{9}$")
@@ -63,11 +64,11 @@ async def queue_checks(jobs: Jobs | None, monitored_ids: Iterable[str], source: 
     """Queue a check of each watch (one waiting at most per watch); how many were queued."""
     if jobs is None:
         return 0
+    items = [(check_lock(i), {"monitored_id": i}) for i in monitored_ids]
     queued = 0
-    for monitored_id in monitored_ids:
-        lock = check_lock(monitored_id)
-        if await jobs.defer(CHECK_TASK, lock=lock, queueing_lock=lock, monitored_id=monitored_id):
-            queued += 1
+    # Pages of jobs in one round trip each: a sweep of 100,000 watches queues them all.
+    for start in range(0, len(items), DEFER_PAGE):
+        queued += await jobs.defer_many(CHECK_TASK, items[start : start + DEFER_PAGE])
     MONITORING_RECHECKS.labels(source).inc(queued)
     return queued
 

@@ -187,7 +187,7 @@ async def check(state: AppState, monitored_id: str) -> CheckOutcome:
     # What the check saw is the data as of now: a change stored later is newer than this
     # (portfolio.changes compares the two).
     seen_at = utcnow()
-    deadline = started + settings.deadline_ms / 1000
+    deadline = started + settings.monitor_check_deadline_ms / 1000
     books, books_namespace, snapshot = lender_data(tools, principal)
     # Fresh data, never the cache: a check is there to see what changed.
     sources = await gather_sources(

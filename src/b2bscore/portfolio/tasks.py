@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from procrastinate import RetryStrategy
 from sqlalchemy import select
 
 from b2bscore.kit.db import opened_session
@@ -16,7 +17,14 @@ from b2bscore.portfolio.repository import PortfolioRepository
 SWEEP_PAGE = 1000
 
 
-@task(name=monitoring.CHECK_TASK, pass_context=True, queue="monitoring")
+# A check that fails (the audit store refused or timed out) is tried again: 4 tries in
+# all, 2 s, 4 s and 8 s apart; then the next change or sweep checks the company again.
+@task(
+    name=monitoring.CHECK_TASK,
+    pass_context=True,
+    queue="monitoring",
+    retry=RetryStrategy(max_attempts=3, exponential_wait=2),
+)
 async def check(context: JobContext, monitored_id: str) -> list[str]:
     """Re-check one watched company; returns the event types emitted."""
     outcome = await monitoring.check(state_of(context), monitored_id)
