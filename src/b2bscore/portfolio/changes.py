@@ -1,8 +1,10 @@
 """Re-check watched companies when their data changes, not only on the daily sweep.
 
 Three kinds of new data move a watched company, and each queues `portfolio.check` for the
-watches that can see it (job lock and queueing lock `monitor:<id>`: a burst of changes
-leaves one check waiting, never a pile):
+watches that can see it (queueing lock `monitor:<id>`: a burst of changes leaves one check
+waiting, never a pile). There is no job lock (see `Jobs.defer_many`): two checks of one
+company may overlap, and the later reading wins (service.check compares under a row lock
+and drops a check whose data is older than the last one kept):
 
 - a consent sync stores a new bank snapshot: the watch of that tenant, mode and SIREN
   (a snapshot is consented to one lender; nobody else's check reads it). The consent
@@ -56,7 +58,7 @@ _SIREN = re.compile(r"^\d{9}$")
 
 
 def check_lock(monitored_id: str) -> str:
-    """The job lock (and queueing lock) of one watch's checks."""
+    """The queueing lock of one watch's checks."""
     return f"monitor:{monitored_id}"
 
 

@@ -132,7 +132,8 @@ async def watch(
                 "This SIREN is already watched in this mode; delete it first to change it.",
             ) from None
     if state.jobs is not None:
-        await state.jobs.defer(CHECK_TASK, lock=changes.check_lock(row.id), monitored_id=row.id)
+        lock = changes.check_lock(row.id)
+        await state.jobs.defer(CHECK_TASK, queueing_lock=lock, monitored_id=row.id)
     return row
 
 
@@ -216,6 +217,10 @@ async def check(state: AppState, monitored_id: str) -> CheckOutcome:
     async with opened_session(state.sessionmaker) as session:
         fresh = await session.get(MonitoredCompany, monitored_id, with_for_update=True)
         if fresh is None:  # deleted while it was being checked
+            return CheckOutcome(monitored_id, answer.decision_id, [])
+        if fresh.last_checked_at is not None and fresh.last_checked_at > seen_at:
+            # Two checks of a company may run at once (no job lock: changes.py); the one
+            # that read later data committed first, and older data must not undo it.
             return CheckOutcome(monitored_id, answer.decision_id, [])
         tenant = await PortfolioRepository(session).rules(fresh.tenant_id, fresh.mode)
         rules, _ = effective_rules(fresh, tenant.rules if tenant else None)
