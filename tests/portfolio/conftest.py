@@ -1,5 +1,12 @@
-"""The fixtures of the webhooks tests: the same API, worker, keys and moving sandbox."""
+"""The fixtures of the portfolio tests: the webhooks tests' API, worker, keys and moving
+sandbox; and the consents tests' API and sandbox bank (for re-checks after a sync)."""
 
+from tests.consents.conftest import (  # noqa: F401  (fixtures)
+    app_state,
+    browser,
+    keys,
+    state,
+)
 from tests.webhooks.conftest import (  # noqa: F401  (fixtures)
     flow_api,
     flow_keys,

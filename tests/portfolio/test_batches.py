@@ -18,11 +18,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from b2bscore.decisions.models import Decision
 from b2bscore.kit.settings import Settings
 from b2bscore.kit.state import AppState
+from b2bscore.portfolio.models import BatchRow
 from b2bscore.training.world import sample_sirens
 from tests.receivers import webhook_receiver
 from tests.webhooks.conftest import FLOW_DATA_KEYS, FlowKeys, bearer
@@ -85,6 +86,9 @@ def batch_workers(
         "B2BSCORE_JOBS_STALLED_SECONDS": "3",
         "B2BSCORE_BATCH_CHUNK_ROWS": str(CHUNK_ROWS),
         "B2BSCORE_BATCH_ROW_CONCURRENCY": "8",
+        # Retries of failed rows within a test: after 1.5 s, then 3 s.
+        "B2BSCORE_BATCH_ROW_RETRY_SECONDS": "1.5",
+        "B2BSCORE_BATCH_ROW_MAX_ATTEMPTS": "3",
     }
     workers = Workers(env, [], tmp_path_factory.mktemp("worker-logs"))
     workers.start("batch-1")
@@ -173,6 +177,7 @@ class TestCreateBatch:
                 json={"url": receiver.url, "event_types": ["batch.completed"]},
                 headers=bearer(flow_keys.writer),
             )
+            assert endpoint.status_code == 201, endpoint.text
             receiver.secrets["e"] = endpoint.json()["secret"]
             response = await _post(flow_api, flow_keys.writer, content, "application/x-ndjson")
             assert response.status_code == 202, response.text
@@ -293,3 +298,120 @@ class TestBatchWorkers:
             f"\n240-row batch, 2 workers (one killed): {elapsed:.1f} s, "
             f"{239 / elapsed:.0f} decisions/s"
         )
+
+
+# The audit store refuses the decisions of the SIRENs listed in batch_faults (a real
+# PostgreSQL error, check_violation, raised by a trigger on the decisions table).
+FAULTS_SQL = [
+    "CREATE TABLE IF NOT EXISTS batch_faults (siren varchar(9) PRIMARY KEY)",
+    """CREATE OR REPLACE FUNCTION refuse_faulty_sirens() RETURNS trigger AS $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM batch_faults WHERE siren = NEW.siren) THEN
+            RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation';
+        END IF;
+        RETURN NEW;
+    END $$ LANGUAGE plpgsql""",
+    "DROP TRIGGER IF EXISTS refuse_faulty_sirens ON decisions",
+    """CREATE TRIGGER refuse_faulty_sirens BEFORE INSERT ON decisions
+    FOR EACH ROW EXECUTE FUNCTION refuse_faulty_sirens()""",
+]
+
+
+class TestFailedRows:
+    async def test_retried_then_failed_with_reason_and_counted(
+        self,
+        flow_api: httpx.AsyncClient,
+        flow_keys: FlowKeys,
+        flow_state: AppState,
+        batch_workers: Workers,
+    ) -> None:
+        fine, transient, broken = sample_sirens(3, seed=777_001)
+        async with flow_state.sessionmaker() as session:
+            for statement in FAULTS_SQL:
+                await session.execute(text(statement))
+            await session.execute(
+                text("INSERT INTO batch_faults VALUES (:a), (:b)"), {"a": transient, "b": broken}
+            )
+            await session.commit()
+        try:
+            rows = [
+                {"siren": s, "requested_amount": "5000.00", "product": "term_loan"}
+                for s in (fine, transient, broken)
+            ]
+            with webhook_receiver() as receiver:
+                endpoint = await flow_api.post(
+                    "/v1/webhook-endpoints",
+                    json={"url": receiver.url, "event_types": ["batch.completed"]},
+                    headers=bearer(flow_keys.writer),
+                )
+                receiver.secrets["e"] = endpoint.json()["secret"]
+                content = b"\n".join(orjson.dumps(r) for r in rows) + b"\n"
+                created = await _post(flow_api, flow_keys.writer, content, "application/x-ndjson")
+                batch_id = created.json()["id"]
+                # The transient fault ends once its row failed a first time.
+                deadline = time.monotonic() + 60
+                while True:
+                    async with flow_state.sessionmaker() as session:
+                        first = await session.get(BatchRow, (batch_id, 2))
+                    if first is not None and first.attempts >= 1:
+                        break
+                    assert time.monotonic() < deadline, "the transient row never failed"
+                    await asyncio.sleep(0.05)
+                assert first.status == "pending"
+                assert first.retry_at is not None
+                async with flow_state.sessionmaker() as session:
+                    await session.execute(
+                        text("DELETE FROM batch_faults WHERE siren = :s"), {"s": transient}
+                    )
+                    await session.commit()
+                done = await _wait_completed(flow_api, flow_keys.writer, batch_id, timeout=90)
+                assert done["counts"] == {
+                    "total": 3,
+                    "pending": 0,
+                    "decided": 2,
+                    "invalid": 0,
+                    "failed": 1,
+                }
+                results = await flow_api.get(
+                    f"{URL}/{batch_id}/results",
+                    params={"format": "jsonl"},
+                    headers=bearer(flow_keys.writer),
+                )
+                lines = [orjson.loads(line) for line in results.content.splitlines()]
+                assert [line["status"] for line in lines] == ["decided", "decided", "failed"]
+                assert lines[1]["errors"] is None  # decided on its second try
+                assert lines[2]["decision_id"] is None
+                (error,) = lines[2]["errors"]
+                assert error["field"] == "decision"
+                assert error["message"].startswith("audit_unavailable")
+                assert error["message"].endswith("(attempt 3 of 3)")
+                csv_lines = list(
+                    csv.DictReader(
+                        io.StringIO(
+                            (
+                                await flow_api.get(
+                                    f"{URL}/{batch_id}/results", headers=bearer(flow_keys.writer)
+                                )
+                            ).text
+                        )
+                    )
+                )
+                assert csv_lines[2]["status"] == "failed"
+                assert "attempt 3 of 3" in csv_lines[2]["errors"]
+                async with flow_state.sessionmaker() as session:
+                    stored = await session.get(BatchRow, (batch_id, 3))
+                    assert stored is not None
+                    assert (stored.attempts, stored.retry_at) == (3, None)
+                    decided = await session.scalar(
+                        select(func.count())
+                        .select_from(Decision)
+                        .where(Decision.idempotency_key.like(f"batch:{batch_id}:%"))
+                    )
+                assert decided == 2
+                await receiver.wait_for(lambda r: len(r.ok()) == 1)
+                data = receiver.ok()[0].payload["data"]
+                assert (data["decided_rows"], data["failed_rows"]) == (2, 1)
+        finally:
+            async with flow_state.sessionmaker() as session:
+                await session.execute(text(FAULTS_SQL[2]))
+                await session.commit()

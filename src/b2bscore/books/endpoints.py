@@ -12,6 +12,7 @@ from b2bscore.books.schemas import BooksOut
 from b2bscore.books.service import upload_books
 from b2bscore.kit.deps import DbSession, State
 from b2bscore.kit.problems import Problem
+from b2bscore.portfolio.changes import after_books_upload
 from b2bscore.tenants.auth import requires
 from b2bscore.tenants.service import Principal
 
@@ -78,7 +79,7 @@ async def post_books(
     raw = await _body(request, state.settings.books_max_bytes)
     if not raw:
         raise _invalid("body", "empty: send the FEC file as the body")
-    return await upload_books(
+    stored = await upload_books(
         session,
         keyring=state.keyring,
         cache=state.cache,
@@ -88,3 +89,12 @@ async def post_books(
         raw=raw,
         file_name=filename,
     )
+    # New books (an accounting period) re-check the tenant's watch of the company.
+    await after_books_upload(
+        state.jobs,
+        state.sessionmaker,
+        tenant_id=principal.tenant_id,
+        mode=principal.mode,
+        siren=compact,
+    )
+    return stored

@@ -19,6 +19,7 @@ from b2bscore.consents.repository import ConsentRepository
 from b2bscore.kit.db import opened_session
 from b2bscore.kit.jobs import JobContext, periodic, state_of, task
 from b2bscore.kit.state import AppState
+from b2bscore.portfolio.changes import after_consent_sync
 from b2bscore.tenants.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ async def sync(context: JobContext, consent_id: str) -> str:
     """Sync one consent's granted bank data into a new snapshot."""
     state = state_of(context)
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
-        return await service.sync_consent(sync_tools(state, http), consent_id, utcnow())
+        outcome = await service.sync_consent(sync_tools(state, http), consent_id, utcnow())
+    # A new snapshot re-checks the tenant's watch of the company (portfolio/changes.py).
+    return await after_consent_sync(state.jobs, state.sessionmaker, consent_id, outcome)
 
 
 @periodic(cron="* * * * *", periodic_id="consents")

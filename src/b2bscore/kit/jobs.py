@@ -232,6 +232,41 @@ class Jobs:
         except procrastinate_errors.AlreadyEnqueued:
             return None
 
+    async def defer_many(self, task_name: str, items: list[tuple[str, dict[str, Any]]]) -> int:
+        """Queue one job per (queueing lock, kwargs) in one round trip; where one of them is
+        already waiting, one by one. How many were queued.
+
+        No job `lock`: procrastinate's fetch looks, for each waiting job with a lock, for an
+        earlier waiting job of the same lock without an index, so a hundred thousand waiting
+        jobs of distinct locks made every fetch take seconds (measured: a sweep of 100,000
+        checks ran 21 of them in 9 minutes). Tasks queued here tolerate running twice at once.
+        """
+        if not self.attached or not items:
+            return 0
+        known = engine.tasks.get(task_name)
+        queue = known.queue if known is not None else procrastinate_jobs.DEFAULT_QUEUE
+        batch = [
+            procrastinate_jobs.Job(
+                id=None,
+                lock=None,
+                queueing_lock=queueing_lock,
+                task_name=task_name,
+                queue=queue,
+                task_kwargs=kwargs,
+            )
+            for queueing_lock, kwargs in items
+        ]
+        try:
+            await engine.job_manager.batch_defer_jobs_async(batch)
+            return len(batch)
+        except procrastinate_errors.AlreadyEnqueued:
+            queued = 0
+            for queueing_lock, kwargs in items:
+                queued += (
+                    await self.defer(task_name, queueing_lock=queueing_lock, **kwargs) is not None
+                )
+            return queued
+
     async def queue_depth(self) -> dict[str, dict[str, int]]:
         """Jobs waiting and running per queue; also published as a gauge."""
         if not self.attached:

@@ -82,6 +82,11 @@ WEBHOOK_FIRST_DELIVERY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600),
 )
 BATCH_ROWS = Counter("b2bscore_batch_rows_total", "Batch rows processed, by outcome.", ["outcome"])
+MONITORING_RECHECKS = Counter(
+    "b2bscore_monitoring_rechecks_total",
+    "Checks of watched companies queued because their data changed, by what changed.",
+    ["source"],
+)
 # The model registry (b2bscore.model.tasks). PSI gauges are computed periodically by one
 # worker, never per request; the most recent value wins across workers.
 MODEL_FEATURE_PSI = Gauge(

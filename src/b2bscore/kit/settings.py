@@ -135,6 +135,9 @@ class Settings(BaseSettings):
 
     # Portfolio monitoring and batches (docs/PORTFOLIO.md).
     monitor_max_companies: int = Field(default=100_000, ge=1)
+    # A check is background work: its providers and audit row get more than the interactive
+    # budget (a sweep runs thousands of them at once).
+    monitor_check_deadline_ms: int = Field(default=5_000, ge=100, le=60_000)
     batch_max_rows: int = Field(default=100_000, ge=1)
     batch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     batch_chunk_rows: int = Field(default=200, ge=1, le=10_000)
@@ -142,6 +145,10 @@ class Settings(BaseSettings):
     # A batch row waits for no one: its providers and its audit row get more than the
     # interactive budget before the row is left pending for the next run.
     batch_row_deadline_ms: int = Field(default=5_000, ge=100, le=60_000)
+    # A row whose decision fails (not bad input) is tried this many times in all, the n-th
+    # retry after batch_row_retry_seconds * 2**(n-1); then it ends `failed` with its reason.
+    batch_row_max_attempts: int = Field(default=3, ge=1, le=10)
+    batch_row_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # Live consents (docs/CONSENTS.md): this service's OAuth client id at the banks and the
     # public URL of its callback; how long a state lives, PSD2's validity (a bank may grant

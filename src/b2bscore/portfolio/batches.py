@@ -6,6 +6,12 @@ then chunk jobs, shared by any number of workers, decide the valid rows. Each ro
 decision carries the idempotency key `batch:<batch id>:<row number>`: the audit store
 refuses a second decision under that key, so a worker killed mid-chunk and a chunk run
 again never decide a row twice; the row takes the decision already recorded.
+
+A row whose decision fails for another reason than its input (the audit store refused or
+timed out, an unexpected error) is retried: `batch_row_max_attempts` tries in all (3), the
+n-th retry `batch_row_retry_seconds * 2**(n-1)` after the failure (30 s, then 60 s), by a
+chunk job scheduled for then. After the last try the row ends `failed`, its reason in
+`errors`, and counts in the batch's `failed` total and its results file.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import io
 import logging
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any, Final
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, or_, select, update
 
 from b2bscore.decisions.repository import DecisionRepository
 from b2bscore.kit.db import opened_session
@@ -187,6 +194,8 @@ async def prepare(state: AppState, batch_id: str) -> int:
                         "errors": errors,
                         "decision_id": None,
                         "result": None,
+                        "attempts": 0,
+                        "retry_at": None,
                     }
                 )
             for start in range(0, len(rows), INSERT_ROWS):
@@ -257,54 +266,82 @@ def _result(answer: ScoreResponse) -> dict[str, Any]:
     }
 
 
+def retry_delay(attempts: int, base_seconds: float) -> timedelta:
+    """The wait before the next try of a row that failed attempts times."""
+    return timedelta(seconds=base_seconds * 2 ** (attempts - 1))
+
+
 async def run_chunk(state: AppState, batch_id: str, first_row: int, last_row: int) -> int:
-    """Decide the pending rows first_row..last_row; returns how many were decided now."""
+    """Decide the due pending rows first_row..last_row; returns how many were decided now."""
     settings = state.settings
+    now = utcnow()
     async with opened_session(state.sessionmaker) as session:
         batch = await session.get(Batch, batch_id)
         if batch is None:
             return 0
         session.expunge(batch)
-        from sqlalchemy import select
-
+        in_chunk = (
+            BatchRow.batch_id == batch_id,
+            BatchRow.status == "pending",
+            BatchRow.row_number >= first_row,
+            BatchRow.row_number <= last_row,
+        )
         rows = (
             await session.scalars(
                 select(BatchRow)
-                .where(
-                    BatchRow.batch_id == batch_id,
-                    BatchRow.status == "pending",
-                    BatchRow.row_number >= first_row,
-                    BatchRow.row_number <= last_row,
-                )
+                .where(*in_chunk, or_(BatchRow.retry_at.is_(None), BatchRow.retry_at <= now))
                 .order_by(BatchRow.row_number)
             )
         ).all()
-        pending = [(r.row_number, r.request) for r in rows]
-    if not pending:
-        await finish_if_done(state, batch_id)
-        return 0
-    principal = _principal(batch)
-    tools = ScoringTools(
-        settings=settings,
-        bundle=state.bundle,
-        clients=state.sandbox_clients if batch.mode == "test" else state.live_clients,
-        cache=state.cache,
-        audit=state.audit,
-        tokenizer=state.tokenizer,
-        sessions=state.sessionmaker,
-    )
-    gate = _row_gate(settings.batch_row_concurrency)
+        pending = [(r.row_number, r.request, r.attempts) for r in rows]
     decided = 0
+    if pending:
+        principal = _principal(batch)
+        tools = ScoringTools(
+            settings=settings,
+            bundle=state.bundle,
+            clients=state.sandbox_clients if batch.mode == "test" else state.live_clients,
+            cache=state.cache,
+            audit=state.audit,
+            tokenizer=state.tokenizer,
+            sessions=state.sessionmaker,
+            # The lender's own data (uploaded books, consented bank snapshots), as in
+            # POST /v1/score: a batch row is the same decision.
+            keyring=state.keyring,
+        )
+        gate = _row_gate(settings.batch_row_concurrency)
 
-    async def one(number: int, request: dict[str, Any] | None) -> None:
-        nonlocal decided
-        async with gate:
-            outcome = await _decide_row(state, tools, principal, batch_id, number, request)
-        decided += outcome == "decided"
+        async def one(number: int, request: dict[str, Any] | None, attempts: int) -> None:
+            nonlocal decided
+            async with gate:
+                outcome = await _decide_row(
+                    state, tools, principal, batch_id, number, request, attempts
+                )
+            decided += outcome == "decided"
 
-    await asyncio.gather(*(one(n, r) for n, r in pending))
+        await asyncio.gather(*(one(n, r, a) for n, r, a in pending))
+    # Rows waiting for their retry: this chunk comes back when the first is due.
+    async with opened_session(state.sessionmaker) as session:
+        next_retry = await session.scalar(select(func.min(BatchRow.retry_at)).where(*in_chunk))
+    if next_retry is not None and state.jobs is not None:
+        await state.jobs.defer(
+            CHUNK_TASK,
+            lock=f"batch:{batch_id}:{first_row}",
+            queueing_lock=f"batch:{batch_id}:{first_row}",
+            schedule_at=next_retry,
+            batch_id=batch_id,
+            first_row=first_row,
+            last_row=last_row,
+        )
     await finish_if_done(state, batch_id)
     return decided
+
+
+def _failure(error: BaseException) -> str:
+    if isinstance(error, Problem):
+        return f"{error.code}: {error.detail or error.title}"
+    # Not the message: an unexpected error's text may carry data; its type is enough here.
+    return f"internal_error: {type(error).__name__}"
 
 
 async def _decide_row(
@@ -314,21 +351,24 @@ async def _decide_row(
     batch_id: str,
     number: int,
     request: dict[str, Any] | None,
+    attempts: int,
 ) -> str:
+    """Decide one row and store its outcome: decided, pending (retry later) or failed."""
+    settings = state.settings
     key = row_key(batch_id, number)
-    body = ScoreRequest.model_validate(request or {})
     answer: ScoreResponse | None = None
     error: str | None = None
-    async with opened_session(state.sessionmaker) as session:
-        earlier = await DecisionRepository(session).get_by_idempotency_key(
-            principal.tenant_id, principal.mode, key
-        )
-    if earlier is not None:
-        # Decided before a worker died: take that decision, never a second one.
-        answer = answer_from_decision(earlier)
-    else:
-        started = time.monotonic()
-        try:
+    try:
+        body = ScoreRequest.model_validate(request or {})
+        async with opened_session(state.sessionmaker) as session:
+            earlier = await DecisionRepository(session).get_by_idempotency_key(
+                principal.tenant_id, principal.mode, key
+            )
+        if earlier is not None:
+            # Decided before a worker died: take that decision, never a second one.
+            answer = answer_from_decision(earlier)
+        else:
+            started = time.monotonic()
             answer = await decide_and_record(
                 body,
                 principal=principal,
@@ -336,30 +376,50 @@ async def _decide_row(
                 idempotency_key=key,
                 fingerprint=request_fingerprint(body),
                 started=started,
-                deadline=started + tools.settings.batch_row_deadline_ms / 1000,
+                deadline=started + settings.batch_row_deadline_ms / 1000,
             )
-        except Problem as problem:
-            error = f"{problem.code}: {problem.detail or problem.title}"
+    except Exception as failure:  # one row's fault must not stop its chunk
+        error = _failure(failure)
+        if not isinstance(failure, Problem):
+            log.exception("batch %s row %d: unexpected failure", batch_id, number)
+    values: dict[str, Any]
+    if answer is not None:
+        outcome = "decided"
+        values = {
+            "status": "decided",
+            "decision_id": answer.decision_id,
+            "result": _result(answer),
+            "errors": None,
+            "retry_at": None,
+        }
+    else:
+        tried = attempts + 1
+        failed = tried >= settings.batch_row_max_attempts
+        outcome = "failed" if failed else "pending"
+        message = f"{error} (attempt {tried} of {settings.batch_row_max_attempts})"
+        values = {
+            "status": outcome,
+            "attempts": tried,
+            "errors": [{"field": "decision", "message": message}],
+            "retry_at": None
+            if failed
+            else utcnow() + retry_delay(tried, settings.batch_row_retry_seconds),
+        }
+        log.warning("batch %s row %d not decided: %s", batch_id, number, message)
     async with opened_session(state.sessionmaker) as session:
-        values: dict[str, Any]
-        if answer is not None:
-            values = {
-                "status": "decided",
-                "decision_id": answer.decision_id,
-                "result": _result(answer),
-            }
-        else:
-            # The audit store refused (an outage): the row stays pending, a later run retries.
-            log.warning("batch %s row %d not decided: %s", batch_id, number, error)
-            return "pending"
         await session.execute(
             update(BatchRow)
-            .where(BatchRow.batch_id == batch_id, BatchRow.row_number == number)
+            .where(
+                BatchRow.batch_id == batch_id,
+                BatchRow.row_number == number,
+                BatchRow.status == "pending",
+            )
             .values(**values)
         )
         await session.commit()
-    BATCH_ROWS.labels("decided").inc()
-    return "decided"
+    if outcome != "pending":
+        BATCH_ROWS.labels(outcome).inc()
+    return outcome
 
 
 async def finish_if_done(state: AppState, batch_id: str) -> bool:

@@ -108,3 +108,7 @@ class BatchRow(Base):
     errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONColumn, nullable=True)
     decision_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONColumn, nullable=True)
+    # Attempts at deciding the row that failed (not bad input: the audit store refused,
+    # an unexpected error); a pending row with retry_at waits until then.
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default=sa.text("0"))
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

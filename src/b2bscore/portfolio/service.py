@@ -23,11 +23,17 @@ from b2bscore.kit.db import opened_session
 from b2bscore.kit.problems import Problem
 from b2bscore.kit.state import AppState
 from b2bscore.model.policy import GRADES
+from b2bscore.portfolio import changes
 from b2bscore.portfolio.models import MonitoredCompany
 from b2bscore.portfolio.repository import PortfolioRepository
 from b2bscore.portfolio.schemas import MonitoredCompanyCreate, Rules
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
-from b2bscore.scoring.service import ScoringTools, decide_on_sources, request_fingerprint
+from b2bscore.scoring.service import (
+    ScoringTools,
+    decide_on_sources,
+    lender_data,
+    request_fingerprint,
+)
 from b2bscore.sources.fanout import gather_sources
 from b2bscore.sources.types import RegistryData
 from b2bscore.tenants.models import new_id, utcnow
@@ -36,7 +42,7 @@ from b2bscore.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
 
-CHECK_TASK = "portfolio.check"
+CHECK_TASK = changes.CHECK_TASK
 DEFAULT_PRODUCT = Product.TERM_LOAN
 DEFAULT_AMOUNT = Decimal("10000.00")
 # A reason that moved by less than this (log-odds) is not worth telling.
@@ -126,7 +132,8 @@ async def watch(
                 "This SIREN is already watched in this mode; delete it first to change it.",
             ) from None
     if state.jobs is not None:
-        await state.jobs.defer(CHECK_TASK, lock=f"monitor:{row.id}", monitored_id=row.id)
+        lock = changes.check_lock(row.id)
+        await state.jobs.defer(CHECK_TASK, queueing_lock=lock, monitored_id=row.id)
     return row
 
 
@@ -159,6 +166,8 @@ def _tools(state: AppState, mode: str) -> ScoringTools:
         audit=state.audit,
         tokenizer=state.tokenizer,
         sessions=state.sessionmaker,
+        # The lender's own data: its uploaded books and consented bank snapshots.
+        keyring=state.keyring,
     )
 
 
@@ -176,7 +185,11 @@ async def check(state: AppState, monitored_id: str) -> CheckOutcome:
         siren=row.siren, requested_amount=f"{row.requested_amount:.2f}", product=row.product
     )
     started = time.monotonic()
-    deadline = started + settings.deadline_ms / 1000
+    # What the check saw is the data as of now: a change stored later is newer than this
+    # (portfolio.changes compares the two).
+    seen_at = utcnow()
+    deadline = started + settings.monitor_check_deadline_ms / 1000
+    books, books_namespace, snapshot = lender_data(tools, principal)
     # Fresh data, never the cache: a check is there to see what changed.
     sources = await gather_sources(
         row.siren,
@@ -186,6 +199,9 @@ async def check(state: AppState, monitored_id: str) -> CheckOutcome:
         tokenizer=state.tokenizer,
         as_of=datetime.now(UTC).date(),
         cache_namespace="monitoring",
+        uploaded_books=books,
+        accounting_namespace=books_namespace,
+        bank_snapshot=snapshot,
     )
     answer = await decide_on_sources(
         body,
@@ -202,9 +218,13 @@ async def check(state: AppState, monitored_id: str) -> CheckOutcome:
         fresh = await session.get(MonitoredCompany, monitored_id, with_for_update=True)
         if fresh is None:  # deleted while it was being checked
             return CheckOutcome(monitored_id, answer.decision_id, [])
+        if fresh.last_checked_at is not None and fresh.last_checked_at > seen_at:
+            # Two checks of a company may run at once (no job lock: changes.py); the one
+            # that read later data committed first, and older data must not undo it.
+            return CheckOutcome(monitored_id, answer.decision_id, [])
         tenant = await PortfolioRepository(session).rules(fresh.tenant_id, fresh.mode)
         rules, _ = effective_rules(fresh, tenant.rules if tenant else None)
-        emitted = await _compare_and_emit(session, fresh, answer, record, rules)
+        emitted = await _compare_and_emit(session, fresh, answer, record, rules, seen_at)
         await session.commit()
     await webhooks.dispatch(state.jobs, emitted)
     return CheckOutcome(monitored_id, answer.decision_id, [e.type for e in emitted.events])
@@ -264,6 +284,7 @@ async def _compare_and_emit(
     answer: ScoreResponse,
     record: RegistryData | None,
     rules: Rules,
+    seen_at: datetime,
 ) -> webhooks.Emitted:
     emitted = webhooks.Emitted()
     baseline = row.last_score is None
@@ -321,7 +342,7 @@ async def _compare_and_emit(
     if record is not None:
         proceedings = [a for a in record.announcements if a.family.lower() == "collective"]
         for announcement in proceedings:
-            key = f"{announcement.published_on.isoformat()}|{announcement.nature or ''}"
+            key = changes.announcement_key(announcement.published_on, announcement.nature)
             if key in known:
                 continue
             known.add(key)
@@ -338,7 +359,7 @@ async def _compare_and_emit(
             await emit("company.closed", {"detected_at": utcnow()})
         row.last_active = record.active
     row.known_proceedings = sorted(known)
-    row.last_checked_at = utcnow()
+    row.last_checked_at = seen_at
     row.last_decision_id = answer.decision_id
     row.last_score = answer.score
     row.last_grade = answer.grade

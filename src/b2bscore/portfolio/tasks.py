@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from procrastinate import RetryStrategy
 from sqlalchemy import select
 
 from b2bscore.kit.db import opened_session
 from b2bscore.kit.jobs import JobContext, periodic, state_of, task
-from b2bscore.portfolio import batches
+from b2bscore.portfolio import batches, changes
 from b2bscore.portfolio import service as monitoring
 from b2bscore.portfolio.models import Batch
 from b2bscore.portfolio.repository import PortfolioRepository
@@ -15,14 +17,13 @@ from b2bscore.portfolio.repository import PortfolioRepository
 SWEEP_PAGE = 1000
 
 
-# A check decides like an API request, within the same budget: a busy moment (an audit
-# commit or a provider over the deadline) fails one attempt, not the company's monitoring
-# until the next sweep. Retried with backoff from 2 s, doubling (RetryStrategy).
+# A check that fails (the audit store refused or timed out) is tried again: 4 tries in
+# all, 2 s, 4 s and 8 s apart; then the next change or sweep checks the company again.
 @task(
     name=monitoring.CHECK_TASK,
     pass_context=True,
     queue="monitoring",
-    retry=RetryStrategy(max_attempts=5, exponential_wait=2),
+    retry=RetryStrategy(max_attempts=3, exponential_wait=2),
 )
 async def check(context: JobContext, monitored_id: str) -> list[str]:
     """Re-check one watched company; returns the event types emitted."""
@@ -44,14 +45,40 @@ async def sweep(context: JobContext, timestamp: int) -> int:
             ids = await PortfolioRepository(session).monitored_ids(after, SWEEP_PAGE)
         if not ids:
             return queued
-        if state.jobs is not None:
-            for monitored_id in ids:
-                lock = f"monitor:{monitored_id}"
-                await state.jobs.defer(
-                    monitoring.CHECK_TASK, lock=lock, queueing_lock=lock, monitored_id=monitored_id
-                )
+        await changes.queue_checks(state.jobs, ids, "sweep")
         queued += len(ids)
         after = ids[-1]
+
+
+@periodic(cron="* * * * *", periodic_id="changes")
+@task(
+    name="portfolio.changes",
+    pass_context=True,
+    queue="monitoring",
+    queueing_lock="portfolio.changes",
+)
+async def catch_up_changes(context: JobContext, timestamp: int) -> int:
+    """Every minute: re-check the watches whose tenant stored newer data than their last check."""
+    state = state_of(context)
+    return await changes.catch_up(state.jobs, state.sessionmaker)
+
+
+@periodic(cron="*/10 * * * *", periodic_id="registry_feed")
+@task(
+    name="portfolio.registry_feed",
+    pass_context=True,
+    queue="monitoring",
+    queueing_lock="portfolio.registry_feed",
+)
+async def registry_feed(context: JobContext, timestamp: int) -> int:
+    """Every 10 minutes: re-check the watches BODACC published new proceedings for."""
+    state = state_of(context)
+    since = datetime.fromtimestamp(timestamp, UTC).date() - timedelta(days=1)
+    clients = {
+        "test": state.sandbox_clients.bodacc if state.sandbox_clients else None,
+        "live": state.live_clients.bodacc if state.live_clients else None,
+    }
+    return await changes.registry_feed(state.jobs, state.sessionmaker, clients, since)
 
 
 @task(name=batches.PREPARE_TASK, pass_context=True, queue="batches")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -121,6 +122,22 @@ def _bodacc_bytes(siren: str, as_of: date) -> bytes:
     return orjson.dumps(_bodacc(siren, as_of))
 
 
+_FEED_WHERE = re.compile(r"dateparution\s*>=\s*date'(\d{4}-\d{2}-\d{2})'")
+
+
+def _bodacc_feed(since: date, families: set[str], as_of: date) -> list[dict[str, Any]]:
+    """Announcements published since a date, oldest first: those the sandbox events made
+    (the world's own notices are not enumerable, and never new)."""
+    feed = [
+        record
+        for siren in _events.sirens("proceedings_opened")
+        for record in _bodacc(siren, as_of)["results"]
+        if record["dateparution"] >= since.isoformat()
+        and (not families or record["familleavis"] in families)
+    ]
+    return sorted(feed, key=lambda r: (r["dateparution"], r["id"]))
+
+
 @lru_cache(maxsize=4096)
 def _books(siren: str, as_of: date) -> dict[str, bytes] | None:
     c = company(siren)
@@ -138,7 +155,10 @@ def create_sandbox_app(
 ) -> FastAPI:
     """The sandbox serving all four providers from the synthetic world."""
     prof = profile if profile is not None else SandboxProfile.from_env()
-    store = _use_events(events or EventStore())
+    # One store per process (the renderings are cached per process): an app given no store
+    # keeps the one in use, so that a second sandbox app in a process (tests) does not
+    # swap another's store for the default one behind its back.
+    store = _use_events(events if events is not None else _events)
     # Random faults only; scenario faults are deterministic and come from the world.
     rng = random.Random()
     app = FastAPI(
@@ -371,11 +391,18 @@ def create_sandbox_app(
         refine: Annotated[list[str] | None, Query()] = None,
         limit: Annotated[int, Query(ge=-1, le=100)] = 10,
         offset: Annotated[int, Query(ge=0)] = 0,
+        where: str | None = None,
     ) -> Response:
-        """BODACC: announcements of one company, newest first."""
+        """BODACC: announcements of one company, newest first; or the feed since a date."""
         sirens = [
             r.split(":", 1)[1].replace(" ", "") for r in refine or [] if r.startswith("registre:")
         ]
+        since = _FEED_WHERE.fullmatch(where.strip()) if where else None
+        if not sirens and since is not None:
+            families = {r.split(":", 1)[1] for r in refine or [] if r.startswith("familleavis:")}
+            feed = _bodacc_feed(date.fromisoformat(since.group(1)), families, _today())
+            end = None if limit == -1 else offset + limit
+            return _json({"total_count": len(feed), "results": feed[offset:end]})
         if not sirens:
             return _json(
                 {

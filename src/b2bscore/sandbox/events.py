@@ -79,7 +79,8 @@ class EventStore:
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call listener whenever the events change (to drop rendered payloads)."""
-        self._listeners.append(listener)
+        if listener not in self._listeners:
+            self._listeners.append(listener)
 
     def record(self, siren: str, kind: str, on: date | None = None) -> SandboxEvent:
         """Append an event (ValueError for an invalid SIREN or an unknown kind)."""
@@ -131,6 +132,12 @@ class EventStore:
     def events(self, siren: str) -> tuple[SandboxEvent, ...]:
         """The events of one company, oldest first."""
         return self._by_siren.get(siren, ())
+
+    def sirens(self, kind: str) -> list[str]:
+        """The companies with at least one event of kind (the BODACC feed's, for one)."""
+        return sorted(
+            s for s, events in self._by_siren.items() if any(e.kind == kind for e in events)
+        )
 
     def company(self, siren: str) -> Company:
         """The world's company with its events applied."""

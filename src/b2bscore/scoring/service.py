@@ -317,6 +317,18 @@ def _elapsed_ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 3)
 
 
+def lender_data(
+    tools: ScoringTools, principal: Principal
+) -> tuple[UploadedBooks | None, str, BankSnapshot | None]:
+    """The lender's own data a decision reads beside the providers (a monitoring check too):
+    its uploaded books, their cache namespace, its consented bank snapshots."""
+    return (
+        _uploaded_books(tools, principal),
+        books_namespace(principal.tenant_id, principal.mode),
+        _bank_snapshot(tools, principal),
+    )
+
+
 def _uploaded_books(tools: ScoringTools, principal: Principal) -> UploadedBooks | None:
     # Asked only on a miss of the accounting cache, beside the other sources.
     if tools.keyring is None:
