@@ -96,6 +96,8 @@ async def callback(
         )
     if consent.status == "active":
         await service.queue_sync(state.jobs, consent.id)
+    elif consent.status == "pending":  # the bank's token endpoint failed: retried
+        await service.queue_exchange(state.jobs, consent.id)
     return RedirectResponse(service.lender_redirect(consent), status_code=303)
 
 

@@ -113,6 +113,23 @@ class ConsentRepository:
         )
         return (await self.session.scalars(query)).all()
 
+    async def stale_pending(self, now: datetime, limit: int) -> Sequence[Consent]:
+        """Pending consents past their life, locked: the user never came back from the
+        bank (state expired), or the code's exchange never succeeded (code expired)."""
+        query = (
+            sa.select(Consent)
+            .where(
+                Consent.status == "pending",
+                sa.or_(
+                    Consent.code_expires_at <= now,
+                    sa.and_(Consent.code_expires_at.is_(None), Consent.state_expires_at <= now),
+                ),
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.scalars(query)).all()
+
     async def to_purge(self, now: datetime, limit: int) -> Sequence[Consent]:
         """Expired consents whose data retention has ended and that still hold data."""
         query = (

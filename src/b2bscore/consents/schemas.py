@@ -48,6 +48,9 @@ class ConsentOut(BaseModel):
     expires_at: datetime | None
     last_synced_at: datetime | None
     snapshot_at: datetime | None
+    # Why the last exchange or sync with the bank failed (a pending consent whose code
+    # exchange is being retried says so here); None once one succeeds.
+    last_error: str | None = None
 
 
 class ConsentCreated(ConsentOut):

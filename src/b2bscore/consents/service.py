@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -49,6 +50,7 @@ from b2bscore.webhooks.service import emit_event
 log = logging.getLogger(__name__)
 
 SYNC_TASK = "consents.sync"
+EXCHANGE_TASK = "consents.exchange"
 # An incremental sync asks again for the last day before the previous one: entries booked
 # late (value-dated, pending turned booked) are replaced rather than missed.
 SYNC_OVERLAP = timedelta(days=1)
@@ -66,6 +68,20 @@ async def queue_sync(jobs: Jobs | None, consent_id: str) -> bool:
         return False
     lock = sync_lock(consent_id)
     job = await jobs.defer(SYNC_TASK, lock=lock, queueing_lock=lock, consent_id=consent_id)
+    return job is not None
+
+
+def exchange_lock(consent_id: str) -> str:
+    """The job lock (and queueing lock) of a consent's retried code exchange."""
+    return f"consent-exchange:{consent_id}"
+
+
+async def queue_exchange(jobs: Jobs | None, consent_id: str) -> bool:
+    """Queue a retry of a pending consent's code exchange; False when one already waits."""
+    if jobs is None:
+        return False
+    lock = exchange_lock(consent_id)
+    job = await jobs.defer(EXCHANGE_TASK, lock=lock, queueing_lock=lock, consent_id=consent_id)
     return job is not None
 
 
@@ -186,6 +202,7 @@ def consent_out(consent: Consent) -> ConsentOut:
         expires_at=consent.expires_at,
         last_synced_at=consent.last_synced_at,
         snapshot_at=consent.snapshot_at,
+        last_error=consent.last_error,
     )
 
 
@@ -341,8 +358,11 @@ async def complete_consent(
 ) -> Consent:
     """The bank's redirect: check the state, exchange the code, activate (commits).
 
-    Raises Problem for a forged, replayed or expired state and for a failing token endpoint;
-    a refusal at the bank is not an error: the consent becomes `refused`.
+    Raises Problem for a forged, replayed or expired state only. A refusal at the bank
+    (`access_denied`, or nothing granted) makes the consent `refused`; a token endpoint
+    that fails or times out leaves it `pending` with `last_error` and the code kept
+    (sealed) for the exchange job to retry (see ``exchange_code``); a code the bank
+    rejects (`invalid_grant`) makes it `expired`.
     """
     repository = ConsentRepository(session)
     consent = await repository.by_state(_state_hash(state)) if state else None
@@ -374,8 +394,33 @@ async def complete_consent(
         )
         await session.commit()
         return consent
-    bank = bank_of(settings, consent.mode, consent.bank_id)
     verifier = str(_open_tokens(keyring, consent).get("code_verifier", ""))
+    # Kept sealed until the exchange succeeds: the user did consent, and a bank whose
+    # token endpoint is down for a moment must not cost the company a second round.
+    _seal_tokens(keyring, consent, {"code_verifier": verifier, "code": code})
+    consent.code_expires_at = now + timedelta(seconds=settings.consent_code_seconds)
+    # A failing token endpoint is committed as pending with last_error: the caller queues
+    # the retry.
+    with contextlib.suppress(TokenEndpointError):
+        await _exchange(session, settings, keyring, http, consent, now)
+    return consent
+
+
+async def _exchange(
+    session: AsyncSession,
+    settings: Settings,
+    keyring: DataKeyring,
+    http: httpx.AsyncClient,
+    consent: Consent,
+    now: datetime,
+) -> None:
+    """Exchange the pending consent's sealed code for tokens, and commit what came of it.
+
+    Raises TokenEndpointError after committing `last_error` when the bank's token
+    endpoint failed or timed out (the consent stays pending, its code kept).
+    """
+    sealed = _open_tokens(keyring, consent)
+    bank = bank_of(settings, consent.mode, consent.bank_id)
     try:
         body = await _token_call(
             http,
@@ -383,38 +428,52 @@ async def complete_consent(
             bank,
             {
                 "grant_type": "authorization_code",
-                "code": code,
-                "code_verifier": verifier,
+                "code": str(sealed.get("code", "")),
+                "code_verifier": str(sealed.get("code_verifier", "")),
                 "redirect_uri": settings.consent_callback_url,
             },
         )
-    except (BankRevoked, TokenEndpointError) as failure:
-        # The state is spent and the code is single use: this consent cannot complete.
-        consent.status = "refused"
-        _purge(consent)
+    except TokenEndpointError as failure:
+        consent.last_error = f"token endpoint: {failure}"[:200]
+        consent.updated_at = now
         _audit(
             session,
             consent,
             actor="bank",
             action="token_exchange_failed",
             now=now,
-            detail={"reason": str(failure)[:120]},
+            detail={"reason": str(failure)[:120], "retried": True},
         )
         await session.commit()
-        timeout = str(failure) == "timeout"
-        raise Problem(
-            504 if timeout else 502,
-            "bank_token_timeout" if timeout else "bank_token_error",
-            "The bank's token endpoint did not answer" if timeout else "The bank refused the code",
-            f"Consent {consent.id} could not complete ({failure}); ask for a new consent.",
-        ) from failure
+        raise
+    except BankRevoked as rejected:
+        # The bank will never take this code (used, expired, or not ours): the consent
+        # cannot complete. Not a refusal: the company's user did consent.
+        consent.status = "expired"
+        consent.last_error = f"code rejected by the bank: {rejected}"[:200]
+        consent.updated_at = now
+        _purge(consent)
+        consent.code_expires_at = None
+        _audit(
+            session,
+            consent,
+            actor="bank",
+            action="code_rejected",
+            now=now,
+            detail={"reason": str(rejected)[:120]},
+        )
+        await session.commit()
+        return
     granted = sorted(set(str(body.get("scope", "")).split()) & set(consent.requested_scopes))
+    consent.updated_at = now
+    consent.code_expires_at = None
+    consent.last_error = None
     if not granted:
         consent.status = "refused"
         _purge(consent)
         _audit(session, consent, actor="psu", action="refused", now=now)
         await session.commit()
-        return consent
+        return
     validity = timedelta(days=settings.consent_validity_days)
     bank_says = body.get("consent_expires_in")
     if isinstance(bank_says, int) and bank_says > 0:
@@ -426,7 +485,44 @@ async def complete_consent(
     _apply_tokens(keyring, settings, consent, body, now)
     _audit(session, consent, actor="psu", action="activated", now=now)
     await session.commit()
-    return consent
+
+
+async def exchange_code(
+    sessions: SessionOpener,
+    settings: Settings,
+    keyring: DataKeyring,
+    http: httpx.AsyncClient,
+    consent_id: str,
+    now: datetime,
+) -> str:
+    """Retry the code exchange of a pending consent (the job); its status after.
+
+    Raises TokenEndpointError while the bank's token endpoint keeps failing and the code
+    has not expired (the job retries with backoff); past the code's life the consent
+    expires.
+    """
+    async with opened_session(sessions) as session:
+        consent = await ConsentRepository(session).locked(consent_id)
+        if consent is None or consent.status != "pending" or consent.code_expires_at is None:
+            return "skipped"  # done meanwhile (another try, a revocation)
+        if consent.code_expires_at <= now:
+            _expire_unexchanged(session, consent, now)
+            await session.commit()
+            return consent.status
+        await _exchange(session, settings, keyring, http, consent, now)
+        return consent.status
+
+
+def _expire_unexchanged(session: AsyncSession, consent: Consent, now: datetime) -> None:
+    """A pending consent whose code could not be exchanged in its life: expired."""
+    consent.status = "expired"
+    consent.last_error = (
+        f"code expired before the exchange succeeded ({consent.last_error or 'no answer'})"
+    )[:200]
+    consent.updated_at = now
+    consent.code_expires_at = None
+    _purge(consent)
+    _audit(session, consent, actor="system", action="code_expired", now=now)
 
 
 def lender_redirect(consent: Consent) -> str:
@@ -511,11 +607,20 @@ async def _expire(
 
 
 async def sweep(sessions: SessionOpener, settings: Settings, now: datetime) -> dict[str, int]:
-    """Announce expiring consents, expire the due ones, purge past retention (commits)."""
+    """Expire stale pending and due consents, announce expiring ones, purge (commits)."""
     counts = {"expiring": 0, "expired": 0, "purged": 0}
     notice = now + timedelta(days=settings.consent_expiring_notice_days)
     async with opened_session(sessions) as session:
         repository = ConsentRepository(session)
+        for consent in await repository.stale_pending(now, 500):
+            if consent.code_expires_at is not None:
+                _expire_unexchanged(session, consent, now)
+            else:
+                consent.status = "expired"
+                consent.updated_at = now
+                _purge(consent)
+                _audit(session, consent, actor="system", action="state_expired", now=now)
+            counts["expired"] += 1
         for consent in await repository.expired(now, 500):
             await _expire(
                 session,
