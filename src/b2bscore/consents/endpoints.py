@@ -95,6 +95,10 @@ async def callback(
             now=utcnow(),
         )
     if consent.status == "active":
+        # Decisions in this process use it at once (others within the index's ttl).
+        service.consent_index(state.sessionmaker, state.settings.consent_index_seconds).add(
+            consent.tenant_id, consent.mode, consent.siren
+        )
         await service.queue_sync(state.jobs, consent.id)
     elif consent.status == "pending":  # the bank's token endpoint failed: retried
         await service.queue_exchange(state.jobs, consent.id)

@@ -45,35 +45,37 @@ class ConsentRepository:
         query = query.order_by(Consent.created_at.desc(), Consent.id.desc()).limit(limit)
         return (await self.session.scalars(query)).all()
 
-    async def fresh_snapshot(
-        self, tenant_id: str, mode: str, siren: str, newer_than: datetime
-    ) -> sa.Row[Any] | None:
-        """The freshest active snapshot of a company: the score path's one indexed read."""
+    async def for_decision(self, tenant_id: str, mode: str, siren: str) -> sa.Row[Any] | None:
+        """The company's active consent with the freshest snapshot (one indexed read)."""
         query = (
             sa.select(
                 Consent.id,
-                Consent.snapshot_at,
+                Consent.bank_id,
                 Consent.granted_scopes,
+                Consent.snapshot_at,
                 Consent.snapshot_key_id,
                 Consent.snapshot_nonce,
                 Consent.snapshot_ciphertext,
+                Consent.access_expires_at,
+                Consent.tokens_key_id,
+                Consent.tokens_nonce,
+                Consent.tokens_ciphertext,
             )
             .where(
                 Consent.tenant_id == tenant_id,
                 Consent.mode == mode,
                 Consent.siren == siren,
                 Consent.status == "active",
-                Consent.snapshot_at >= newer_than,
             )
-            .order_by(Consent.snapshot_at.desc())
+            .order_by(Consent.snapshot_at.desc().nulls_last(), Consent.activated_at.desc())
             .limit(1)
         )
         return (await self.session.execute(query)).first()  # type: ignore[return-value]
 
-    async def snapshot_keys(self) -> list[tuple[str, str, str]]:
-        """(tenant, mode, SIREN) of every active consent holding a snapshot."""
+    async def active_keys(self) -> list[tuple[str, str, str]]:
+        """(tenant, mode, SIREN) of every active consent."""
         query = sa.select(Consent.tenant_id, Consent.mode, Consent.siren).where(
-            Consent.status == "active", Consent.snapshot_at.is_not(None)
+            Consent.status == "active"
         )
         return [(t, m, s) for t, m, s in (await self.session.execute(query)).all()]
 

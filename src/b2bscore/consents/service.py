@@ -19,7 +19,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -40,7 +40,13 @@ from b2bscore.kit.problems import Problem
 from b2bscore.kit.settings import Settings
 from b2bscore.sources.banks import Bank, load_directory
 from b2bscore.sources.clients import ProviderClients
-from b2bscore.sources.errors import SourceUnavailable
+from b2bscore.sources.errors import (
+    SourceError,
+    SourceTimeout,
+    SourceUnavailable,
+    SourceUpstreamError,
+)
+from b2bscore.sources.fanout import ConsentedBank
 from b2bscore.sources.open_banking import fetch_open_banking, parse_raw
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import BankAccount, BankData, BankTransaction
@@ -837,6 +843,7 @@ async def _sync(tools: SyncTools, consent_id: str, now: datetime) -> str:
             date_from=None
             if date_from is None
             else datetime(date_from.year, date_from.month, date_from.day, tzinfo=now.tzinfo),
+            call_timeout=settings.consent_sync_call_timeout_seconds,
         )
     except SourceUnavailable as denied:
         # 401/403 from the bank: it no longer honours the consent.
@@ -874,7 +881,7 @@ async def _sync(tools: SyncTools, consent_id: str, now: datetime) -> str:
         locked.accounts = [a["token"] for a in doc["accounts"]]
         locked.updated_at = now
         await session.commit()
-    snapshot_index(tools.sessions, settings.consent_index_seconds).add(
+    consent_index(tools.sessions, settings.consent_index_seconds).add(
         locked.tenant_id, locked.mode, locked.siren
     )
     return "synced"
@@ -894,6 +901,16 @@ def _read_snapshot(keyring: DataKeyring, consent: Consent) -> dict[str, Any] | N
 
 
 # --- the score path ---------------------------------------------------------------------------
+
+# Kept of the source's budget when a stale snapshot can stand in for a bank that is slow:
+# the bank's answer is cut this much before the deadline, so that the snapshot still
+# makes it in time.
+STALE_MARGIN_SECONDS = 0.02
+# A token this close to its expiry is not used in a decision (the sync refreshes it).
+ACCESS_MARGIN = timedelta(seconds=10)
+# A decision that finds a consent's data stale queues its sync at most this often per
+# process (the queueing lock would dedup anyway, at one database round trip each).
+SYNC_NUDGE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -918,13 +935,13 @@ def forget_snapshot(consent_id: str) -> None:
         del _SNAPSHOTS[key]
 
 
-class SnapshotIndex:
-    """Which (tenant, mode, SIREN) have an active consent with a snapshot, in this process.
+class ConsentIndex:
+    """Which (tenant, mode, SIREN) have an active consent, in this process.
 
     Read whole from the database at most every ``ttl`` seconds (in the background once
     loaded), so that a decision on a company without consent costs a set lookup, not a
     round trip. A consent activated in another process is seen within ``ttl``; one revoked
-    is never served, because the snapshot read itself checks the status.
+    is never served, because the consent read itself checks the status.
     """
 
     def __init__(self, ttl: float) -> None:
@@ -936,7 +953,7 @@ class SnapshotIndex:
     async def _load(self, sessions: SessionOpener) -> None:
         try:
             async with opened_session(sessions) as session:
-                keys = await ConsentRepository(session).snapshot_keys()
+                keys = await ConsentRepository(session).active_keys()
         except Exception as error:  # the store down: keep what is known, retry next time
             log.warning("consent index not reloaded: %s", type(error).__name__)
             self._loaded_at = time.monotonic()
@@ -945,12 +962,12 @@ class SnapshotIndex:
         self._loaded_at = time.monotonic()
 
     def add(self, tenant_id: str, mode: str, siren: str) -> None:
-        """Note a snapshot written by this process (seen at once here)."""
+        """Note a consent activated (or synced) by this process (seen at once here)."""
         if self._keys is not None:
             self._keys = self._keys | {(tenant_id, mode, siren)}
 
     async def has(self, sessions: SessionOpener, tenant_id: str, mode: str, siren: str) -> bool:
-        """True when the company may have a snapshot for this tenant and mode."""
+        """True when the company may have an active consent for this tenant and mode."""
         if self._keys is None:
             await self._load(sessions)
         elif time.monotonic() - self._loaded_at > self.ttl and (
@@ -960,35 +977,29 @@ class SnapshotIndex:
         return self._keys is not None and (tenant_id, mode, siren) in self._keys
 
 
-_INDEXES: dict[int, SnapshotIndex] = {}
+_INDEXES: dict[int, ConsentIndex] = {}
 
 
-def snapshot_index(sessions: SessionOpener, ttl: float) -> SnapshotIndex:
+def consent_index(sessions: SessionOpener, ttl: float) -> ConsentIndex:
     """The process's index for one database (one per session factory)."""
     index = _INDEXES.get(id(sessions))
     if index is None:
-        index = _INDEXES[id(sessions)] = SnapshotIndex(ttl)
+        index = _INDEXES[id(sessions)] = ConsentIndex(ttl)
     return index
 
 
-async def fresh_snapshot(
-    sessions: SessionOpener,
-    keyring: DataKeyring,
-    *,
-    tenant_id: str,
-    mode: str,
-    siren: str,
-    max_age: timedelta,
-    now: datetime,
-    index_ttl: float = 5.0,
-) -> Snapshot | None:
-    """The freshest active snapshot of a company younger than max_age (one indexed read)."""
-    if not await snapshot_index(sessions, index_ttl).has(sessions, tenant_id, mode, siren):
-        return None
-    async with opened_session(sessions) as session:
-        row = await ConsentRepository(session).fresh_snapshot(tenant_id, mode, siren, now - max_age)
-    if row is None or row.snapshot_ciphertext is None:
-        return None
+@dataclass(frozen=True, slots=True)
+class ConsentOnFile:
+    """A company's active consent as a decision reads it (one indexed read)."""
+
+    consent_id: str
+    bank_id: str
+    scopes: tuple[str, ...]
+    snapshot: Snapshot | None  # the latest synced snapshot, fresh or not
+    access_token: str | None  # None: none held, or about to expire (the sync refreshes)
+
+
+def _decrypted_snapshot(keyring: DataKeyring, tenant_id: str, row: Any) -> Snapshot:
     key = (row.id, row.snapshot_at)
     cached = _SNAPSHOTS.get(key)
     if cached is not None:
@@ -1009,6 +1020,194 @@ async def fresh_snapshot(
     if len(_SNAPSHOTS) > SNAPSHOT_CACHE_SIZE:
         _SNAPSHOTS.popitem(last=False)
     return snapshot
+
+
+async def consent_on_file(
+    sessions: SessionOpener,
+    keyring: DataKeyring,
+    *,
+    tenant_id: str,
+    mode: str,
+    siren: str,
+    now: datetime,
+    max_age: timedelta,
+    index_ttl: float = 5.0,
+) -> ConsentOnFile | None:
+    """The company's active consent with the freshest snapshot; None when it has none.
+
+    The access token is decrypted only when the snapshot is missing or older than
+    max_age (a decision then asks the bank with it).
+    """
+    if not await consent_index(sessions, index_ttl).has(sessions, tenant_id, mode, siren):
+        return None
+    async with opened_session(sessions) as session:
+        row = await ConsentRepository(session).for_decision(tenant_id, mode, siren)
+    if row is None:
+        return None
+    snapshot = None
+    if row.snapshot_ciphertext is not None and row.snapshot_at is not None:
+        snapshot = _decrypted_snapshot(keyring, tenant_id, row)
+    token = None
+    if (
+        (snapshot is None or now - snapshot.snapshot_at > max_age)
+        and row.tokens_ciphertext is not None
+        and row.access_expires_at is not None
+        and row.access_expires_at > now + ACCESS_MARGIN
+    ):
+        aad = f"b2bscore.consent_tokens.v1|{tenant_id}|{row.id}".encode()
+        tokens = orjson.loads(
+            keyring.decrypt(row.tokens_key_id or "", row.tokens_nonce, row.tokens_ciphertext, aad)
+        )
+        access = tokens.get("access_token")
+        token = access if isinstance(access, str) else None
+    return ConsentOnFile(
+        consent_id=row.id,
+        bank_id=row.bank_id,
+        scopes=tuple(row.granted_scopes),
+        snapshot=snapshot,
+        access_token=token,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionConsents:
+    """What a decision needs to use a lender's consents: stores, keys, banks, jobs."""
+
+    settings: Settings
+    sessions: SessionOpener
+    keyring: DataKeyring
+    tokenizer: Tokenizer
+    clients: ProviderClients | None  # the banks of the decision's mode
+    jobs: Jobs | None
+
+
+_NUDGED: dict[str, float] = {}
+_NUDGES: set[asyncio.Task[bool]] = set()
+
+
+def _nudge_sync(jobs: Jobs | None, consent_id: str) -> None:
+    """Queue the consent's sync beside the decision (never in its way), at most so often."""
+    if jobs is None:
+        return
+    at = time.monotonic()
+    if at - _NUDGED.get(consent_id, -SYNC_NUDGE_SECONDS) < SYNC_NUDGE_SECONDS:
+        return
+    _NUDGED[consent_id] = at
+    if len(_NUDGED) > SNAPSHOT_CACHE_SIZE:
+        _NUDGED.clear()
+    task = asyncio.create_task(queue_sync(jobs, consent_id))
+    _NUDGES.add(task)
+    task.add_done_callback(_nudged)
+
+
+def _nudged(task: asyncio.Task[bool]) -> None:
+    _NUDGES.discard(task)
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("consent sync not queued: %s", type(error).__name__)
+
+
+def _from_snapshot(snapshot: Snapshot, now: datetime, stale_because: str | None) -> ConsentedBank:
+    info = {
+        "consent_id": snapshot.consent_id,
+        "age_seconds": round((now - snapshot.snapshot_at).total_seconds(), 1),
+        "scopes": list(snapshot.scopes),
+        "source": "snapshot",
+        "stale": stale_because is not None,
+    }
+    detail = "snapshot" if stale_because is None else f"stale snapshot (bank: {stale_because})"
+    return ConsentedBank(
+        data=snapshot.data,
+        packed=snapshot.packed,
+        detail=detail[:160],
+        info=info,
+        stale=stale_because is not None,
+    )
+
+
+async def _from_bank(
+    tools: DecisionConsents, found: ConsentOnFile, deadline: float, now: datetime
+) -> ConsentedBank:
+    """The consent's granted data asked of its bank now, cut before the deadline."""
+    clients = tools.clients
+    client = clients.banks.get(found.bank_id) if clients is not None else None
+    if client is None:
+        raise SourceUnavailable(f"bank {found.bank_id} not configured")
+    if found.access_token is None:
+        raise SourceUpstreamError("access token due for refresh")
+    cut = deadline - STALE_MARGIN_SECONDS
+    left = cut - time.monotonic()
+    if left <= 0:
+        raise SourceTimeout("deadline")
+    fetch = fetch_open_banking(
+        client,
+        found.access_token,
+        deadline=cut,
+        now=now,
+        transactions="transactions" in found.scopes,
+    )
+    try:
+        raw = await asyncio.wait_for(fetch, timeout=left)
+    except TimeoutError as error:
+        raise SourceTimeout("deadline") from error
+    # Minimised as a snapshot is (tokens, no remittance text), and what is recorded in
+    # the audit row is exactly what the features read.
+    doc = _snapshot_json(parse_raw(raw, tools.tokenizer, now.date()), list(found.scopes))
+    return ConsentedBank(
+        data=snapshot_data(doc),
+        packed=pack_json(doc),
+        detail="bank (consent)",
+        info={
+            "consent_id": found.consent_id,
+            "age_seconds": 0.0,
+            "scopes": list(found.scopes),
+            "source": "bank",
+            "stale": False,
+        },
+    )
+
+
+async def consented_bank(
+    tools: DecisionConsents, *, tenant_id: str, mode: str, siren: str, deadline: float
+) -> ConsentedBank | None:
+    """A decision's bank data under the lender's consent; None when it holds none.
+
+    The fresh snapshot when there is one. Else (stale, or not synced yet) the consent's
+    bank is asked now with its token, cut before deadline (time.monotonic()), and a sync
+    is queued; if the bank fails or is too slow, the stale snapshot stands in (its age
+    shown, the answer degraded), or the failure is the source's status. A bank that
+    refuses the token (401/403) is never overruled by the snapshot.
+    """
+    settings = tools.settings
+    now = datetime.now(UTC)
+    try:
+        found = await consent_on_file(
+            tools.sessions,
+            tools.keyring,
+            tenant_id=tenant_id,
+            mode=mode,
+            siren=siren,
+            now=now,
+            max_age=timedelta(seconds=settings.consent_snapshot_max_age_seconds),
+            index_ttl=settings.consent_index_seconds,
+        )
+    except Exception as error:  # an unreadable store or row: the bank is asked as without
+        log.warning("consent unreadable for %s: %s", siren, type(error).__name__)
+        return None
+    if found is None:
+        return None
+    snapshot = found.snapshot
+    max_age = timedelta(seconds=settings.consent_snapshot_max_age_seconds)
+    if snapshot is not None and now - snapshot.snapshot_at <= max_age:
+        return _from_snapshot(snapshot, now, stale_because=None)
+    _nudge_sync(tools.jobs, found.consent_id)
+    try:
+        return await _from_bank(tools, found, deadline, now)
+    except SourceUnavailable:
+        raise  # the bank refuses the consent: the sync just queued expires it
+    except SourceError as failure:
+        if snapshot is None:
+            raise
+        return _from_snapshot(snapshot, now, stale_because=failure.reason)
 
 
 async def allow_redirect(
