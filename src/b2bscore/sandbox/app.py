@@ -134,9 +134,14 @@ _RENDERINGS = (_stet, _pages, _sirene, _bodacc, _bodacc_bytes, _books)
 
 
 def create_sandbox_app(
-    profile: SandboxProfile | None = None, events: EventStore | None = None
+    profile: SandboxProfile | None = None,
+    events: EventStore | None = None,
+    grants: Grants | None = None,
 ) -> FastAPI:
-    """The sandbox serving all four providers from the synthetic world."""
+    """The sandbox serving all four providers from the synthetic world.
+
+    grants: the banks' grant store (default: the file every sandbox process shares).
+    """
     prof = profile if profile is not None else SandboxProfile.from_env()
     store = _use_events(events or EventStore())
     # Random faults only; scenario faults are deterministic and come from the world.
@@ -145,7 +150,7 @@ def create_sandbox_app(
         title="b2bscore provider sandbox", docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.profile = prof
-    grants = Grants()
+    grants = grants or Grants()
     app.state.grants = grants
     app.include_router(admin_router(store))
     app.include_router(oauth_router(grants, company))
