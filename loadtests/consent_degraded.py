@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,7 @@ from b2bscore.sandbox.profile import SandboxProfile
 from b2bscore.sources.banks import sandbox_bank_of
 from b2bscore.tenants import service as tenants
 from b2bscore.tenants.models import utcnow
-from b2bscore.training.world import sample_sirens
+from b2bscore.training.world import company, sample_sirens
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,6 +66,9 @@ async def measure(count: int, sandbox_url: str) -> None:
     sirens = sample_sirens(count, 4242)
     degraded = {"without": 0, "with": 0}
     bank_missing = {"without": 0, "with": 0}  # open banking not usable in the answer
+    # Why answers were degraded: each unusable source as "source status (detail)".
+    causes: dict[str, Counter[str]] = {"without": Counter(), "with": Counter()}
+    bank_origin: Counter[str] = Counter()  # with consent: snapshot, bank, stale snapshot
     latencies: dict[str, list[float]] = {"without": [], "with": []}
     async with httpx.AsyncClient(mounts=mounts, base_url="http://api.test", timeout=30) as api:
 
@@ -78,10 +82,16 @@ async def measure(count: int, sandbox_url: str) -> None:
             latencies[label].append((time.perf_counter() - started) * 1000)
             answer = r.json()
             degraded[label] += bool(answer["degraded"])
-            bank_missing[label] += answer["sources"]["open_banking"]["status"] not in (
-                "ok",
-                "cached",
-            )
+            sources = answer["sources"]
+            bank_missing[label] += sources["open_banking"]["status"] not in ("ok", "cached")
+            for name, source in sources.items():
+                stale = (source.get("snapshot") or {}).get("stale")
+                if source["status"] not in ("ok", "cached") or stale:
+                    detail = (source["detail"] or "").split(":")[0]
+                    causes[label][f"{name} {source['status']} ({detail})"] += 1
+            if label == "with":
+                snapshot = sources["open_banking"].get("snapshot") or {}
+                bank_origin[str(snapshot.get("source", "none"))] += 1
 
         for siren in sirens:
             await score(cold_key, siren, "without")
@@ -117,6 +127,11 @@ async def measure(count: int, sandbox_url: str) -> None:
             f"open banking missing {100 * bank_missing[label] / count:.1f} %, "
             f"p50 {lat[len(lat) // 2]:.0f} ms, p99 {lat[int(len(lat) * 0.99) - 1]:.0f} ms"
         )
+        for cause, seen in causes[label].most_common():
+            print(f"    {seen:4d}  {cause}")
+    print(f"with consent, bank data from: {dict(bank_origin)}")
+    scenario = {s for s, c in ((s, company(s)) for s in sirens) if c.fault is not None}
+    print(f"companies with a scenario fault in the sample: {len(scenario)}/{count}")
 
 
 def main() -> None:

@@ -129,24 +129,27 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 async def list_consents(
     principal: Reader,
     session: DbSession,
+    state: State,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ConsentPage:
     """The caller's consents in its mode, newest first."""
     before = _decode_cursor(cursor) if cursor else None
     rows = await ConsentRepository(session).page(principal.tenant_id, principal.mode, limit, before)
-    items = [service.consent_out(c) for c in rows]
+    items = [service.consent_out(c, state.keyring) for c in rows]
     next_cursor = _encode_cursor(items[-1]) if len(items) == limit else None
     return ConsentPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{consent_id}", response_model=ConsentOut, responses=_ERRORS, summary="A consent")
-async def get_consent(consent_id: str, principal: Reader, session: DbSession) -> ConsentOut:
+async def get_consent(
+    consent_id: str, principal: Reader, session: DbSession, state: State
+) -> ConsentOut:
     """One consent of the caller's tenant and mode."""
     consent = await ConsentRepository(session).get(principal.tenant_id, principal.mode, consent_id)
     if consent is None:
         raise _not_found(consent_id)
-    return service.consent_out(consent)
+    return service.consent_out(consent, state.keyring)
 
 
 @router.post(

@@ -47,7 +47,7 @@ from b2bscore.sources.errors import (
     SourceUpstreamError,
 )
 from b2bscore.sources.fanout import ConsentedBank
-from b2bscore.sources.open_banking import fetch_open_banking, parse_raw
+from b2bscore.sources.open_banking import fetch_identity, fetch_open_banking, parse_raw
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import BankAccount, BankData, BankTransaction
 from b2bscore.tenants.models import new_id
@@ -192,8 +192,12 @@ async def _emit(session: AsyncSession, consent: Consent, event_type: str, now: d
     )
 
 
-def consent_out(consent: Consent) -> ConsentOut:
-    """The lender's view of a consent."""
+def consent_out(consent: Consent, keyring: DataKeyring | None = None) -> ConsentOut:
+    """The lender's view of a consent (with keyring: the holder its snapshot names)."""
+    holder = None
+    if keyring is not None and "identity" in consent.granted_scopes:
+        doc = _read_snapshot(keyring, consent)
+        holder = doc.get("holder") if doc is not None else None
     return ConsentOut(
         id=consent.id,
         siren=consent.siren,
@@ -209,6 +213,7 @@ def consent_out(consent: Consent) -> ConsentOut:
         last_synced_at=consent.last_synced_at,
         snapshot_at=consent.snapshot_at,
         last_error=consent.last_error,
+        holder=holder,
     )
 
 
@@ -834,10 +839,14 @@ async def _sync(tools: SyncTools, consent_id: str, now: datetime) -> str:
     if previous is not None and consent.last_synced_at is not None:
         date_from = (consent.last_synced_at - SYNC_OVERLAP).date()
     scopes = list(consent.granted_scopes)
+    access = str(tokens.get("access_token", ""))
     try:
+        holder = None
+        if "identity" in scopes:
+            holder = await fetch_identity(client, access)
         raw = await fetch_open_banking(
             client,
-            str(tokens.get("access_token", "")),
+            access,
             now=now,
             transactions="transactions" in scopes,
             date_from=None
@@ -865,6 +874,8 @@ async def _sync(tools: SyncTools, consent_id: str, now: datetime) -> str:
     doc = _merged(
         previous, _snapshot_json(data, scopes), date_from, settings.open_banking_history_days
     )
+    if holder is not None:
+        doc["holder"] = holder  # asked only under the identity scope
     async with opened_session(tools.sessions) as session:
         locked = await ConsentRepository(session).locked(consent_id)
         if locked is None or locked.status != "active":
@@ -1009,6 +1020,9 @@ def _decrypted_snapshot(keyring: DataKeyring, tenant_id: str, row: Any) -> Snaps
     doc = orjson.loads(
         keyring.decrypt(row.snapshot_key_id or "", row.snapshot_nonce, row.snapshot_ciphertext, aad)
     )
+    # The holder's name is for the lender's KYB (GET /v1/consents), not a feature: it does
+    # not feed decisions, so no audit row keeps it.
+    doc.pop("holder", None)
     snapshot = Snapshot(
         consent_id=row.id,
         snapshot_at=row.snapshot_at,

@@ -283,6 +283,21 @@ def create_sandbox_app(
         content = _stet(c.siren, _today(), dialect(request)).accounts
         return body(granted_accounts(request, content), malformed)
 
+    @app.get("/stet/v1/end-user-identity")
+    @app.get("/stet/v1.6/end-user-identity")
+    async def stet_identity(request: Request) -> Response:
+        """STET: the identity of the connected PSU (a consent's psuIdentity)."""
+        c, resp, malformed = await stet_gate(request)
+        if resp is not None or c is None:
+            return resp or Response(status_code=500)
+        if (denied := refused(request, None, "identity")) is not None:
+            return denied
+        prefix = stet.PREFIXES[dialect(request)]
+        content = orjson.dumps(
+            {"connectedPsu": c.name, "_links": {"self": {"href": f"{prefix}/end-user-identity"}}}
+        )
+        return body(content, malformed)
+
     @app.get("/stet/v1/accounts/{resource_id}/balances")
     async def stet_balances(request: Request, resource_id: str) -> Response:
         """STET: balances of one account (the stet14 bank only)."""

@@ -39,7 +39,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from b2bscore.sources.banks import SANDBOX_BANKS
 from b2bscore.training.world import Company
 
-SCOPES = ("balances", "transactions")
+# STET's AISP consent: balances and transactions per account, and psuIdentity (GET
+# /end-user-identity: who the connected PSU is).
+SCOPES = ("balances", "transactions", "identity")
 ACCESS_TOKEN_SECONDS = 3600
 CODE_SECONDS = 120
 PAGE_SECONDS = 600

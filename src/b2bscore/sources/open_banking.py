@@ -575,6 +575,30 @@ async def _accounts(client: StetClient, token: str) -> dict[str, Any]:
     return {**first, "accounts": listed}
 
 
+# STET's connectedPsu is a name: anything longer is not one.
+MAX_IDENTITY_CHARS = 140
+
+
+async def fetch_identity(client: StetClient, token: str) -> str | None:
+    """The connected PSU's name (STET GET /end-user-identity); None when the bank has none.
+
+    A bank without the endpoint (404, 501) or without a usable name gives None; a refused
+    token raises as every STET call does.
+    """
+    try:
+        body = await _get(client, client.href("end-user-identity"), "identity", token)
+    except SourceAbsent:
+        return None
+    except SourceUpstreamError as error:
+        if error.reason.endswith("http 501"):
+            return None
+        raise
+    name = body.get("connectedPsu")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_IDENTITY_CHARS:
+        return None
+    return name.strip()
+
+
 async def fetch_open_banking(
     client: StetClient,
     token: str,
