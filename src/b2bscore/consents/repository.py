@@ -173,3 +173,21 @@ class ConsentRepository:
                 ConsentRedirect(tenant_id=tenant_id, mode=mode, uri=uri, created_at=now)
             )
             await self.session.flush()
+
+    async def redirects(self, tenant_id: str, mode: str) -> Sequence[ConsentRedirect]:
+        """A tenant's allowed redirect_uris in one mode, oldest first."""
+        query = (
+            sa.select(ConsentRedirect)
+            .where(ConsentRedirect.tenant_id == tenant_id, ConsentRedirect.mode == mode)
+            .order_by(ConsentRedirect.created_at, ConsentRedirect.uri)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def remove_redirect(self, tenant_id: str, mode: str, uri: str) -> bool:
+        """Take a redirect_uri off a tenant's allow-list; False when it was not on it."""
+        found = await self.session.get(ConsentRedirect, (tenant_id, mode, uri))
+        if found is None:
+            return False
+        await self.session.delete(found)
+        await self.session.flush()
+        return True

@@ -76,3 +76,24 @@ class SyncQueued(BaseModel):
 
     consent_id: str
     queued: bool
+
+
+class RedirectIn(BaseModel):
+    """POST /v1/consents/redirect-uris: a redirect_uri to allow (exact match)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(min_length=8, max_length=2048)
+
+
+class RedirectOut(BaseModel):
+    """One redirect_uri on the tenant's allow-list for this mode."""
+
+    uri: str
+    created_at: datetime
+
+
+class RedirectList(BaseModel):
+    """The tenant's allow-list of redirect_uris in this mode."""
+
+    items: list[RedirectOut]
