@@ -172,6 +172,35 @@ class TestDegradingInTime:
         assert found.info["stale"] is True
         assert found.info["age_seconds"] >= 3 * DAY
 
+    async def test_an_access_token_due_for_refresh_is_not_used_the_snapshot_stands_in(
+        self, browser: httpx.AsyncClient, keys: Keys, state: AppState, pg_engine: AsyncEngine
+    ) -> None:
+        siren = "552100554"
+        consent_id = await active(browser, keys.writer, siren)
+        await synced(state, pg_engine, consent_id)
+        await age_snapshot(pg_engine, consent_id, 2 * DAY)
+        async with pg_engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE consents SET access_expires_at = now() WHERE id = :id"),
+                {"id": consent_id},
+            )
+        answer = await score(browser, keys.writer, siren)
+        bank = answer["sources"]["open_banking"]
+        assert bank["status"] == "cached"
+        assert bank["detail"] == "stale snapshot (bank: access token due for refresh)"
+        assert bank["snapshot"]["stale"] is True
+        assert bank["snapshot"]["age_seconds"] >= 2 * DAY
+        assert answer["degraded"] is True
+        # The sync the decision queued refreshes the token and the snapshot.
+        for _ in range(100):
+            if await waiting_syncs(pg_engine, consent_id):
+                break
+            await asyncio.sleep(0.02)
+        await run_sync_jobs(state)
+        again = await score(browser, keys.writer, siren)
+        assert again["sources"]["open_banking"]["detail"] == "snapshot"
+        assert again["degraded"] is False
+
     async def test_without_snapshot_a_slow_bank_is_a_timeout(
         self, browser: httpx.AsyncClient, keys: Keys, state: AppState, pg_engine: AsyncEngine
     ) -> None:

@@ -1145,7 +1145,8 @@ async def _from_bank(
     clients = tools.clients
     client = clients.banks.get(found.bank_id) if clients is not None else None
     if client is None:
-        raise SourceUnavailable(f"bank {found.bank_id} not configured")
+        # Our configuration, not the bank's refusal: a stale snapshot may stand in.
+        raise SourceUpstreamError(f"bank {found.bank_id} not configured")
     if found.access_token is None:
         raise SourceUpstreamError("access token due for refresh")
     cut = deadline - STALE_MARGIN_SECONDS
