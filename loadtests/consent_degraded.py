@@ -4,7 +4,10 @@ In one process on the embedded default (SQLite, in-process cache): a realistic-p
 sandbox over real HTTP, N world companies. Tenant "cold" scores each company without any
 consent (the bank is called inside the budget, cold cache); tenant "consented" takes each
 company through the sandbox bank's consent page, syncs once, then scores it from the
-snapshot. Prints both degraded shares. Usage: python -m loadtests.consent_degraded [N]
+snapshot, then again with the snapshots made two days old (each decision asks the bank
+with the consent's token: the live consent path). Prints the degraded shares, what made
+answers degraded, and where the bank data came from.
+Usage: python -m loadtests.consent_degraded [N]
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 from tests.consents.conftest import LENDER, answer_at_bank, lender_app
 from tests.servers import serve_in_thread
 
 from b2bscore.app import build_state, close_state, create_app
+from b2bscore.consents.models import Consent
 from b2bscore.consents.service import allow_redirect, sync_consent
 from b2bscore.consents.tasks import sync_tools
 from b2bscore.kit.db import upgrade_database_async
@@ -30,7 +37,7 @@ from b2bscore.sandbox.profile import SandboxProfile
 from b2bscore.sources.banks import sandbox_bank_of
 from b2bscore.tenants import service as tenants
 from b2bscore.tenants.models import utcnow
-from b2bscore.training.world import sample_sirens
+from b2bscore.training.world import company, sample_sirens
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,9 +70,17 @@ async def measure(count: int, sandbox_url: str) -> None:
         "all://lender.test": httpx.ASGITransport(app=lender_app()),
     }
     sirens = sample_sirens(count, 4242)
-    degraded = {"without": 0, "with": 0}
-    bank_missing = {"without": 0, "with": 0}  # open banking not usable in the answer
-    latencies: dict[str, list[float]] = {"without": [], "with": []}
+    labels = ("without", "with", "stale")
+    degraded = dict.fromkeys(labels, 0)
+    bank_missing = dict.fromkeys(labels, 0)  # open banking not usable in the answer
+    # The world gives ~16 % of companies no books (accounting 404): degraded by definition.
+    with_books = sum(1 for s in sirens if company(s).statements)
+    degraded_with_books = dict.fromkeys(labels, 0)
+    # Why answers were degraded: each unusable source as "source status (detail)".
+    causes: dict[str, Counter[str]] = {label: Counter() for label in labels}
+    # With consent: where the bank data came from (snapshot, bank, stale snapshot).
+    bank_origin: dict[str, Counter[str]] = {label: Counter() for label in labels}
+    latencies: dict[str, list[float]] = {label: [] for label in labels}
     async with httpx.AsyncClient(mounts=mounts, base_url="http://api.test", timeout=30) as api:
 
         async def score(key: str, siren: str, label: str) -> None:
@@ -78,10 +93,20 @@ async def measure(count: int, sandbox_url: str) -> None:
             latencies[label].append((time.perf_counter() - started) * 1000)
             answer = r.json()
             degraded[label] += bool(answer["degraded"])
-            bank_missing[label] += answer["sources"]["open_banking"]["status"] not in (
-                "ok",
-                "cached",
+            if company(siren).statements:
+                degraded_with_books[label] += bool(answer["degraded"])
+            sources = answer["sources"]
+            bank_missing[label] += sources["open_banking"]["status"] not in ("ok", "cached")
+            for name, source in sources.items():
+                stale = (source.get("snapshot") or {}).get("stale")
+                if source["status"] not in ("ok", "cached") or stale:
+                    detail = (source["detail"] or "").split(":")[0]
+                    causes[label][f"{name} {source['status']} ({detail})"] += 1
+            snapshot = sources["open_banking"].get("snapshot") or {}
+            origin = str(snapshot.get("source", "none")) + (
+                " stale" if snapshot.get("stale") else ""
             )
+            bank_origin[label][origin] += 1
 
         for siren in sirens:
             await score(cold_key, siren, "without")
@@ -108,15 +133,33 @@ async def measure(count: int, sandbox_url: str) -> None:
                         print(f"sync retry for {siren}: {type(error).__name__}", file=sys.stderr)
         for siren in sirens:
             await score(warm_key, siren, "with")
+        # The same consents two days later without a sync: each decision asks the bank
+        # with the consent's token inside its budget (the live consent path).
+        async with state.sessionmaker() as session:
+            for consent in (await session.scalars(sa.select(Consent))).all():
+                if consent.snapshot_at is not None:
+                    consent.snapshot_at -= timedelta(days=2)
+            await session.commit()
+        for siren in sirens:
+            await score(warm_key, siren, "stale")
     await close_state(state)
-    for label in ("without", "with"):
+    for label in ("without", "with", "stale"):
         lat = sorted(latencies[label])
         print(
-            f"{label} snapshot: {degraded[label]}/{count} degraded "
+            f"{label}: {degraded[label]}/{count} degraded "
             f"({100 * degraded[label] / count:.1f} %), "
             f"open banking missing {100 * bank_missing[label] / count:.1f} %, "
             f"p50 {lat[len(lat) // 2]:.0f} ms, p99 {lat[int(len(lat) * 0.99) - 1]:.0f} ms"
         )
+        print(
+            f"    companies with books: {degraded_with_books[label]}/{with_books} degraded "
+            f"({100 * degraded_with_books[label] / max(1, with_books):.1f} %)"
+        )
+        for cause, seen in causes[label].most_common():
+            print(f"    {seen:4d}  {cause}")
+        print(f"    bank data from: {dict(bank_origin[label])}")
+    scenario = {s for s, c in ((s, company(s)) for s in sirens) if c.fault is not None}
+    print(f"companies with a scenario fault in the sample: {len(scenario)}/{count}")
 
 
 def main() -> None:

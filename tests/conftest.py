@@ -97,13 +97,17 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sandbox_url() -> Iterator[str]:
+def sandbox_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of the sandbox providers (zero-latency profile) served over real HTTP."""
     from b2bscore.sandbox.app import create_sandbox_app
+    from b2bscore.sandbox.oauth import Grants
     from b2bscore.sandbox.profile import SandboxProfile
 
-    with serve_in_thread(create_sandbox_app(SandboxProfile.preset("zero"))) as url:
+    # The banks' grants (and their fault switch) in this session's own file.
+    grants = Grants(tmp_path_factory.mktemp("sandbox") / "grants.sqlite3")
+    with serve_in_thread(create_sandbox_app(SandboxProfile.preset("zero"), grants=grants)) as url:
         yield url
+    grants.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -11,12 +13,26 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from b2bscore.consents.service import sync_consent
+from b2bscore.consents.service import exchange_code, exchange_lock, sweep, sync_consent
 from b2bscore.consents.tasks import sync_tools
 from b2bscore.kit.state import AppState
 from b2bscore.tenants.models import utcnow
 from tests.consents.conftest import LENDER, Keys, ask, bearer, parse_form
-from tests.consents.test_flow import consent_row
+from tests.consents.test_flow import consent_row, run_sync_jobs
+from tests.consents.test_lifecycle import actions
+
+
+async def retry_jobs(engine: AsyncEngine, consent_id: str) -> list[str]:
+    """Statuses of the consent's exchange jobs still in the queue."""
+    async with engine.connect() as connection:
+        found = await connection.execute(
+            text(
+                "SELECT status FROM procrastinate_jobs WHERE lock = :lock "
+                "AND status IN ('todo', 'doing')"
+            ),
+            {"lock": exchange_lock(consent_id)},
+        )
+        return [str(s) for s in found.scalars().all()]
 
 
 async def bank_redirect(browser: httpx.AsyncClient, authorization_url: str) -> str:
@@ -95,33 +111,127 @@ class TestCallbackFaults:
         assert row.snapshot_ciphertext is None
 
     @pytest.mark.parametrize(
-        ("fault", "status", "code"),
-        [
-            ("error", 502, "bank_token_error"),
-            ("timeout", 504, "bank_token_timeout"),
-        ],
+        ("fault", "error"),
+        [("error", "token endpoint: http 503"), ("timeout", "token endpoint: timeout")],
     )
-    async def test_failing_token_endpoint_is_a_clear_problem(
+    async def test_failing_token_endpoint_leaves_the_consent_pending_and_the_job_retries(
         self,
         token_outage: httpx.AsyncClient,
         keys: Keys,
+        state: AppState,
         sandbox_url: str,
         pg_engine: AsyncEngine,
         fault: str,
-        status: int,
-        code: str,
+        error: str,
     ) -> None:
         browser = token_outage
         created = await ask(browser, keys.writer)
         callback = await bank_redirect(browser, created["authorization_url"])
         await browser.put(f"{sandbox_url}/oauth/_admin/token-fault?fault={fault}")
         r = await browser.get(callback)
-        assert r.status_code == status
-        assert r.headers["content-type"] == "application/problem+json"
-        assert r.json()["code"] == code
+        # The user did consent: back to the lender with the consent still pending.
+        assert r.status_code == 303
+        location = urlsplit(r.headers["location"])
+        assert parse_qs(location.query) == {"consent_id": [created["id"]], "status": ["pending"]}
+        got = await browser.get(f"/v1/consents/{created['id']}", headers=bearer(keys.writer))
+        assert got.json()["status"] == "pending"
+        assert got.json()["last_error"] == error
         row = await consent_row(pg_engine, created["id"])
-        assert row.status == "refused"
+        assert row.status == "pending"
+        assert row.tokens_ciphertext is not None  # the code and verifier, sealed
+        assert row.state_hash is None  # the state is spent all the same
+        assert await retry_jobs(pg_engine, created["id"]) == ["todo"]
+        # The worker's first try meets the same outage: the job is put back with backoff.
+        await run_sync_jobs(state)
+        assert (await consent_row(pg_engine, created["id"])).status == "pending"
+        assert await retry_jobs(pg_engine, created["id"]) == ["todo"]
+        # The bank is back; the retry (2 s later) completes the consent and queues its sync.
+        await browser.put(f"{sandbox_url}/oauth/_admin/token-fault?fault=")
+        for _ in range(50):
+            await run_sync_jobs(state)
+            if (await consent_row(pg_engine, created["id"])).status != "pending":
+                break
+            await asyncio.sleep(0.2)
+        await run_sync_jobs(state)
+        row = await consent_row(pg_engine, created["id"])
+        assert row.status == "active"
+        assert row.last_error is None
+        assert row.code_expires_at is None
+        assert row.last_synced_at is not None  # the sync the exchange queued has run
+        trail = await actions(pg_engine, created["id"])
+        assert trail[:1] == ["requested"]
+        assert trail[1:-1] == ["token_exchange_failed"] * (len(trail) - 2)
+        assert len(trail) >= 4
+        assert trail[-1] == "activated"
+
+    async def test_a_code_past_its_life_expires_the_pending_consent(
+        self,
+        token_outage: httpx.AsyncClient,
+        keys: Keys,
+        state: AppState,
+        sandbox_url: str,
+        pg_engine: AsyncEngine,
+    ) -> None:
+        browser = token_outage
+        created = await ask(browser, keys.writer)
+        callback = await bank_redirect(browser, created["authorization_url"])
+        await browser.put(f"{sandbox_url}/oauth/_admin/token-fault?fault=error")
+        assert (await browser.get(callback)).status_code == 303
+        await browser.put(f"{sandbox_url}/oauth/_admin/token-fault?fault=")
+        row = await consent_row(pg_engine, created["id"])
+        later = row.code_expires_at + timedelta(seconds=1)
+        async with httpx.AsyncClient() as http:
+            status = await exchange_code(
+                state.sessionmaker, state.settings, state.keyring, http, created["id"], later
+            )
+        assert status == "expired"
+        row = await consent_row(pg_engine, created["id"])
+        assert row.status == "expired"
         assert row.tokens_ciphertext is None
+        assert row.last_error.startswith("code expired before the exchange succeeded")
+        assert (await actions(pg_engine, created["id"]))[-1] == "code_expired"
+
+    async def test_the_sweep_expires_a_pending_consent_whose_code_outlived_the_retries(
+        self,
+        token_outage: httpx.AsyncClient,
+        keys: Keys,
+        state: AppState,
+        sandbox_url: str,
+        pg_engine: AsyncEngine,
+    ) -> None:
+        browser = token_outage
+        created = await ask(browser, keys.writer)
+        callback = await bank_redirect(browser, created["authorization_url"])
+        await browser.put(f"{sandbox_url}/oauth/_admin/token-fault?fault=timeout")
+        assert (await browser.get(callback)).status_code == 303
+        row = await consent_row(pg_engine, created["id"])
+        await sweep(state.sessionmaker, state.settings, row.code_expires_at - timedelta(seconds=1))
+        assert (await consent_row(pg_engine, created["id"])).status == "pending"
+        await sweep(state.sessionmaker, state.settings, row.code_expires_at + timedelta(seconds=1))
+        row = await consent_row(pg_engine, created["id"])
+        assert row.status == "expired"
+        assert row.tokens_ciphertext is None
+
+    async def test_a_code_the_bank_rejects_expires_the_consent(
+        self, browser: httpx.AsyncClient, keys: Keys, sandbox_url: str, pg_engine: AsyncEngine
+    ) -> None:
+        created = await ask(browser, keys.writer)
+        callback = await bank_redirect(browser, created["authorization_url"])
+        code = parse_qs(urlsplit(callback).query)["code"][0]
+        # Someone spends the code at the bank first (without the verifier).
+        stolen = await browser.post(
+            f"{sandbox_url}/oauth/sandbox-stet14/token",
+            data={"grant_type": "authorization_code", "code": code, "client_id": "b2bscore"},
+        )
+        assert stolen.status_code == 400
+        r = await browser.get(callback)
+        assert r.status_code == 303
+        assert parse_qs(urlsplit(r.headers["location"]).query)["status"] == ["expired"]
+        row = await consent_row(pg_engine, created["id"])
+        assert row.status == "expired"
+        assert row.last_error == "code rejected by the bank: code already used"
+        assert row.tokens_ciphertext is None
+        assert (await actions(pg_engine, created["id"]))[-1] == "code_rejected"
 
     async def test_expired_state(
         self, browser: httpx.AsyncClient, keys: Keys, pg_engine: AsyncEngine

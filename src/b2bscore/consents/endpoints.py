@@ -18,6 +18,9 @@ from b2bscore.consents.schemas import (
     ConsentCreated,
     ConsentOut,
     ConsentPage,
+    RedirectIn,
+    RedirectList,
+    RedirectOut,
     SyncQueued,
 )
 from b2bscore.kit.deps import DbSession, State
@@ -95,8 +98,71 @@ async def callback(
             now=utcnow(),
         )
     if consent.status == "active":
+        # Decisions in this process use it at once (others within the index's ttl).
+        service.consent_index(state.sessionmaker, state.settings.consent_index_seconds).add(
+            consent.tenant_id, consent.mode, consent.siren
+        )
         await service.queue_sync(state.jobs, consent.id)
+    elif consent.status == "pending":  # the bank's token endpoint failed: retried
+        await service.queue_exchange(state.jobs, consent.id)
     return RedirectResponse(service.lender_redirect(consent), status_code=303)
+
+
+Admin = Annotated[Principal, requires("admin", rate_limited=True)]
+
+
+@router.get(
+    "/redirect-uris",
+    response_model=RedirectList,
+    responses=_ERRORS,
+    summary="The tenant's allowed redirect_uris in this mode",
+)
+async def list_redirects(principal: Reader, session: DbSession) -> RedirectList:
+    """Where consents of this tenant and mode may send the company's user back to."""
+    rows = await ConsentRepository(session).redirects(principal.tenant_id, principal.mode)
+    return RedirectList(items=[RedirectOut(uri=r.uri, created_at=r.created_at) for r in rows])
+
+
+@router.post(
+    "/redirect-uris",
+    status_code=201,
+    response_model=RedirectOut,
+    responses={**_ERRORS, 422: _PROBLEM},
+    summary="Allow a redirect_uri for this tenant's consents (admin keys)",
+)
+async def allow_redirect(body: RedirectIn, principal: Admin, session: DbSession) -> RedirectOut:
+    """Put an exact redirect_uri on the allow-list (https only with a live key)."""
+    now = utcnow()
+    try:
+        await service.allow_redirect(session, principal.tenant_id, principal.mode, body.uri, now)
+    except ValueError as error:
+        raise Problem(
+            422,
+            "validation_error",
+            "Invalid request",
+            "Invalid fields: uri",
+            errors=[{"field": "uri", "message": str(error), "type": "value_error"}],
+        ) from error
+    await session.commit()
+    return RedirectOut(uri=body.uri, created_at=now)
+
+
+@router.delete(
+    "/redirect-uris",
+    status_code=204,
+    responses={**_ERRORS, 422: _PROBLEM},
+    summary="Take a redirect_uri off this tenant's allow-list (admin keys)",
+)
+async def remove_redirect(
+    principal: Admin,
+    session: DbSession,
+    uri: Annotated[str, Query(min_length=8, max_length=2048)],
+) -> None:
+    """New consents may no longer send users back there (pending ones keep theirs)."""
+    repository = ConsentRepository(session)
+    if not await repository.remove_redirect(principal.tenant_id, principal.mode, uri):
+        raise Problem(404, "not_found", "Not on the allow-list", "No such redirect_uri.")
+    await session.commit()
 
 
 def _encode_cursor(consent: ConsentOut) -> str:
@@ -123,24 +189,27 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 async def list_consents(
     principal: Reader,
     session: DbSession,
+    state: State,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ConsentPage:
     """The caller's consents in its mode, newest first."""
     before = _decode_cursor(cursor) if cursor else None
     rows = await ConsentRepository(session).page(principal.tenant_id, principal.mode, limit, before)
-    items = [service.consent_out(c) for c in rows]
+    items = [service.consent_out(c, state.keyring) for c in rows]
     next_cursor = _encode_cursor(items[-1]) if len(items) == limit else None
     return ConsentPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{consent_id}", response_model=ConsentOut, responses=_ERRORS, summary="A consent")
-async def get_consent(consent_id: str, principal: Reader, session: DbSession) -> ConsentOut:
+async def get_consent(
+    consent_id: str, principal: Reader, session: DbSession, state: State
+) -> ConsentOut:
     """One consent of the caller's tenant and mode."""
     consent = await ConsentRepository(session).get(principal.tenant_id, principal.mode, consent_id)
     if consent is None:
         raise _not_found(consent_id)
-    return service.consent_out(consent)
+    return service.consent_out(consent, state.keyring)
 
 
 @router.post(

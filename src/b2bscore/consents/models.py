@@ -54,6 +54,12 @@ class Consent(Base):
     access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     purge_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Why the last exchange or sync with the bank failed (no secret, at most 200 chars);
+    # cleared when one succeeds.
+    last_error: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    # While pending after a failed code exchange: until when the bank's code is worth
+    # another try (the exchange job retries until then).
+    code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     tokens_key_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     tokens_nonce: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
     tokens_ciphertext: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)

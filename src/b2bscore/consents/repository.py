@@ -45,35 +45,37 @@ class ConsentRepository:
         query = query.order_by(Consent.created_at.desc(), Consent.id.desc()).limit(limit)
         return (await self.session.scalars(query)).all()
 
-    async def fresh_snapshot(
-        self, tenant_id: str, mode: str, siren: str, newer_than: datetime
-    ) -> sa.Row[Any] | None:
-        """The freshest active snapshot of a company: the score path's one indexed read."""
+    async def for_decision(self, tenant_id: str, mode: str, siren: str) -> sa.Row[Any] | None:
+        """The company's active consent with the freshest snapshot (one indexed read)."""
         query = (
             sa.select(
                 Consent.id,
-                Consent.snapshot_at,
+                Consent.bank_id,
                 Consent.granted_scopes,
+                Consent.snapshot_at,
                 Consent.snapshot_key_id,
                 Consent.snapshot_nonce,
                 Consent.snapshot_ciphertext,
+                Consent.access_expires_at,
+                Consent.tokens_key_id,
+                Consent.tokens_nonce,
+                Consent.tokens_ciphertext,
             )
             .where(
                 Consent.tenant_id == tenant_id,
                 Consent.mode == mode,
                 Consent.siren == siren,
                 Consent.status == "active",
-                Consent.snapshot_at >= newer_than,
             )
-            .order_by(Consent.snapshot_at.desc())
+            .order_by(Consent.snapshot_at.desc().nulls_last(), Consent.activated_at.desc())
             .limit(1)
         )
         return (await self.session.execute(query)).first()  # type: ignore[return-value]
 
-    async def snapshot_keys(self) -> list[tuple[str, str, str]]:
-        """(tenant, mode, SIREN) of every active consent holding a snapshot."""
+    async def active_keys(self) -> list[tuple[str, str, str]]:
+        """(tenant, mode, SIREN) of every active consent."""
         query = sa.select(Consent.tenant_id, Consent.mode, Consent.siren).where(
-            Consent.status == "active", Consent.snapshot_at.is_not(None)
+            Consent.status == "active"
         )
         return [(t, m, s) for t, m, s in (await self.session.execute(query)).all()]
 
@@ -108,6 +110,23 @@ class ConsentRepository:
         query = (
             sa.select(Consent)
             .where(Consent.status == "active", Consent.expires_at <= now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def stale_pending(self, now: datetime, limit: int) -> Sequence[Consent]:
+        """Pending consents past their life, locked: the user never came back from the
+        bank (state expired), or the code's exchange never succeeded (code expired)."""
+        query = (
+            sa.select(Consent)
+            .where(
+                Consent.status == "pending",
+                sa.or_(
+                    Consent.code_expires_at <= now,
+                    sa.and_(Consent.code_expires_at.is_(None), Consent.state_expires_at <= now),
+                ),
+            )
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -154,3 +173,21 @@ class ConsentRepository:
                 ConsentRedirect(tenant_id=tenant_id, mode=mode, uri=uri, created_at=now)
             )
             await self.session.flush()
+
+    async def redirects(self, tenant_id: str, mode: str) -> Sequence[ConsentRedirect]:
+        """A tenant's allowed redirect_uris in one mode, oldest first."""
+        query = (
+            sa.select(ConsentRedirect)
+            .where(ConsentRedirect.tenant_id == tenant_id, ConsentRedirect.mode == mode)
+            .order_by(ConsentRedirect.created_at, ConsentRedirect.uri)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def remove_redirect(self, tenant_id: str, mode: str, uri: str) -> bool:
+        """Take a redirect_uri off a tenant's allow-list; False when it was not on it."""
+        found = await self.session.get(ConsentRedirect, (tenant_id, mode, uri))
+        if found is None:
+            return False
+        await self.session.delete(found)
+        await self.session.flush()
+        return True

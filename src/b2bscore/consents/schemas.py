@@ -10,7 +10,9 @@ from stdnum.fr import siren as std_siren
 
 from b2bscore.sources.banks import BankId
 
-Scope = Literal["balances", "transactions"]
+# STET's AISP consent categories: balances and transactions of the granted accounts, and
+# psuIdentity (GET /end-user-identity: who the connected user is, for the lender's KYB).
+Scope = Literal["balances", "transactions", "identity"]
 Status = Literal["pending", "active", "refused", "expired", "revoked"]
 
 
@@ -28,7 +30,7 @@ class ConsentCreate(BaseModel):
 
     siren: Annotated[str, Field(max_length=11), AfterValidator(_siren)]
     bank: BankId
-    scopes: list[Scope] = Field(min_length=1, max_length=2)
+    scopes: list[Scope] = Field(min_length=1, max_length=3)
     redirect_uri: str = Field(min_length=8, max_length=2048)
 
 
@@ -48,6 +50,12 @@ class ConsentOut(BaseModel):
     expires_at: datetime | None
     last_synced_at: datetime | None
     snapshot_at: datetime | None
+    # Why the last exchange or sync with the bank failed (a pending consent whose code
+    # exchange is being retried says so here); None once one succeeds.
+    last_error: str | None = None
+    # The connected user as the bank names it (scope identity, from the last sync; purged
+    # with the snapshot). None without that scope or before the first sync.
+    holder: str | None = None
 
 
 class ConsentCreated(ConsentOut):
@@ -68,3 +76,24 @@ class SyncQueued(BaseModel):
 
     consent_id: str
     queued: bool
+
+
+class RedirectIn(BaseModel):
+    """POST /v1/consents/redirect-uris: a redirect_uri to allow (exact match)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(min_length=8, max_length=2048)
+
+
+class RedirectOut(BaseModel):
+    """One redirect_uri on the tenant's allow-list for this mode."""
+
+    uri: str
+    created_at: datetime
+
+
+class RedirectList(BaseModel):
+    """The tenant's allow-list of redirect_uris in this mode."""
+
+    items: list[RedirectOut]

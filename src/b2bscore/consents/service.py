@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -39,8 +40,14 @@ from b2bscore.kit.problems import Problem
 from b2bscore.kit.settings import Settings
 from b2bscore.sources.banks import Bank, load_directory
 from b2bscore.sources.clients import ProviderClients
-from b2bscore.sources.errors import SourceUnavailable
-from b2bscore.sources.open_banking import fetch_open_banking, parse_raw
+from b2bscore.sources.errors import (
+    SourceError,
+    SourceTimeout,
+    SourceUnavailable,
+    SourceUpstreamError,
+)
+from b2bscore.sources.fanout import ConsentedBank
+from b2bscore.sources.open_banking import fetch_identity, fetch_open_banking, parse_raw
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import BankAccount, BankData, BankTransaction
 from b2bscore.tenants.models import new_id
@@ -49,6 +56,7 @@ from b2bscore.webhooks.service import emit_event
 log = logging.getLogger(__name__)
 
 SYNC_TASK = "consents.sync"
+EXCHANGE_TASK = "consents.exchange"
 # An incremental sync asks again for the last day before the previous one: entries booked
 # late (value-dated, pending turned booked) are replaced rather than missed.
 SYNC_OVERLAP = timedelta(days=1)
@@ -66,6 +74,20 @@ async def queue_sync(jobs: Jobs | None, consent_id: str) -> bool:
         return False
     lock = sync_lock(consent_id)
     job = await jobs.defer(SYNC_TASK, lock=lock, queueing_lock=lock, consent_id=consent_id)
+    return job is not None
+
+
+def exchange_lock(consent_id: str) -> str:
+    """The job lock (and queueing lock) of a consent's retried code exchange."""
+    return f"consent-exchange:{consent_id}"
+
+
+async def queue_exchange(jobs: Jobs | None, consent_id: str) -> bool:
+    """Queue a retry of a pending consent's code exchange; False when one already waits."""
+    if jobs is None:
+        return False
+    lock = exchange_lock(consent_id)
+    job = await jobs.defer(EXCHANGE_TASK, lock=lock, queueing_lock=lock, consent_id=consent_id)
     return job is not None
 
 
@@ -170,8 +192,12 @@ async def _emit(session: AsyncSession, consent: Consent, event_type: str, now: d
     )
 
 
-def consent_out(consent: Consent) -> ConsentOut:
-    """The lender's view of a consent."""
+def consent_out(consent: Consent, keyring: DataKeyring | None = None) -> ConsentOut:
+    """The lender's view of a consent (with keyring: the holder its snapshot names)."""
+    holder = None
+    if keyring is not None and "identity" in consent.granted_scopes:
+        doc = _read_snapshot(keyring, consent)
+        holder = doc.get("holder") if doc is not None else None
     return ConsentOut(
         id=consent.id,
         siren=consent.siren,
@@ -186,6 +212,8 @@ def consent_out(consent: Consent) -> ConsentOut:
         expires_at=consent.expires_at,
         last_synced_at=consent.last_synced_at,
         snapshot_at=consent.snapshot_at,
+        last_error=consent.last_error,
+        holder=holder,
     )
 
 
@@ -341,8 +369,11 @@ async def complete_consent(
 ) -> Consent:
     """The bank's redirect: check the state, exchange the code, activate (commits).
 
-    Raises Problem for a forged, replayed or expired state and for a failing token endpoint;
-    a refusal at the bank is not an error: the consent becomes `refused`.
+    Raises Problem for a forged, replayed or expired state only. A refusal at the bank
+    (`access_denied`, or nothing granted) makes the consent `refused`; a token endpoint
+    that fails or times out leaves it `pending` with `last_error` and the code kept
+    (sealed) for the exchange job to retry (see ``exchange_code``); a code the bank
+    rejects (`invalid_grant`) makes it `expired`.
     """
     repository = ConsentRepository(session)
     consent = await repository.by_state(_state_hash(state)) if state else None
@@ -374,8 +405,33 @@ async def complete_consent(
         )
         await session.commit()
         return consent
-    bank = bank_of(settings, consent.mode, consent.bank_id)
     verifier = str(_open_tokens(keyring, consent).get("code_verifier", ""))
+    # Kept sealed until the exchange succeeds: the user did consent, and a bank whose
+    # token endpoint is down for a moment must not cost the company a second round.
+    _seal_tokens(keyring, consent, {"code_verifier": verifier, "code": code})
+    consent.code_expires_at = now + timedelta(seconds=settings.consent_code_seconds)
+    # A failing token endpoint is committed as pending with last_error: the caller queues
+    # the retry.
+    with contextlib.suppress(TokenEndpointError):
+        await _exchange(session, settings, keyring, http, consent, now)
+    return consent
+
+
+async def _exchange(
+    session: AsyncSession,
+    settings: Settings,
+    keyring: DataKeyring,
+    http: httpx.AsyncClient,
+    consent: Consent,
+    now: datetime,
+) -> None:
+    """Exchange the pending consent's sealed code for tokens, and commit what came of it.
+
+    Raises TokenEndpointError after committing `last_error` when the bank's token
+    endpoint failed or timed out (the consent stays pending, its code kept).
+    """
+    sealed = _open_tokens(keyring, consent)
+    bank = bank_of(settings, consent.mode, consent.bank_id)
     try:
         body = await _token_call(
             http,
@@ -383,38 +439,52 @@ async def complete_consent(
             bank,
             {
                 "grant_type": "authorization_code",
-                "code": code,
-                "code_verifier": verifier,
+                "code": str(sealed.get("code", "")),
+                "code_verifier": str(sealed.get("code_verifier", "")),
                 "redirect_uri": settings.consent_callback_url,
             },
         )
-    except (BankRevoked, TokenEndpointError) as failure:
-        # The state is spent and the code is single use: this consent cannot complete.
-        consent.status = "refused"
-        _purge(consent)
+    except TokenEndpointError as failure:
+        consent.last_error = f"token endpoint: {failure}"[:200]
+        consent.updated_at = now
         _audit(
             session,
             consent,
             actor="bank",
             action="token_exchange_failed",
             now=now,
-            detail={"reason": str(failure)[:120]},
+            detail={"reason": str(failure)[:120], "retried": True},
         )
         await session.commit()
-        timeout = str(failure) == "timeout"
-        raise Problem(
-            504 if timeout else 502,
-            "bank_token_timeout" if timeout else "bank_token_error",
-            "The bank's token endpoint did not answer" if timeout else "The bank refused the code",
-            f"Consent {consent.id} could not complete ({failure}); ask for a new consent.",
-        ) from failure
+        raise
+    except BankRevoked as rejected:
+        # The bank will never take this code (used, expired, or not ours): the consent
+        # cannot complete. Not a refusal: the company's user did consent.
+        consent.status = "expired"
+        consent.last_error = f"code rejected by the bank: {rejected}"[:200]
+        consent.updated_at = now
+        _purge(consent)
+        consent.code_expires_at = None
+        _audit(
+            session,
+            consent,
+            actor="bank",
+            action="code_rejected",
+            now=now,
+            detail={"reason": str(rejected)[:120]},
+        )
+        await session.commit()
+        return
     granted = sorted(set(str(body.get("scope", "")).split()) & set(consent.requested_scopes))
+    consent.updated_at = now
+    consent.code_expires_at = None
+    consent.last_error = None
     if not granted:
         consent.status = "refused"
         _purge(consent)
         _audit(session, consent, actor="psu", action="refused", now=now)
         await session.commit()
-        return consent
+        return
     validity = timedelta(days=settings.consent_validity_days)
     bank_says = body.get("consent_expires_in")
     if isinstance(bank_says, int) and bank_says > 0:
@@ -426,7 +496,44 @@ async def complete_consent(
     _apply_tokens(keyring, settings, consent, body, now)
     _audit(session, consent, actor="psu", action="activated", now=now)
     await session.commit()
-    return consent
+
+
+async def exchange_code(
+    sessions: SessionOpener,
+    settings: Settings,
+    keyring: DataKeyring,
+    http: httpx.AsyncClient,
+    consent_id: str,
+    now: datetime,
+) -> str:
+    """Retry the code exchange of a pending consent (the job); its status after.
+
+    Raises TokenEndpointError while the bank's token endpoint keeps failing and the code
+    has not expired (the job retries with backoff); past the code's life the consent
+    expires.
+    """
+    async with opened_session(sessions) as session:
+        consent = await ConsentRepository(session).locked(consent_id)
+        if consent is None or consent.status != "pending" or consent.code_expires_at is None:
+            return "skipped"  # done meanwhile (another try, a revocation)
+        if consent.code_expires_at <= now:
+            _expire_unexchanged(session, consent, now)
+            await session.commit()
+            return consent.status
+        await _exchange(session, settings, keyring, http, consent, now)
+        return consent.status
+
+
+def _expire_unexchanged(session: AsyncSession, consent: Consent, now: datetime) -> None:
+    """A pending consent whose code could not be exchanged in its life: expired."""
+    consent.status = "expired"
+    consent.last_error = (
+        f"code expired before the exchange succeeded ({consent.last_error or 'no answer'})"
+    )[:200]
+    consent.updated_at = now
+    consent.code_expires_at = None
+    _purge(consent)
+    _audit(session, consent, actor="system", action="code_expired", now=now)
 
 
 def lender_redirect(consent: Consent) -> str:
@@ -511,11 +618,20 @@ async def _expire(
 
 
 async def sweep(sessions: SessionOpener, settings: Settings, now: datetime) -> dict[str, int]:
-    """Announce expiring consents, expire the due ones, purge past retention (commits)."""
+    """Expire stale pending and due consents, announce expiring ones, purge (commits)."""
     counts = {"expiring": 0, "expired": 0, "purged": 0}
     notice = now + timedelta(days=settings.consent_expiring_notice_days)
     async with opened_session(sessions) as session:
         repository = ConsentRepository(session)
+        for consent in await repository.stale_pending(now, 500):
+            if consent.code_expires_at is not None:
+                _expire_unexchanged(session, consent, now)
+            else:
+                consent.status = "expired"
+                consent.updated_at = now
+                _purge(consent)
+                _audit(session, consent, actor="system", action="state_expired", now=now)
+            counts["expired"] += 1
         for consent in await repository.expired(now, 500):
             await _expire(
                 session,
@@ -723,15 +839,20 @@ async def _sync(tools: SyncTools, consent_id: str, now: datetime) -> str:
     if previous is not None and consent.last_synced_at is not None:
         date_from = (consent.last_synced_at - SYNC_OVERLAP).date()
     scopes = list(consent.granted_scopes)
+    access = str(tokens.get("access_token", ""))
     try:
+        holder = None
+        if "identity" in scopes:
+            holder = await fetch_identity(client, access)
         raw = await fetch_open_banking(
             client,
-            str(tokens.get("access_token", "")),
+            access,
             now=now,
             transactions="transactions" in scopes,
             date_from=None
             if date_from is None
             else datetime(date_from.year, date_from.month, date_from.day, tzinfo=now.tzinfo),
+            call_timeout=settings.consent_sync_call_timeout_seconds,
         )
     except SourceUnavailable as denied:
         # 401/403 from the bank: it no longer honours the consent.
@@ -753,6 +874,8 @@ async def _sync(tools: SyncTools, consent_id: str, now: datetime) -> str:
     doc = _merged(
         previous, _snapshot_json(data, scopes), date_from, settings.open_banking_history_days
     )
+    if holder is not None:
+        doc["holder"] = holder  # asked only under the identity scope
     async with opened_session(tools.sessions) as session:
         locked = await ConsentRepository(session).locked(consent_id)
         if locked is None or locked.status != "active":
@@ -769,7 +892,7 @@ async def _sync(tools: SyncTools, consent_id: str, now: datetime) -> str:
         locked.accounts = [a["token"] for a in doc["accounts"]]
         locked.updated_at = now
         await session.commit()
-    snapshot_index(tools.sessions, settings.consent_index_seconds).add(
+    consent_index(tools.sessions, settings.consent_index_seconds).add(
         locked.tenant_id, locked.mode, locked.siren
     )
     return "synced"
@@ -789,6 +912,16 @@ def _read_snapshot(keyring: DataKeyring, consent: Consent) -> dict[str, Any] | N
 
 
 # --- the score path ---------------------------------------------------------------------------
+
+# Kept of the source's budget when a stale snapshot can stand in for a bank that is slow:
+# the bank's answer is cut this much before the deadline, so that the snapshot still
+# makes it in time.
+STALE_MARGIN_SECONDS = 0.02
+# A token this close to its expiry is not used in a decision (the sync refreshes it).
+ACCESS_MARGIN = timedelta(seconds=10)
+# A decision that finds a consent's data stale queues its sync at most this often per
+# process (the queueing lock would dedup anyway, at one database round trip each).
+SYNC_NUDGE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -813,13 +946,13 @@ def forget_snapshot(consent_id: str) -> None:
         del _SNAPSHOTS[key]
 
 
-class SnapshotIndex:
-    """Which (tenant, mode, SIREN) have an active consent with a snapshot, in this process.
+class ConsentIndex:
+    """Which (tenant, mode, SIREN) have an active consent, in this process.
 
     Read whole from the database at most every ``ttl`` seconds (in the background once
     loaded), so that a decision on a company without consent costs a set lookup, not a
     round trip. A consent activated in another process is seen within ``ttl``; one revoked
-    is never served, because the snapshot read itself checks the status.
+    is never served, because the consent read itself checks the status.
     """
 
     def __init__(self, ttl: float) -> None:
@@ -831,7 +964,7 @@ class SnapshotIndex:
     async def _load(self, sessions: SessionOpener) -> None:
         try:
             async with opened_session(sessions) as session:
-                keys = await ConsentRepository(session).snapshot_keys()
+                keys = await ConsentRepository(session).active_keys()
         except Exception as error:  # the store down: keep what is known, retry next time
             log.warning("consent index not reloaded: %s", type(error).__name__)
             self._loaded_at = time.monotonic()
@@ -840,12 +973,12 @@ class SnapshotIndex:
         self._loaded_at = time.monotonic()
 
     def add(self, tenant_id: str, mode: str, siren: str) -> None:
-        """Note a snapshot written by this process (seen at once here)."""
+        """Note a consent activated (or synced) by this process (seen at once here)."""
         if self._keys is not None:
             self._keys = self._keys | {(tenant_id, mode, siren)}
 
     async def has(self, sessions: SessionOpener, tenant_id: str, mode: str, siren: str) -> bool:
-        """True when the company may have a snapshot for this tenant and mode."""
+        """True when the company may have an active consent for this tenant and mode."""
         if self._keys is None:
             await self._load(sessions)
         elif time.monotonic() - self._loaded_at > self.ttl and (
@@ -855,35 +988,29 @@ class SnapshotIndex:
         return self._keys is not None and (tenant_id, mode, siren) in self._keys
 
 
-_INDEXES: dict[int, SnapshotIndex] = {}
+_INDEXES: dict[int, ConsentIndex] = {}
 
 
-def snapshot_index(sessions: SessionOpener, ttl: float) -> SnapshotIndex:
+def consent_index(sessions: SessionOpener, ttl: float) -> ConsentIndex:
     """The process's index for one database (one per session factory)."""
     index = _INDEXES.get(id(sessions))
     if index is None:
-        index = _INDEXES[id(sessions)] = SnapshotIndex(ttl)
+        index = _INDEXES[id(sessions)] = ConsentIndex(ttl)
     return index
 
 
-async def fresh_snapshot(
-    sessions: SessionOpener,
-    keyring: DataKeyring,
-    *,
-    tenant_id: str,
-    mode: str,
-    siren: str,
-    max_age: timedelta,
-    now: datetime,
-    index_ttl: float = 5.0,
-) -> Snapshot | None:
-    """The freshest active snapshot of a company younger than max_age (one indexed read)."""
-    if not await snapshot_index(sessions, index_ttl).has(sessions, tenant_id, mode, siren):
-        return None
-    async with opened_session(sessions) as session:
-        row = await ConsentRepository(session).fresh_snapshot(tenant_id, mode, siren, now - max_age)
-    if row is None or row.snapshot_ciphertext is None:
-        return None
+@dataclass(frozen=True, slots=True)
+class ConsentOnFile:
+    """A company's active consent as a decision reads it (one indexed read)."""
+
+    consent_id: str
+    bank_id: str
+    scopes: tuple[str, ...]
+    snapshot: Snapshot | None  # the latest synced snapshot, fresh or not
+    access_token: str | None  # None: none held, or about to expire (the sync refreshes)
+
+
+def _decrypted_snapshot(keyring: DataKeyring, tenant_id: str, row: Any) -> Snapshot:
     key = (row.id, row.snapshot_at)
     cached = _SNAPSHOTS.get(key)
     if cached is not None:
@@ -893,6 +1020,9 @@ async def fresh_snapshot(
     doc = orjson.loads(
         keyring.decrypt(row.snapshot_key_id or "", row.snapshot_nonce, row.snapshot_ciphertext, aad)
     )
+    # The holder's name is for the lender's KYB (GET /v1/consents), not a feature: it does
+    # not feed decisions, so no audit row keeps it.
+    doc.pop("holder", None)
     snapshot = Snapshot(
         consent_id=row.id,
         snapshot_at=row.snapshot_at,
@@ -904,6 +1034,195 @@ async def fresh_snapshot(
     if len(_SNAPSHOTS) > SNAPSHOT_CACHE_SIZE:
         _SNAPSHOTS.popitem(last=False)
     return snapshot
+
+
+async def consent_on_file(
+    sessions: SessionOpener,
+    keyring: DataKeyring,
+    *,
+    tenant_id: str,
+    mode: str,
+    siren: str,
+    now: datetime,
+    max_age: timedelta,
+    index_ttl: float = 5.0,
+) -> ConsentOnFile | None:
+    """The company's active consent with the freshest snapshot; None when it has none.
+
+    The access token is decrypted only when the snapshot is missing or older than
+    max_age (a decision then asks the bank with it).
+    """
+    if not await consent_index(sessions, index_ttl).has(sessions, tenant_id, mode, siren):
+        return None
+    async with opened_session(sessions) as session:
+        row = await ConsentRepository(session).for_decision(tenant_id, mode, siren)
+    if row is None:
+        return None
+    snapshot = None
+    if row.snapshot_ciphertext is not None and row.snapshot_at is not None:
+        snapshot = _decrypted_snapshot(keyring, tenant_id, row)
+    token = None
+    if (
+        (snapshot is None or now - snapshot.snapshot_at > max_age)
+        and row.tokens_ciphertext is not None
+        and row.access_expires_at is not None
+        and row.access_expires_at > now + ACCESS_MARGIN
+    ):
+        aad = f"b2bscore.consent_tokens.v1|{tenant_id}|{row.id}".encode()
+        tokens = orjson.loads(
+            keyring.decrypt(row.tokens_key_id or "", row.tokens_nonce, row.tokens_ciphertext, aad)
+        )
+        access = tokens.get("access_token")
+        token = access if isinstance(access, str) else None
+    return ConsentOnFile(
+        consent_id=row.id,
+        bank_id=row.bank_id,
+        scopes=tuple(row.granted_scopes),
+        snapshot=snapshot,
+        access_token=token,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionConsents:
+    """What a decision needs to use a lender's consents: stores, keys, banks, jobs."""
+
+    settings: Settings
+    sessions: SessionOpener
+    keyring: DataKeyring
+    tokenizer: Tokenizer
+    clients: ProviderClients | None  # the banks of the decision's mode
+    jobs: Jobs | None
+
+
+_NUDGED: dict[str, float] = {}
+_NUDGES: set[asyncio.Task[bool]] = set()
+
+
+def _nudge_sync(jobs: Jobs | None, consent_id: str) -> None:
+    """Queue the consent's sync beside the decision (never in its way), at most so often."""
+    if jobs is None:
+        return
+    at = time.monotonic()
+    if at - _NUDGED.get(consent_id, -SYNC_NUDGE_SECONDS) < SYNC_NUDGE_SECONDS:
+        return
+    _NUDGED[consent_id] = at
+    if len(_NUDGED) > SNAPSHOT_CACHE_SIZE:
+        _NUDGED.clear()
+    task = asyncio.create_task(queue_sync(jobs, consent_id))
+    _NUDGES.add(task)
+    task.add_done_callback(_nudged)
+
+
+def _nudged(task: asyncio.Task[bool]) -> None:
+    _NUDGES.discard(task)
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("consent sync not queued: %s", type(error).__name__)
+
+
+def _from_snapshot(snapshot: Snapshot, now: datetime, stale_because: str | None) -> ConsentedBank:
+    info = {
+        "consent_id": snapshot.consent_id,
+        "age_seconds": round((now - snapshot.snapshot_at).total_seconds(), 1),
+        "scopes": list(snapshot.scopes),
+        "source": "snapshot",
+        "stale": stale_because is not None,
+    }
+    detail = "snapshot" if stale_because is None else f"stale snapshot (bank: {stale_because})"
+    return ConsentedBank(
+        data=snapshot.data,
+        packed=snapshot.packed,
+        detail=detail[:160],
+        info=info,
+        stale=stale_because is not None,
+    )
+
+
+async def _from_bank(
+    tools: DecisionConsents, found: ConsentOnFile, deadline: float, now: datetime
+) -> ConsentedBank:
+    """The consent's granted data asked of its bank now, cut before the deadline."""
+    clients = tools.clients
+    client = clients.banks.get(found.bank_id) if clients is not None else None
+    if client is None:
+        # Our configuration, not the bank's refusal: a stale snapshot may stand in.
+        raise SourceUpstreamError(f"bank {found.bank_id} not configured")
+    if found.access_token is None:
+        raise SourceUpstreamError("access token due for refresh")
+    cut = deadline - STALE_MARGIN_SECONDS
+    left = cut - time.monotonic()
+    if left <= 0:
+        raise SourceTimeout("deadline")
+    fetch = fetch_open_banking(
+        client,
+        found.access_token,
+        deadline=cut,
+        now=now,
+        transactions="transactions" in found.scopes,
+    )
+    try:
+        raw = await asyncio.wait_for(fetch, timeout=left)
+    except TimeoutError as error:
+        raise SourceTimeout("deadline") from error
+    # Minimised as a snapshot is (tokens, no remittance text), and what is recorded in
+    # the audit row is exactly what the features read.
+    doc = _snapshot_json(parse_raw(raw, tools.tokenizer, now.date()), list(found.scopes))
+    return ConsentedBank(
+        data=snapshot_data(doc),
+        packed=pack_json(doc),
+        detail="bank (consent)",
+        info={
+            "consent_id": found.consent_id,
+            "age_seconds": 0.0,
+            "scopes": list(found.scopes),
+            "source": "bank",
+            "stale": False,
+        },
+    )
+
+
+async def consented_bank(
+    tools: DecisionConsents, *, tenant_id: str, mode: str, siren: str, deadline: float
+) -> ConsentedBank | None:
+    """A decision's bank data under the lender's consent; None when it holds none.
+
+    The fresh snapshot when there is one. Else (stale, or not synced yet) the consent's
+    bank is asked now with its token, cut before deadline (time.monotonic()), and a sync
+    is queued; if the bank fails or is too slow, the stale snapshot stands in (its age
+    shown, the answer degraded), or the failure is the source's status. A bank that
+    refuses the token (401/403) is never overruled by the snapshot.
+    """
+    settings = tools.settings
+    now = datetime.now(UTC)
+    try:
+        found = await consent_on_file(
+            tools.sessions,
+            tools.keyring,
+            tenant_id=tenant_id,
+            mode=mode,
+            siren=siren,
+            now=now,
+            max_age=timedelta(seconds=settings.consent_snapshot_max_age_seconds),
+            index_ttl=settings.consent_index_seconds,
+        )
+    except Exception as error:  # an unreadable store or row: the bank is asked as without
+        log.warning("consent unreadable for %s: %s", siren, type(error).__name__)
+        return None
+    if found is None:
+        return None
+    snapshot = found.snapshot
+    max_age = timedelta(seconds=settings.consent_snapshot_max_age_seconds)
+    if snapshot is not None and now - snapshot.snapshot_at <= max_age:
+        return _from_snapshot(snapshot, now, stale_because=None)
+    _nudge_sync(tools.jobs, found.consent_id)
+    try:
+        return await _from_bank(tools, found, deadline, now)
+    except SourceUnavailable:
+        raise  # the bank refuses the consent: the sync just queued expires it
+    except SourceError as failure:
+        if snapshot is None:
+            raise
+        return _from_snapshot(snapshot, now, stale_because=failure.reason)
 
 
 async def allow_redirect(

@@ -1,4 +1,5 @@
-"""Background work of consents: sync one consent (locked), the schedule, expiry and purge.
+"""Background work of consents: sync one consent (locked), retry a failed code exchange,
+the schedule, expiry and purge.
 
 `consents.sync` runs under the job lock `consent-sync:<id>` (and the same queueing lock):
 one consent syncs once at a time across all workers, and at most one more waits. A
@@ -53,6 +54,27 @@ async def sync(context: JobContext, consent_id: str) -> str:
         outcome = await service.sync_consent(sync_tools(state, http), consent_id, utcnow())
     # A new snapshot re-checks the tenant's watch of the company (portfolio/changes.py).
     return await after_consent_sync(state.jobs, state.sessionmaker, consent_id, outcome)
+
+
+# 2, 4, 8 ... 256 s between tries: about 8.5 minutes in all, inside the 10 minutes a
+# bank's code lives at most (RFC 6749 4.1.2; B2BSCORE_CONSENT_CODE_SECONDS). Past the
+# code's life the job (or the schedule's sweep) expires the consent.
+EXCHANGE_RETRY = RetryStrategy(
+    max_attempts=8, exponential_wait=2, retry_exceptions=[service.TokenEndpointError]
+)
+
+
+@task(name=service.EXCHANGE_TASK, pass_context=True, queue="consents", retry=EXCHANGE_RETRY)
+async def exchange(context: JobContext, consent_id: str) -> str:
+    """Retry the code exchange of a consent whose bank's token endpoint failed."""
+    state = state_of(context)
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
+        status = await service.exchange_code(
+            state.sessionmaker, state.settings, state.keyring, http, consent_id, utcnow()
+        )
+    if status == "active":
+        await service.queue_sync(state.jobs, consent_id)
+    return status
 
 
 @periodic(cron="* * * * *", periodic_id="consents")

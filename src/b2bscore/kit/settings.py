@@ -163,8 +163,13 @@ class Settings(BaseSettings):
     consent_sync_interval_seconds: int = Field(default=3600, ge=60, le=7 * 86_400)
     consent_snapshot_max_age_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
     consent_token_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # One STET call of a background sync (no decision waits on it; banks take seconds).
+    consent_sync_call_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    # How long a bank's authorization code is worth retrying after a failed exchange
+    # (RFC 6749 4.1.2: codes live at most 10 minutes); past it the consent expires.
+    consent_code_seconds: int = Field(default=600, ge=10, le=3600)
     consent_refresh_margin_seconds: int = Field(default=300, ge=0, le=86_400)
-    # How stale each process's list of companies with a snapshot may be (see SnapshotIndex).
+    # How stale each process's list of companies with an active consent may be (ConsentIndex).
     consent_index_seconds: float = Field(default=5.0, gt=0, le=3600)
 
     @property

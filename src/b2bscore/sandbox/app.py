@@ -151,9 +151,14 @@ _RENDERINGS = (_stet, _pages, _sirene, _bodacc, _bodacc_bytes, _books)
 
 
 def create_sandbox_app(
-    profile: SandboxProfile | None = None, events: EventStore | None = None
+    profile: SandboxProfile | None = None,
+    events: EventStore | None = None,
+    grants: Grants | None = None,
 ) -> FastAPI:
-    """The sandbox serving all four providers from the synthetic world."""
+    """The sandbox serving all four providers from the synthetic world.
+
+    grants: the banks' grant store (default: the file every sandbox process shares).
+    """
     prof = profile if profile is not None else SandboxProfile.from_env()
     # One store per process (the renderings are cached per process): an app given no store
     # keeps the one in use, so that a second sandbox app in a process (tests) does not
@@ -165,7 +170,7 @@ def create_sandbox_app(
         title="b2bscore provider sandbox", docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.profile = prof
-    grants = Grants()
+    grants = grants or Grants()
     app.state.grants = grants
     app.include_router(admin_router(store))
     app.include_router(oauth_router(grants, company))
@@ -297,6 +302,21 @@ def create_sandbox_app(
             return resp or Response(status_code=500)
         content = _stet(c.siren, _today(), dialect(request)).accounts
         return body(granted_accounts(request, content), malformed)
+
+    @app.get("/stet/v1/end-user-identity")
+    @app.get("/stet/v1.6/end-user-identity")
+    async def stet_identity(request: Request) -> Response:
+        """STET: the identity of the connected PSU (a consent's psuIdentity)."""
+        c, resp, malformed = await stet_gate(request)
+        if resp is not None or c is None:
+            return resp or Response(status_code=500)
+        if (denied := refused(request, None, "identity")) is not None:
+            return denied
+        prefix = stet.PREFIXES[dialect(request)]
+        content = orjson.dumps(
+            {"connectedPsu": c.name, "_links": {"self": {"href": f"{prefix}/end-user-identity"}}}
+        )
+        return body(content, malformed)
 
     @app.get("/stet/v1/accounts/{resource_id}/balances")
     async def stet_balances(request: Request, resource_id: str) -> Response:

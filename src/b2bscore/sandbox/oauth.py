@@ -5,11 +5,14 @@ an ASPSP does: OAuth2 authorization code with PKCE (S256 only), a real HTML cons
 where the company's user ticks the accounts and data categories it shares (micro-consent:
 less than was asked may be granted) and accepts or refuses, refresh tokens, and RFC 7009
 revocation. Access tokens it issues are accepted by its STET API for the granted accounts
-and categories only (see ``Grants.restrict``). The PSU is named by ``login_hint`` (the
+and categories only (see ``Grants.grant_of``). The PSU is named by ``login_hint`` (the
 SIREN): the sandbox has no bank login.
 
-State lives in this process (the sandbox is one process): grants vanish on restart, as a
-bank's would after it revoked them all.
+Pending pages, codes, grants and tokens live in a small SQLite file (``GrantStore``,
+B2BSCORE_SANDBOX_GRANTS_FILE, default var/sandbox_grants.sqlite3) that every process of
+the sandbox opens: a code issued by one worker process is exchanged at another, a token
+revoked at one is refused by all, and the test controls (token endpoint fault) reach
+them all. Removing the file revokes everything, as a bank that forgot its grants would.
 """
 
 from __future__ import annotations
@@ -19,19 +22,26 @@ import base64
 import hashlib
 import hmac
 import html
+import os
 import secrets
+import sqlite3
+import threading
 import time
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlencode
 
+import orjson
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from b2bscore.sources.banks import SANDBOX_BANKS
 from b2bscore.training.world import Company
 
-SCOPES = ("balances", "transactions")
+# STET's AISP consent: balances and transactions per account, and psuIdentity (GET
+# /end-user-identity: who the connected PSU is).
+SCOPES = ("balances", "transactions", "identity")
 ACCESS_TOKEN_SECONDS = 3600
 CODE_SECONDS = 120
 PAGE_SECONDS = 600
@@ -39,12 +49,24 @@ PAGE_SECONDS = 600
 CONSENT_DAYS = {"sandbox-stet14": 180, "sandbox-stet16": 90}
 CSRF_COOKIE = "bank_csrf"
 TokenFault = Literal["error", "timeout"] | None
+ENV_FILE: Final = "B2BSCORE_SANDBOX_GRANTS_FILE"
+# Expired pages, codes and access tokens are swept at most this often per process.
+SWEEP_SECONDS = 60.0
 
 
-@dataclass(slots=True)
+def default_path() -> Path:
+    """The grant store's path: B2BSCORE_SANDBOX_GRANTS_FILE, else under B2BSCORE_VAR_DIR."""
+    explicit = os.environ.get(ENV_FILE)
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("B2BSCORE_VAR_DIR", "var")) / "sandbox_grants.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
 class Grant:
     """What a company's user agreed to share with one client, at one bank."""
 
+    id: str
     bank: str
     siren: str
     client_id: str
@@ -52,11 +74,12 @@ class Grant:
     scopes: frozenset[str]
     consent_expires_at: float
     refresh_token: str
-    revoked: bool = False
 
 
-@dataclass(slots=True)
-class _Pending:
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A consent page shown, waiting for the user's answer."""
+
     bank: str
     siren: str
     client_id: str
@@ -68,41 +91,228 @@ class _Pending:
     expires_at: float
 
 
-@dataclass(slots=True)
-class _Code:
+@dataclass(frozen=True, slots=True)
+class IssuedCode:
+    """An authorization code as the token endpoint checks it."""
+
     grant: Grant
     redirect_uri: str
     code_challenge: str
     expires_at: float
-    used: bool = False
+    first_use: bool  # False: it was used before (RFC 6749 4.1.2: revoke what it gave)
 
 
-@dataclass(slots=True)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    id TEXT PRIMARY KEY, doc BLOB NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (
+    id TEXT PRIMARY KEY, bank TEXT NOT NULL, siren TEXT NOT NULL, doc BLOB NOT NULL,
+    refresh_token TEXT NOT NULL UNIQUE, revoked INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS grants_siren ON grants (siren);
+CREATE TABLE IF NOT EXISTS codes (
+    code TEXT PRIMARY KEY, grant_id TEXT NOT NULL, redirect_uri TEXT NOT NULL,
+    code_challenge TEXT NOT NULL, expires_at REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS access (
+    token TEXT PRIMARY KEY, grant_id TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS controls (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _grant_doc(grant: Grant) -> bytes:
+    return orjson.dumps(
+        {
+            "client_id": grant.client_id,
+            "accounts": sorted(grant.accounts),
+            "scopes": sorted(grant.scopes),
+            "consent_expires_at": grant.consent_expires_at,
+        }
+    )
+
+
+def _grant(row: sqlite3.Row) -> Grant:
+    doc = orjson.loads(row["doc"])
+    return Grant(
+        id=row["id"],
+        bank=row["bank"],
+        siren=row["siren"],
+        client_id=doc["client_id"],
+        accounts=frozenset(doc["accounts"]),
+        scopes=frozenset(doc["scopes"]),
+        consent_expires_at=doc["consent_expires_at"],
+        refresh_token=row["refresh_token"],
+    )
+
+
 class Grants:
-    """Every pending page, code, access and refresh token of the sandbox banks."""
+    """Every pending page, code, grant and token of the sandbox banks, in one SQLite file.
 
-    pending: dict[str, _Pending] = field(default_factory=dict)
-    codes: dict[str, _Code] = field(default_factory=dict)
-    access: dict[str, tuple[Grant, float]] = field(default_factory=dict)
-    refresh: dict[str, Grant] = field(default_factory=dict)
-    token_outage: TokenFault = None
-    access_token_seconds: int = ACCESS_TOKEN_SECONDS
+    Calls are short local statements (WAL, a busy timeout for the moments another process
+    writes), made under a lock since a sandbox process may serve from more than one thread.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        self._swept = 0.0
+        self.access_token_seconds = ACCESS_TOKEN_SECONDS
+
+    def close(self) -> None:
+        """Close this process's connection."""
+        with self._lock:
+            self._db.close()
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, params)
+
+    def _sweep(self) -> None:
+        now = time.time()
+        if now - self._swept < SWEEP_SECONDS:
+            return
+        self._swept = now
+        with self._lock:
+            self._db.execute("DELETE FROM pending WHERE expires_at < ?", (now,))
+            self._db.execute("DELETE FROM codes WHERE expires_at < ?", (now - CODE_SECONDS,))
+            self._db.execute("DELETE FROM access WHERE expires_at < ?", (now,))
+
+    # --- test controls -------------------------------------------------------------------
+
+    @property
+    def token_outage(self) -> TokenFault:
+        """The fault every token endpoint plays ("error", "timeout"), or None."""
+        row = self._run("SELECT value FROM controls WHERE name = 'token_outage'").fetchone()
+        value = row["value"] if row is not None else ""
+        return "error" if value == "error" else "timeout" if value == "timeout" else None
+
+    def set_token_outage(self, fault: TokenFault) -> None:
+        """Make every token endpoint (of every process) fail, hang, or work."""
+        self._run(
+            "INSERT INTO controls (name, value) VALUES ('token_outage', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (fault or "",),
+        )
+
+    # --- the flow --------------------------------------------------------------------------
+
+    def add_pending(self, pending: Pending) -> str:
+        """Keep a consent page's request; its id."""
+        self._sweep()
+        pending_id = secrets.token_urlsafe(16)
+        doc = orjson.dumps(_pending_doc(pending))
+        self._run(
+            "INSERT INTO pending (id, doc, expires_at) VALUES (?, ?, ?)",
+            (pending_id, doc, pending.expires_at),
+        )
+        return pending_id
+
+    def pending(self, pending_id: str) -> Pending | None:
+        """A consent page's request, if still there."""
+        row = self._run("SELECT doc FROM pending WHERE id = ?", (pending_id,)).fetchone()
+        return None if row is None else _pending(orjson.loads(row["doc"]))
+
+    def take_pending(self, pending_id: str) -> bool:
+        """Spend a consent page (one answer per page); False when already answered."""
+        return self._run("DELETE FROM pending WHERE id = ?", (pending_id,)).rowcount == 1
+
+    def add_grant(self, grant: Grant, code: str, redirect_uri: str, challenge: str) -> None:
+        """Record what the user granted and the code that stands for it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO grants (id, bank, siren, doc, refresh_token) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (grant.id, grant.bank, grant.siren, _grant_doc(grant), grant.refresh_token),
+                )
+                self._db.execute(
+                    "INSERT INTO codes (code, grant_id, redirect_uri, code_challenge, "
+                    "expires_at) VALUES (?, ?, ?, ?, ?)",
+                    (code, grant.id, redirect_uri, challenge, time.time() + CODE_SECONDS),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def use_code(self, code: str) -> IssuedCode | None:
+        """A code and its grant, marked used (first_use says whether it was the first)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT c.redirect_uri, c.code_challenge, c.expires_at, g.* FROM codes c "
+                "JOIN grants g ON g.id = c.grant_id WHERE c.code = ?",
+                (code,),
+            ).fetchone()
+            if row is None:
+                return None
+            first = (
+                self._db.execute(
+                    "UPDATE codes SET used = 1 WHERE code = ? AND used = 0", (code,)
+                ).rowcount
+                == 1
+            )
+        return IssuedCode(
+            _grant(row), row["redirect_uri"], row["code_challenge"], row["expires_at"], first
+        )
+
+    def revoke(self, grant_id: str) -> None:
+        """Revoke a grant: its refresh and access tokens stop working everywhere."""
+        self._run("UPDATE grants SET revoked = 1 WHERE id = ?", (grant_id,))
+
+    def revoke_siren(self, siren: str) -> int:
+        """Revoke every grant of a company (as a PSU can at its bank); how many."""
+        return self._run(
+            "UPDATE grants SET revoked = 1 WHERE siren = ? AND revoked = 0", (siren,)
+        ).rowcount
+
+    def by_refresh(self, refresh_token: str) -> Grant | None:
+        """The live (unrevoked) grant of a refresh token."""
+        row = self._run(
+            "SELECT * FROM grants WHERE refresh_token = ? AND revoked = 0", (refresh_token,)
+        ).fetchone()
+        return None if row is None else _grant(row)
+
+    def by_token(self, token: str) -> Grant | None:
+        """The unrevoked grant behind an access or refresh token, expired or not."""
+        grant = self.by_refresh(token)
+        if grant is not None:
+            return grant
+        row = self._run(
+            "SELECT g.* FROM access a JOIN grants g ON g.id = a.grant_id "
+            "WHERE a.token = ? AND g.revoked = 0",
+            (token,),
+        ).fetchone()
+        return None if row is None else _grant(row)
 
     def grant_of(self, token: str) -> Grant | None:
         """The live grant behind an access token (None: unknown, expired or revoked)."""
-        found = self.access.get(token)
-        if found is None:
+        now = time.time()
+        row = self._run(
+            "SELECT g.* FROM access a JOIN grants g ON g.id = a.grant_id "
+            "WHERE a.token = ? AND a.expires_at >= ? AND g.revoked = 0",
+            (token, now),
+        ).fetchone()
+        if row is None:
             return None
-        grant, expires_at = found
-        if grant.revoked or expires_at < time.time() or grant.consent_expires_at < time.time():
-            return None
-        return grant
+        grant = _grant(row)
+        return None if grant.consent_expires_at < now else grant
 
     def issue(self, grant: Grant) -> dict[str, Any]:
         """A token response for grant (a new access token; the refresh token stays)."""
+        self._sweep()
         access = "at-" + secrets.token_urlsafe(24)
-        self.access[access] = (grant, time.time() + self.access_token_seconds)
-        self.refresh[grant.refresh_token] = grant
+        self._run(
+            "INSERT INTO access (token, grant_id, expires_at) VALUES (?, ?, ?)",
+            (access, grant.id, time.time() + self.access_token_seconds),
+        )
         return {
             "access_token": access,
             "token_type": "Bearer",
@@ -112,6 +322,24 @@ class Grants:
             # Not OAuth2: what the bank says of the consent's own validity (PSD2).
             "consent_expires_in": max(0, int(grant.consent_expires_at - time.time())),
         }
+
+
+def _pending_doc(pending: Pending) -> dict[str, Any]:
+    return {
+        "bank": pending.bank,
+        "siren": pending.siren,
+        "client_id": pending.client_id,
+        "redirect_uri": pending.redirect_uri,
+        "state": pending.state,
+        "code_challenge": pending.code_challenge,
+        "scopes": sorted(pending.scopes),
+        "csrf": pending.csrf,
+        "expires_at": pending.expires_at,
+    }
+
+
+def _pending(doc: dict[str, Any]) -> Pending:
+    return Pending(**{**doc, "scopes": frozenset(doc["scopes"])})
 
 
 def s256(verifier: str) -> str:
@@ -124,7 +352,7 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": description}, status_code=status)
 
 
-def _page(bank: str, pending_id: str, pending: _Pending, company: Company) -> str:
+def _page(bank: str, pending_id: str, pending: Pending, company: Company) -> str:
     accounts = "\n".join(
         f'<li><label><input type="checkbox" name="accounts" value="{html.escape(a.resource_id)}"'
         f" checked> {html.escape(a.name)} ({html.escape(a.iban[:4])}…{html.escape(a.iban[-4:])})"
@@ -202,8 +430,7 @@ def oauth_router(grants: Grants, company_of: Any) -> APIRouter:
         if problems:
             # Never redirect on a bad request: the redirect_uri itself may be the problem.
             return _oauth_error(400, "invalid_request", "invalid " + ", ".join(problems))
-        pending_id = secrets.token_urlsafe(16)
-        pending = _Pending(
+        pending = Pending(
             bank,
             login_hint,
             client_id,
@@ -214,7 +441,7 @@ def oauth_router(grants: Grants, company_of: Any) -> APIRouter:
             secrets.token_urlsafe(24),
             time.time() + PAGE_SECONDS,
         )
-        grants.pending[pending_id] = pending
+        pending_id = grants.add_pending(pending)
         page = HTMLResponse(_page(bank, pending_id, pending, company_of(login_hint)))
         page.set_cookie(CSRF_COOKIE, pending.csrf, httponly=True, samesite="strict")
         return page
@@ -230,7 +457,7 @@ def oauth_router(grants: Grants, company_of: Any) -> APIRouter:
         scopes: Annotated[list[str] | None, Form()] = None,
     ) -> Response:
         """The PSU's answer: redirect to the client with a code, or with access_denied."""
-        pending = grants.pending.get(request_id)
+        pending = grants.pending(request_id)
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if (
             pending is None
@@ -240,7 +467,8 @@ def oauth_router(grants: Grants, company_of: Any) -> APIRouter:
             or not hmac.compare_digest(cookie, pending.csrf)
         ):
             return HTMLResponse("<p>This consent request is invalid or expired.</p>", 400)
-        del grants.pending[request_id]  # one answer per page
+        if not grants.take_pending(request_id):  # one answer per page
+            return HTMLResponse("<p>This consent request was already answered.</p>", 400)
         owned = {a.resource_id for a in company_of(pending.siren).accounts}
         chosen_accounts = frozenset(accounts or ()) & owned
         chosen_scopes = frozenset(scopes or ()) & pending.scopes
@@ -249,6 +477,7 @@ def oauth_router(grants: Grants, company_of: Any) -> APIRouter:
                 pending.redirect_uri, {"error": "access_denied", "state": pending.state}
             )
         grant = Grant(
+            id=secrets.token_urlsafe(16),
             bank=bank,
             siren=pending.siren,
             client_id=pending.client_id,
@@ -258,9 +487,7 @@ def oauth_router(grants: Grants, company_of: Any) -> APIRouter:
             refresh_token="rt-" + secrets.token_urlsafe(24),
         )
         code = secrets.token_urlsafe(24)
-        grants.codes[code] = _Code(
-            grant, pending.redirect_uri, pending.code_challenge, time.time() + CODE_SECONDS
-        )
+        grants.add_grant(grant, code, pending.redirect_uri, pending.code_challenge)
         return _redirect(pending.redirect_uri, {"code": code, "state": pending.state})
 
     @router.post("/{bank}/token")
@@ -286,14 +513,13 @@ def oauth_router(grants: Grants, company_of: Any) -> APIRouter:
                     break
             return Response(status_code=504)
         if grant_type == "authorization_code":
-            issued = grants.codes.get(code)
+            issued = grants.use_code(code)
             if issued is None or issued.grant.bank != bank:
                 return _oauth_error(400, "invalid_grant", "unknown code")
-            if issued.used:
+            if not issued.first_use:
                 # RFC 6749 4.1.2: a code used twice revokes what it gave.
-                issued.grant.revoked = True
+                grants.revoke(issued.grant.id)
                 return _oauth_error(400, "invalid_grant", "code already used")
-            issued.used = True
             if (
                 issued.expires_at < time.time()
                 or issued.redirect_uri != redirect_uri
@@ -303,8 +529,8 @@ def oauth_router(grants: Grants, company_of: Any) -> APIRouter:
                 return _oauth_error(400, "invalid_grant", "code, client, redirect or verifier")
             return JSONResponse(grants.issue(issued.grant))
         if grant_type == "refresh_token":
-            grant = grants.refresh.get(refresh_token)
-            if grant is None or grant.revoked or grant.bank != bank:
+            grant = grants.by_refresh(refresh_token)
+            if grant is None or grant.bank != bank:
                 return _oauth_error(400, "invalid_grant", "unknown or revoked refresh token")
             if grant.consent_expires_at < time.time():
                 return _oauth_error(400, "invalid_grant", "consent expired")
@@ -314,23 +540,22 @@ def oauth_router(grants: Grants, company_of: Any) -> APIRouter:
     @router.post("/{bank}/revoke")
     async def revoke(bank: str, token: Annotated[str, Form()]) -> Response:
         """RFC 7009: revoke the grant behind an access or refresh token (200 either way)."""
-        grant = grants.refresh.get(token) or (grants.access.get(token) or (None, 0.0))[0]
+        grant = grants.by_token(token)
         if grant is not None and grant.bank == bank:
-            grant.revoked = True
+            grants.revoke(grant.id)
         return Response(status_code=200)
 
     @router.put("/_admin/token-fault")
     async def token_fault(fault: Annotated[str, Query()] = "") -> Response:
         """Make every token endpoint fail ("error"), hang ("timeout") or work ("")."""
-        grants.token_outage = fault if fault in ("error", "timeout") else None  # type: ignore[assignment]
+        faults: dict[str, TokenFault] = {"error": "error", "timeout": "timeout"}
+        grants.set_token_outage(faults.get(fault))
         return Response(status_code=204)
 
     @router.post("/_admin/revoke-all")
     async def revoke_all(siren: Annotated[str, Query()]) -> Response:
         """The bank revokes, on its side, every grant of a company (as a PSU can at its bank)."""
-        for grant in grants.refresh.values():
-            if grant.siren == siren:
-                grant.revoked = True
+        grants.revoke_siren(siren)
         return Response(status_code=204)
 
     return router

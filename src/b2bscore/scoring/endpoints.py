@@ -85,6 +85,7 @@ async def score_company(
             tokenizer=state.tokenizer,
             sessions=sessions,
             keyring=state.keyring,
+            jobs=state.jobs,
         ),
         idempotency_key=idempotency_key,
         started=started,

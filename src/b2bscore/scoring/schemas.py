@@ -96,11 +96,21 @@ class ReasonOut(BaseModel):
 
 
 class SnapshotOut(BaseModel):
-    """The consent's synced snapshot that served the bank data of this decision."""
+    """The lender's consent that served the bank data of this decision, and how."""
 
     consent_id: str
-    age_seconds: float
+    age_seconds: float  # 0 when the bank was asked in this decision
     scopes: list[str]  # the categories that fed the decision
+    source: Literal["snapshot", "bank"] = Field(
+        default="snapshot",
+        description="snapshot: the consent's synced snapshot; bank: asked in this decision "
+        "with the consent's token (no fresh snapshot yet).",
+    )
+    stale: bool = Field(
+        default=False,
+        description="The snapshot is older than the freshness limit: the bank could not "
+        "be asked in time (the answer is degraded).",
+    )
 
 
 class SourceOut(BaseModel):

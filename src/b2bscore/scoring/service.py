@@ -11,12 +11,12 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from b2bscore.books.service import books_namespace, uploaded_reader
-from b2bscore.consents.service import fresh_snapshot
+from b2bscore.consents.service import DecisionConsents, consented_bank
 from b2bscore.decisions.crypto import DataKeyring
 from b2bscore.decisions.models import Decision
 from b2bscore.decisions.repository import DecisionRepository
@@ -31,6 +31,7 @@ from b2bscore.features.types import CreditRequest
 from b2bscore.kit.cache import Cache
 from b2bscore.kit.db import SessionOpener, opened_session
 from b2bscore.kit.deadline import FAULT_MARGIN_SECONDS, RETRY_AFTER_SECONDS, within
+from b2bscore.kit.jobs import Jobs
 from b2bscore.kit.logging import throttle
 from b2bscore.kit.metrics import (
     AUDIT_FAILURES,
@@ -47,7 +48,7 @@ from b2bscore.model.reasons import Reason
 from b2bscore.scoring import idempotency
 from b2bscore.scoring.schemas import ScoreRequest, ScoreResponse
 from b2bscore.sources.clients import ProviderClients
-from b2bscore.sources.fanout import BankSnapshot, UploadedBooks, gather_sources
+from b2bscore.sources.fanout import BankSnapshot, ConsentedBank, UploadedBooks, gather_sources
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import SourceBundle, SourceResult
 from b2bscore.tenants.auth import Principal
@@ -78,6 +79,7 @@ class ScoringTools:
     tokenizer: Tokenizer
     sessions: SessionOpener  # the audit store: idempotency lookups and uploaded books
     keyring: DataKeyring | None = None  # decrypts the lender's uploaded books (None: unread)
+    jobs: Jobs | None = None  # queues a consent's sync when a decision finds it stale
 
 
 async def score_request(
@@ -195,17 +197,18 @@ async def decide_and_record(
     as_of = datetime.now(UTC).date()
 
     # 1. Fresh data from the three providers, in parallel, each cut off at the deadline.
+    sources_deadline = deadline - settings.scoring_reserve_ms / 1000
     sources = await gather_sources(
         request.siren,
         tools.clients,
-        deadline=deadline - settings.scoring_reserve_ms / 1000,
+        deadline=sources_deadline,
         cache=tools.cache,
         tokenizer=tools.tokenizer,
         as_of=as_of,
         cache_namespace=_cache_namespace(principal),
         uploaded_books=_uploaded_books(tools, principal),
         accounting_namespace=books_namespace(principal.tenant_id, principal.mode),
-        bank_snapshot=_bank_snapshot(tools, principal),
+        bank_snapshot=_consented_bank(tools, principal, sources_deadline),
     )
     return await decide_on_sources(
         body,
@@ -336,37 +339,32 @@ def _uploaded_books(tools: ScoringTools, principal: Principal) -> UploadedBooks 
     return uploaded_reader(tools.sessions, tools.keyring, principal.tenant_id, principal.mode)
 
 
-def _bank_snapshot(tools: ScoringTools, principal: Principal) -> BankSnapshot | None:
-    # A consent's synced snapshot of the company, asked beside the other sources.
+def _consented_bank(
+    tools: ScoringTools, principal: Principal, deadline: float
+) -> BankSnapshot | None:
+    # The lender's consent for the company, asked beside the other sources: its fresh
+    # snapshot, else its bank now with its token (within the deadline; a sync queued),
+    # else its stale snapshot with the age shown.
     keyring = tools.keyring
     if keyring is None:
         return None
-    max_age = timedelta(seconds=tools.settings.consent_snapshot_max_age_seconds)
+    consents = DecisionConsents(
+        settings=tools.settings,
+        sessions=tools.sessions,
+        keyring=keyring,
+        tokenizer=tools.tokenizer,
+        clients=tools.clients,
+        jobs=tools.jobs,
+    )
 
-    async def read(siren: str) -> tuple[Any, bytes, dict[str, Any]] | None:
-        now = datetime.now(UTC)
-        try:
-            found = await fresh_snapshot(
-                tools.sessions,
-                keyring,
-                tenant_id=principal.tenant_id,
-                mode=principal.mode,
-                siren=siren,
-                max_age=max_age,
-                now=now,
-                index_ttl=tools.settings.consent_index_seconds,
-            )
-        except Exception as error:  # no snapshot today: the bank is asked, as without one
-            log.warning("consent snapshot unreadable for %s: %s", siren, type(error).__name__)
-            return None
-        if found is None:
-            return None
-        info = {
-            "consent_id": found.consent_id,
-            "age_seconds": round((now - found.snapshot_at).total_seconds(), 1),
-            "scopes": list(found.scopes),
-        }
-        return found.data, found.packed, info
+    async def read(siren: str) -> ConsentedBank | None:
+        return await consented_bank(
+            consents,
+            tenant_id=principal.tenant_id,
+            mode=principal.mode,
+            siren=siren,
+            deadline=deadline,
+        )
 
     return read
 

@@ -254,10 +254,17 @@ async def get_json(
     params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
     loads: Callable[[bytes], Any] = orjson.loads,
+    call_timeout: float | None = None,
 ) -> dict[str, Any]:
-    """GET url and return its JSON object, mapping every failure to a SourceError."""
+    """GET url and return its JSON object, mapping every failure to a SourceError.
+
+    call_timeout, when given, replaces the client's own timeout for this call.
+    """
     try:
-        response = await client.get(url, params=params, headers=headers)
+        if call_timeout is None:
+            response = await client.get(url, params=params, headers=headers)
+        else:
+            response = await client.get(url, params=params, headers=headers, timeout=call_timeout)
     except httpx.TimeoutException as error:
         raise SourceUpstreamError(f"{what}: timeout") from error
     except httpx.HTTPError as error:

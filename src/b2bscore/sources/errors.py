@@ -34,6 +34,12 @@ class SourceAbsent(SourceUnavailable):
     """
 
 
+class SourceTimeout(SourceError):
+    """The provider did not answer before the request's cut."""
+
+    status: ClassVar[SourceStatus] = SourceStatus.TIMEOUT
+
+
 class SourceFormatError(SourceError):
     """The provider answered with a payload that breaks its documented format."""
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -40,9 +41,25 @@ Fetch = Callable[[], Awaitable[dict[str, Any]]]
 Parse = Callable[[Mapping[str, Any], date], Data]
 # The accounting raw record of the books a lender uploaded for a SIREN, or None.
 UploadedBooks = Callable[[str], Awaitable[dict[str, Any] | None]]
-# The fresh synced snapshot of a SIREN's consented bank data: (data, packed normalised
-# record for the audit, what the answer says of it), or None.
-BankSnapshot = Callable[[str], Awaitable[tuple[BankData, bytes, dict[str, Any]] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentedBank:
+    """The bank data a lender's consent gave one decision (see consents.service)."""
+
+    data: BankData
+    packed: bytes  # the minimised normalised record, packed once for the audit row
+    detail: str  # where it came from: "snapshot", "bank (consent)", "stale snapshot (...)"
+    info: Mapping[str, Any]  # what the answer says of it (scoring.schemas.SnapshotOut)
+    # Older than the freshness limit: the bank could not be asked in time. Used, and the
+    # answer is degraded.
+    stale: bool = False
+
+
+# The lender's consent for a SIREN: its bank data for this decision, or None (no active
+# consent: the bank is asked as without one). Raises SourceError when the consent's bank
+# failed and nothing else is usable.
+BankSnapshot = Callable[[str], Awaitable[ConsentedBank | None]]
 
 
 def _valid_siren(siren: str) -> bool:
@@ -148,19 +165,20 @@ class _Run:
         namespace = self.accounting_namespace if name is SourceName.ACCOUNTING else self.namespace
         try:
             if name is SourceName.OPEN_BANKING and self.bank_snapshot is not None:
-                # A consent's synced snapshot, when fresh, spares the bank any call.
-                snapshot = await self.bank_snapshot(self.siren)
-                if snapshot is not None:
-                    snapshot_data, packed, info = snapshot
+                # The lender's consent comes first: its fresh snapshot spares the bank any
+                # call; without one its bank is asked with its token.
+                consented = await self.bank_snapshot(self.siren)
+                if consented is not None:
                     return SourceResult(
                         name=name,
-                        status=SourceStatus.OK,
+                        status=SourceStatus.CACHED if consented.stale else SourceStatus.OK,
                         latency_ms=_ms(started),
-                        as_of=snapshot_data.as_of,
-                        detail="snapshot",
-                        data=snapshot_data,
-                        packed_raw=packed,
-                        snapshot=info,
+                        as_of=consented.data.as_of,
+                        detail=consented.detail,
+                        data=consented.data,
+                        packed_raw=consented.packed,
+                        snapshot=consented.info,
+                        stale=consented.stale,
                     )
             if self.cache is not None:
                 hit = await self.cache.get(namespace, name, self.siren)

@@ -32,7 +32,7 @@ from b2bscore.sources.errors import (
     SourceUpstreamError,
     validation_reason,
 )
-from b2bscore.sources.stet_http import DEADLINE, StetClient, loads_exact
+from b2bscore.sources.stet_http import CALL_TIMEOUT, DEADLINE, StetClient, loads_exact
 from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import (
     REJECT_MARKERS,
@@ -416,7 +416,14 @@ def _first(group: BaseExceptionGroup[SourceError]) -> SourceError:
 
 async def _get(client: StetClient, url: str, what: str, token: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
-    return await get_json(client.http, url, what=what, headers=headers, loads=loads_exact)
+    return await get_json(
+        client.http,
+        url,
+        what=what,
+        headers=headers,
+        loads=loads_exact,
+        call_timeout=CALL_TIMEOUT.get(),
+    )
 
 
 def _href_of(client: StetClient, page: Mapping[str, Any], name: str) -> str | None:
@@ -568,6 +575,30 @@ async def _accounts(client: StetClient, token: str) -> dict[str, Any]:
     return {**first, "accounts": listed}
 
 
+# STET's connectedPsu is a name: anything longer is not one.
+MAX_IDENTITY_CHARS = 140
+
+
+async def fetch_identity(client: StetClient, token: str) -> str | None:
+    """The connected PSU's name (STET GET /end-user-identity); None when the bank has none.
+
+    A bank without the endpoint (404, 501) or without a usable name gives None; a refused
+    token raises as every STET call does.
+    """
+    try:
+        body = await _get(client, client.href("end-user-identity"), "identity", token)
+    except SourceAbsent:
+        return None
+    except SourceUpstreamError as error:
+        if error.reason.endswith("http 501"):
+            return None
+        raise
+    name = body.get("connectedPsu")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_IDENTITY_CHARS:
+        return None
+    return name.strip()
+
+
 async def fetch_open_banking(
     client: StetClient,
     token: str,
@@ -577,15 +608,34 @@ async def fetch_open_banking(
     now: datetime | None = None,
     transactions: bool = True,
     date_from: datetime | None = None,
+    call_timeout: float | None = None,
 ) -> dict[str, Any]:
     """The open banking raw record of the PSU behind token (accounts, balances, pages).
 
     deadline (time.monotonic()) bounds the waits a 429 asks for; the caller still enforces
     it by cancelling. transactions False reads balances only (a balances-only consent);
     date_from starts the history there (an incremental sync) instead of history_days ago.
+    call_timeout bounds each call instead of the client's timeout (the decision budget):
+    a background sync has no budget, and a bank may take seconds for a page.
     """
     if deadline is not None:
         DEADLINE.set(deadline)  # this task's context only; copied into its subtasks
+    # Set for this call only: the caller's later calls keep their own timeout.
+    timeout_token = CALL_TIMEOUT.set(call_timeout)
+    try:
+        return await _fetch(client, token, max_pages, now, transactions, date_from)
+    finally:
+        CALL_TIMEOUT.reset(timeout_token)
+
+
+async def _fetch(
+    client: StetClient,
+    token: str,
+    max_pages: int,
+    now: datetime | None,
+    transactions: bool,
+    date_from: datetime | None,
+) -> dict[str, Any]:
     window = _history_window(client, now or datetime.now(UTC), date_from)
     accounts_body = await _accounts(client, token)
     accounts, _ = valid_accounts(accounts_body)

@@ -34,6 +34,9 @@ from b2bscore.sources.errors import SourceFormatError
 # The fan-out's absolute deadline (time.monotonic()) for the fetch running in this task;
 # None outside a fan-out. A 429 is waited out only when the retry still fits before it.
 DEADLINE: ContextVar[float | None] = ContextVar("stet_deadline", default=None)
+# Seconds one STET call may take when no request budget applies (a background sync); None:
+# the client's own timeout (the decision budget).
+CALL_TIMEOUT: ContextVar[float | None] = ContextVar("stet_call_timeout", default=None)
 MAX_RETRIES_429 = 2
 # Without a deadline (a CLI or a test), never wait longer than this on one 429.
 MAX_WAIT_WITHOUT_DEADLINE_S = 2.0

@@ -282,8 +282,11 @@ class SourceResult:
     # The raw wire payloads as received, packed once (kit.packed) for the audit record;
     # b"" when the source sent nothing.
     packed_raw: bytes = b""
-    # Served from a consent's synced snapshot: its consent id, age and scopes.
+    # Served under a lender's consent (its snapshot, or its bank asked with its token):
+    # the consent id, the data's age and scopes.
     snapshot: Mapping[str, Any] | None = None
+    # Data older than its freshness limit, used because nothing fresher came in time.
+    stale: bool = False
 
     @property
     def raw(self) -> dict[str, Any]:
@@ -329,5 +332,5 @@ class SourceBundle:
 
     @property
     def degraded(self) -> bool:
-        """True when any source is missing."""
-        return not all(r.usable for r in self.all())
+        """True when any source is missing or stale."""
+        return not all(r.usable and not r.stale for r in self.all())
