@@ -287,6 +287,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker: asyncio.Task[None] | None = None
         if state.jobs is not None and state.jobs.runs_in_process:
             worker = asyncio.create_task(state.jobs.run_worker(state, name="in-process"))
+            if settings.sandbox_consents:
+                # The in-memory queue starts empty: first syncs of the sandbox's standing
+                # consents (consents/sandbox.py) and of any consent a restart left unsynced.
+                await state.jobs.defer("consents.catch_up", queueing_lock="consents.catch_up")
         models = await model_tasks.start(state)
         # Everything loaded so far (modules, the model, pools) lives as long as the
         # process: moved out of the collector's reach, a full collection no longer walks

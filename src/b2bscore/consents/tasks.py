@@ -14,7 +14,7 @@ from datetime import timedelta
 import httpx
 from procrastinate import RetryStrategy
 
-from b2bscore.consents import service
+from b2bscore.consents import sandbox, service
 from b2bscore.consents.repository import ConsentRepository
 from b2bscore.kit.db import opened_session
 from b2bscore.kit.jobs import JobContext, periodic, state_of, task
@@ -71,3 +71,16 @@ async def schedule(context: JobContext, timestamp: int) -> int:
     for consent_id in due:
         queued += await service.queue_sync(state.jobs, consent_id)
     return queued
+
+
+CATCH_UP_TASK = "consents.catch_up"
+
+
+@task(name=CATCH_UP_TASK, pass_context=True, queue="consents", queueing_lock=CATCH_UP_TASK)
+async def catch_up(context: JobContext) -> int:
+    """Queue the first sync of every test consent that has none (the embedded default's
+    in-memory queue starts empty: the sandbox's standing consents wait for this)."""
+    state = state_of(context)
+    if state.jobs is None:
+        return 0
+    return await sandbox.queue_never_synced(state.sessionmaker, state.jobs)

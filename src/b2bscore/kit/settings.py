@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     consent_refresh_margin_seconds: int = Field(default=300, ge=0, le=86_400)
     # How stale each process's list of companies with a snapshot may be (see SnapshotIndex).
     consent_index_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # Set by `b2bscore serve` on the embedded default: its sandbox tenant holds standing
+    # test consents of the sandbox directory, first synced when the process starts
+    # (consents/sandbox.py), so that decisions read snapshots instead of calling the bank.
+    sandbox_consents: bool = False
 
     @property
     def resolved_database_url(self) -> str:

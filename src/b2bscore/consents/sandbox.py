@@ -1,0 +1,128 @@
+"""Standing test consents of the embedded default: the sandbox's consented companies.
+
+A decision that calls the bank inside its budget depends on how busy the server is: the
+open-banking calls are sequential, and on a saturated machine they are cut at the
+deadline, so the same company gets a degraded review under load and a full decision
+otherwise. Live lenders avoid that with consents synced ahead (docs/CONSENTS.md). The
+embedded default does the same for its own sandbox tenant: every company of the sandbox
+directory whose bank holds its consent gets an active test consent at its sandbox bank,
+under the public `sandbox-SIREN` token the sandbox grants to pre-consented companies, and
+the job engine syncs it like any other consent. The decision then reads the snapshot.
+Companies outside the directory, or whose sync failed, are asked in the request as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from b2bscore.consents.models import Consent
+from b2bscore.consents.repository import ConsentRepository
+from b2bscore.consents.service import _audit, _seal_tokens, queue_sync
+from b2bscore.decisions.crypto import DataKeyring
+from b2bscore.kit.db import SessionOpener, opened_session
+from b2bscore.kit.jobs import Jobs
+from b2bscore.kit.settings import Settings
+from b2bscore.sources.banks import sandbox_bank_of
+from b2bscore.tenants.models import new_id
+from b2bscore.training import world
+
+# Not a URL: nobody is sent anywhere, the consent was never asked through the flow.
+STANDING_REDIRECT = "urn:b2bscore:sandbox-standing-consent"
+STANDING_SCOPES = ("balances", "transactions")
+# The sandbox directory: the scenario companies and the companies of the load tests'
+# mix (loadtests/mix.py draws its SIRENs from the same seed and count).
+DIRECTORY_SEED = 20_261_101
+DIRECTORY_SIZE = 5_200
+
+
+def sandbox_directory(size: int = DIRECTORY_SIZE) -> list[str]:
+    """The sandbox's published companies: the scenarios, then `size` drawn SIRENs."""
+    return list(world.SCENARIOS.values()) + world.sample_sirens(size, DIRECTORY_SEED)
+
+
+async def ensure_standing_consents(
+    session: AsyncSession,
+    settings: Settings,
+    keyring: DataKeyring,
+    *,
+    tenant_id: str,
+    key_id: str,
+    sirens: Iterable[str],
+    now: datetime,
+) -> int:
+    """Active test consents for the consented companies that lack one; how many (no commit)."""
+    held = await ConsentRepository(session).active_sirens(tenant_id, "test")
+    created = 0
+    for siren in sirens:
+        if siren in held or not world.bank_consent(siren):
+            continue
+        held.add(siren)
+        consent = Consent(
+            id=new_id(),
+            tenant_id=tenant_id,
+            mode="test",
+            siren=siren,
+            bank_id=sandbox_bank_of(siren),
+            status="active",
+            requested_scopes=list(STANDING_SCOPES),
+            granted_scopes=list(STANDING_SCOPES),
+            accounts=[],
+            redirect_uri=STANDING_REDIRECT,
+            state_hash=None,
+            state_expires_at=now,
+            created_by=key_id,
+            created_at=now,
+            updated_at=now,
+            activated_at=now,
+            expires_at=now + timedelta(days=settings.consent_validity_days),
+            expiring_notified=False,
+            # No expiry: the sandbox's public token is not refreshed (no refresh token).
+            access_expires_at=None,
+        )
+        _seal_tokens(keyring, consent, {"access_token": f"sandbox-{siren}"})
+        session.add(consent)
+        _audit(
+            session,
+            consent,
+            actor="system",
+            action="activated",
+            now=now,
+            detail={"standing": "sandbox directory"},
+        )
+        created += 1
+    await session.flush()
+    return created
+
+
+async def queue_never_synced(
+    sessions: SessionOpener,
+    jobs: Jobs,
+    *,
+    window: int = 32,
+    pause_seconds: float = 0.5,
+) -> int:
+    """Queue a first sync of every active test consent that has none; how many were queued.
+
+    In waves: at most `window` syncs wait at a time, so that thousands of standing consents
+    neither flood the queue (the in-memory connector scans it on every fetch) nor starve
+    the requests served beside them. Each consent is queued once per call, in id order:
+    one whose syncs all fail waits for the periodic schedule, not for this loop.
+    """
+    after = ""
+    queued = 0
+    while True:
+        depth = await jobs.queue_depth()
+        if depth.get("consents", {}).get("todo", 0) >= window // 2:
+            await asyncio.sleep(pause_seconds)
+            continue
+        async with opened_session(sessions) as session:
+            due = await ConsentRepository(session).never_synced("test", window, after=after)
+        if not due:
+            return queued
+        for consent_id in due:
+            queued += await queue_sync(jobs, consent_id)
+        after = due[-1]
