@@ -181,7 +181,7 @@ async def _standing_consents(settings: Any, keyring: Any, key: str) -> int:
                 keyring,
                 tenant_id=principal.tenant_id,
                 key_id=principal.key_id,
-                sirens=sandbox_directory(),
+                sirens=sandbox_directory(settings.sandbox_directory_size),
                 now=utcnow(),
             )
             await session.commit()
@@ -229,7 +229,7 @@ def serve(
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="b2bscore-metrics-")
     key = _sandbox_key(settings) if settings.is_embedded else None
-    if key is not None:
+    if key is not None and settings.sandbox_directory_size > 0:
         # The embedded default with its own sandbox: decisions on the sandbox's consented
         # companies read snapshots synced in the background, as a live lender's would.
         asyncio.run(_standing_consents(settings, secrets.keyring, key))

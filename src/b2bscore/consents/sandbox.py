@@ -40,7 +40,9 @@ DIRECTORY_SIZE = 5_200
 
 
 def sandbox_directory(size: int = DIRECTORY_SIZE) -> list[str]:
-    """The sandbox's published companies: the scenarios, then `size` drawn SIRENs."""
+    """The sandbox's published companies: the scenarios, then `size` drawn SIRENs (0: none)."""
+    if size <= 0:
+        return []
     return list(world.SCENARIOS.values()) + world.sample_sirens(size, DIRECTORY_SEED)
 
 

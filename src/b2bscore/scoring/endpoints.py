@@ -122,3 +122,7 @@ current_router.add_api_route(
     description="Answers exactly as `POST /v1/score`, the current version of the API.",
     operation_id="score_company_current",
 )
+
+# The paths that make a decision inside the budget: admission (kit/admission.py) lets a
+# few run at once per process and queues the others before their budget starts.
+DECISION_PATHS = ("/v1/score", "/score")
