@@ -77,14 +77,19 @@ class ConsentRepository:
         )
         return [(t, m, s) for t, m, s in (await self.session.execute(query)).all()]
 
-    async def due_for_sync(self, older_than: datetime, limit: int) -> Sequence[str]:
-        """Active consents whose last sync is older than older_than (or that never synced)."""
+    async def due_for_sync(
+        self, older_than: datetime, limit: int, *, after: str = ""
+    ) -> Sequence[str]:
+        """Active consents whose last sync is older than older_than (or that never synced),
+        by id after `after`."""
         query = (
             sa.select(Consent.id)
             .where(
                 Consent.status == "active",
                 sa.or_(Consent.last_synced_at.is_(None), Consent.last_synced_at < older_than),
+                Consent.id > after,
             )
+            .order_by(Consent.id)
             .limit(limit)
         )
         return (await self.session.scalars(query)).all()

@@ -14,7 +14,7 @@ Companies outside the directory, or whose sync failed, are asked in the request 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -100,19 +100,20 @@ async def ensure_standing_consents(
     return created
 
 
-async def queue_never_synced(
-    sessions: SessionOpener,
+async def queue_in_waves(
     jobs: Jobs,
+    due: Callable[[str, int], Awaitable[Sequence[str]]],
     *,
     window: int = 32,
     pause_seconds: float = 0.5,
 ) -> int:
-    """Queue a first sync of every active test consent that has none; how many were queued.
+    """Queue a sync of each consent `due(after_id, limit)` names, in waves; how many.
 
-    In waves: at most `window` syncs wait at a time, so that thousands of standing consents
-    neither flood the queue (the in-memory connector scans it on every fetch) nor starve
-    the requests served beside them. Each consent is queued once per call, in id order:
-    one whose syncs all fail waits for the periodic schedule, not for this loop.
+    At most `window` syncs wait at a time: thousands of consents must neither flood the
+    embedded default's in-memory queue (its connector rescans every waiting job for each
+    job it hands out: a full queue stalls the event loop that also serves the requests)
+    nor starve the requests. Each consent is queued once per call, in id order; one whose
+    syncs all fail waits for the next call.
     """
     after = ""
     queued = 0
@@ -121,10 +122,19 @@ async def queue_never_synced(
         if depth.get("consents", {}).get("todo", 0) >= window // 2:
             await asyncio.sleep(pause_seconds)
             continue
-        async with opened_session(sessions) as session:
-            due = await ConsentRepository(session).never_synced("test", window, after=after)
-        if not due:
+        ids = await due(after, window)
+        if not ids:
             return queued
-        for consent_id in due:
+        for consent_id in ids:
             queued += await queue_sync(jobs, consent_id)
-        after = due[-1]
+        after = ids[-1]
+
+
+async def queue_never_synced(sessions: SessionOpener, jobs: Jobs) -> int:
+    """Queue a first sync of every active test consent that has none, in waves."""
+
+    async def due(after: str, limit: int) -> Sequence[str]:
+        async with opened_session(sessions) as session:
+            return await ConsentRepository(session).never_synced("test", limit, after=after)
+
+    return await queue_in_waves(jobs, due)

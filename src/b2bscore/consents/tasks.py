@@ -9,6 +9,7 @@ with exponential backoff; the previous snapshot stays usable meanwhile.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 import httpx
@@ -57,6 +58,9 @@ async def sync(context: JobContext, consent_id: str) -> str:
     name="consents.schedule",
     pass_context=True,
     queue="consents",
+    # One at a time: on the embedded default a schedule queues in waves and may outlast
+    # its minute.
+    lock="consents.schedule",
     queueing_lock="consents.schedule",
 )
 async def schedule(context: JobContext, timestamp: int) -> int:
@@ -65,6 +69,13 @@ async def schedule(context: JobContext, timestamp: int) -> int:
     now = utcnow()
     await service.sweep(state.sessionmaker, state.settings, now)
     older_than = now - timedelta(seconds=state.settings.consent_sync_interval_seconds)
+    if state.jobs is not None and state.jobs.in_memory:
+        # The embedded default's in-memory queue must stay short (sandbox.queue_in_waves).
+        async def due_after(after: str, limit: int) -> Sequence[str]:
+            async with opened_session(state.sessionmaker) as session:
+                return await ConsentRepository(session).due_for_sync(older_than, limit, after=after)
+
+        return await sandbox.queue_in_waves(state.jobs, due_after)
     async with opened_session(state.sessionmaker) as session:
         due = await ConsentRepository(session).due_for_sync(older_than, SCHEDULE_BATCH)
     queued = 0
