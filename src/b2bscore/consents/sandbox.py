@@ -104,12 +104,12 @@ async def queue_in_waves(
     jobs: Jobs,
     due: Callable[[str, int], Awaitable[Sequence[str]]],
     *,
-    window: int = 32,
+    window: int = 64,
     pause_seconds: float = 0.5,
 ) -> int:
     """Queue a sync of each consent `due(after_id, limit)` names, in waves; how many.
 
-    At most `window` syncs wait at a time: thousands of consents must neither flood the
+    At most about `window` syncs wait at a time (retries waiting for their backoff count): thousands of consents must neither flood the
     embedded default's in-memory queue (its connector rescans every waiting job for each
     job it hands out: a full queue stalls the event loop that also serves the requests)
     nor starve the requests. Each consent is queued once per call, in id order; one whose
@@ -119,7 +119,7 @@ async def queue_in_waves(
     queued = 0
     while True:
         depth = await jobs.queue_depth()
-        if depth.get("consents", {}).get("todo", 0) >= window // 2:
+        if depth.get("consents", {}).get("todo", 0) >= window:
             await asyncio.sleep(pause_seconds)
             continue
         ids = await due(after, window)
