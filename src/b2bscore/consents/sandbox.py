@@ -13,8 +13,8 @@ Companies outside the directory, or whose sync failed, are asked in the request 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +23,6 @@ from b2bscore.consents.models import Consent
 from b2bscore.consents.repository import ConsentRepository
 from b2bscore.consents.service import _audit, _seal_tokens, queue_sync
 from b2bscore.decisions.crypto import DataKeyring
-from b2bscore.kit.db import SessionOpener, opened_session
 from b2bscore.kit.jobs import Jobs
 from b2bscore.kit.settings import Settings
 from b2bscore.sources.banks import sandbox_bank_of
@@ -37,6 +36,9 @@ STANDING_SCOPES = ("balances", "transactions")
 # mix (loadtests/mix.py draws its SIRENs from the same seed and count).
 DIRECTORY_SEED = 20_261_101
 DIRECTORY_SIZE = 5_200
+# Syncs waiting at most on the embedded default's queue, and the pause between waves.
+WAVE_WINDOW = 64
+WAVE_PAUSE_SECONDS = 0.5
 
 
 def sandbox_directory(size: int = DIRECTORY_SIZE) -> list[str]:
@@ -100,41 +102,38 @@ async def ensure_standing_consents(
     return created
 
 
-async def queue_in_waves(
+@dataclass(frozen=True, slots=True)
+class Wave:
+    """What one wave did: syncs queued, the last id seen, and whether nothing is left."""
+
+    queued: int
+    after: str
+    done: bool
+
+
+async def queue_one_wave(
     jobs: Jobs,
     due: Callable[[str, int], Awaitable[Sequence[str]]],
     *,
-    window: int = 64,
-    pause_seconds: float = 0.5,
-) -> int:
-    """Queue a sync of each consent `due(after_id, limit)` names, in waves; how many.
+    after: str = "",
+    window: int = WAVE_WINDOW,
+) -> Wave:
+    """Queue a sync of the next consents `due(after_id, limit)` names, if the queue has room.
 
-    At most about `window` syncs wait at a time (retries waiting for their backoff count): thousands of consents must neither flood the
-    embedded default's in-memory queue (its connector rescans every waiting job for each
-    job it hands out: a full queue stalls the event loop that also serves the requests)
-    nor starve the requests. Each consent is queued once per call, in id order; one whose
-    syncs all fail waits for the next call.
+    At most about `window` syncs wait at a time (retries waiting for their backoff count):
+    thousands of consents must neither flood the embedded default's in-memory queue (its
+    connector rescans every waiting job for each job it hands out: 1,000 waiting syncs
+    stalled the event loop that also serves the requests) nor starve the requests. The
+    caller goes on from `after` (consents in id order, each queued once per pass: one
+    whose syncs all fail waits for the next pass).
     """
-    after = ""
+    depth = await jobs.queue_depth()
+    if depth.get("consents", {}).get("todo", 0) >= window:
+        return Wave(0, after, done=False)
+    ids = await due(after, window)
+    if not ids:
+        return Wave(0, after, done=True)
     queued = 0
-    while True:
-        depth = await jobs.queue_depth()
-        if depth.get("consents", {}).get("todo", 0) >= window:
-            await asyncio.sleep(pause_seconds)
-            continue
-        ids = await due(after, window)
-        if not ids:
-            return queued
-        for consent_id in ids:
-            queued += await queue_sync(jobs, consent_id)
-        after = ids[-1]
-
-
-async def queue_never_synced(sessions: SessionOpener, jobs: Jobs) -> int:
-    """Queue a first sync of every active test consent that has none, in waves."""
-
-    async def due(after: str, limit: int) -> Sequence[str]:
-        async with opened_session(sessions) as session:
-            return await ConsentRepository(session).never_synced("test", limit, after=after)
-
-    return await queue_in_waves(jobs, due)
+    for consent_id in ids:
+        queued += await queue_sync(jobs, consent_id)
+    return Wave(queued, ids[-1], done=False)
