@@ -181,7 +181,11 @@ async def drive(server: Server, bodies: list[dict[str, str]], clients: int, labe
                 except asyncio.QueueEmpty:
                     return
                 sent = time.monotonic()
-                response = await http.post("/v1/score", json=bodies[i])
+                try:
+                    response = await http.post("/v1/score", json=bodies[i])
+                except httpx.HTTPError as error:  # counted, not fatal: the figure says so
+                    run.problems[f"client {type(error).__name__}"] += 1
+                    continue
                 run.client_ms.append((time.monotonic() - sent) * 1000)
                 timing = response.headers.get("server-timing", "")
                 if timing.startswith("admission;dur="):
