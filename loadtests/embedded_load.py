@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import re
@@ -33,6 +34,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -128,7 +130,17 @@ class Server:
             text=True,
         )
         self.key = self._read_key()
+        # Keep draining the server's output: a full pipe blocks the server's logging, and
+        # with it its event loop (seen as requests hanging and syncs stopping).
+        self.log = var_root / f"serve-{port}-{int(time.time())}.log"
+        threading.Thread(target=self._drain, daemon=True).start()
         self._wait_ready()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        with self.log.open("a") as out, contextlib.suppress(ValueError, OSError):
+            for line in self.process.stdout:  # ends when the server exits (or stop closes it)
+                out.write(line)
 
     def _read_key(self) -> str:
         assert self.process.stdout is not None
