@@ -37,7 +37,7 @@ STANDING_SCOPES = ("balances", "transactions")
 DIRECTORY_SEED = 20_261_101
 DIRECTORY_SIZE = 5_200
 # Syncs waiting at most on the embedded default's queue, and the pause between waves.
-WAVE_WINDOW = 64
+WAVE_WINDOW = 192
 WAVE_PAUSE_SECONDS = 0.5
 
 
