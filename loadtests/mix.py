@@ -23,7 +23,12 @@ _AMOUNTS: dict[str, tuple[float, float]] = {
 
 @dataclass(frozen=True, slots=True)
 class MixSpec:
-    """Shares of the mix: repeat customers and fault scenarios, the rest is fresh SIRENs."""
+    """Shares of the mix: repeat customers and fault scenarios, the rest is fresh SIRENs.
+
+    The defaults draw the companies of the sandbox directory (consents/sandbox.py: the
+    same seed and 5,000 + 200 SIRENs), whose consented companies the embedded default
+    syncs ahead.
+    """
 
     distinct: int = 5000
     repeat_pool: int = 200

@@ -31,6 +31,7 @@ from b2bscore.decisions.checkpoints import CheckpointPublisher, CheckpointSigner
 from b2bscore.decisions.crypto import DataKeyring, KeyringError
 from b2bscore.decisions.endpoints import router as decisions_router
 from b2bscore.decisions.writer import AuditWriter
+from b2bscore.kit.admission import AdmissionMiddleware
 from b2bscore.kit.cache import FallbackCache, create_cache
 from b2bscore.kit.db import create_engine, create_sessionmaker
 from b2bscore.kit.deadline import StoreUnavailable, store_unavailable_problem, within
@@ -47,6 +48,7 @@ from b2bscore.model.serving import ServingModels
 from b2bscore.outcomes.endpoints import router as outcomes_router
 from b2bscore.portfolio.endpoints import BATCHES_PATH
 from b2bscore.portfolio.endpoints import router as portfolio_router
+from b2bscore.scoring.endpoints import DECISION_PATHS
 from b2bscore.scoring.endpoints import current_router as current_scoring_router
 from b2bscore.scoring.endpoints import router as scoring_router
 from b2bscore.sources.clients import ProviderClients
@@ -287,6 +289,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker: asyncio.Task[None] | None = None
         if state.jobs is not None and state.jobs.runs_in_process:
             worker = asyncio.create_task(state.jobs.run_worker(state, name="in-process"))
+            if settings.sandbox_consents:
+                # The in-memory queue starts empty: first syncs of the sandbox's standing
+                # consents (consents/sandbox.py) and of any consent a restart left unsynced.
+                await state.jobs.defer("consents.catch_up", queueing_lock="consents.catch_up")
         models = await model_tasks.start(state)
         # Everything loaded so far (modules, the model, pools) lives as long as the
         # process: moved out of the collector's reach, a full collection no longer walks
@@ -318,6 +324,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (BOOKS_PATH, settings.books_max_bytes),
             (BATCHES_PATH, settings.batch_max_bytes),
         ),
+    )
+    # Outermost: a request waiting for its turn has not started its budget yet.
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=settings.resolved_max_concurrent_decisions,
+        max_wait_seconds=settings.admission_wait_ms / 1000,
+        paths=DECISION_PATHS,
     )
     app.include_router(scoring_router)
     app.include_router(current_scoring_router)

@@ -162,6 +162,34 @@ def _sandbox_key(settings: Any) -> str:
     return key
 
 
+async def _standing_consents(settings: Any, keyring: Any, key: str) -> int:
+    """The sandbox tenant's standing test consents (consents/sandbox.py); how many are new."""
+    from b2bscore.consents.sandbox import ensure_standing_consents, sandbox_directory
+    from b2bscore.kit.db import create_engine, create_sessionmaker
+    from b2bscore.tenants import service as tenants
+    from b2bscore.tenants.models import utcnow
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            principal = await tenants.authenticate(session, key)
+            if principal is None:
+                return 0
+            created = await ensure_standing_consents(
+                session,
+                settings,
+                keyring,
+                tenant_id=principal.tenant_id,
+                key_id=principal.key_id,
+                sirens=sandbox_directory(settings.sandbox_directory_size),
+                now=utcnow(),
+            )
+            await session.commit()
+            return created
+    finally:
+        await engine.dispose()
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -178,7 +206,7 @@ def serve(
 
     settings = _settings()
     try:
-        load_secrets(settings)  # fail closed before anything starts
+        secrets = load_secrets(settings)  # fail closed before anything starts
     except StartupRefused as refused:
         typer.echo(f"b2bscore: refusing to start: {refused}", err=True)
         raise typer.Exit(code=2) from None
@@ -201,6 +229,11 @@ def serve(
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="b2bscore-metrics-")
     key = _sandbox_key(settings) if settings.is_embedded else None
+    if key is not None and settings.sandbox_directory_size > 0:
+        # The embedded default with its own sandbox: decisions on the sandbox's consented
+        # companies read snapshots synced in the background, as a live lender's would.
+        asyncio.run(_standing_consents(settings, secrets.keyring, key))
+        os.environ["B2BSCORE_SANDBOX_CONSENTS"] = "true"
 
     url = f"http://{_url_host(host)}:{port}"
     lines = [f"b2bscore listening on {url}  (docs: {url}/docs)"]

@@ -18,6 +18,7 @@ from b2bscore.sandbox.app import create_sandbox_app
 from b2bscore.sandbox.profile import SandboxProfile
 from b2bscore.sources.fec import FecError, parse_fec
 from b2bscore.training.world import SCENARIOS, company, sample_sirens
+from tests.servers import serve_in_thread
 
 
 def _free_port() -> int:
@@ -225,17 +226,43 @@ def test_profile_presets_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
         SandboxProfile.parse("chaotic")
 
 
-def test_random_faults_and_latency() -> None:
-    import random
-
+def test_keyed_latency_and_faults_keep_the_published_rates() -> None:
     p = SandboxProfile.preset("realistic").open_banking
-    rng = random.Random(1)
-    draws = sorted(p.latency_s(rng) for _ in range(20_000))
-    assert 0.035 < draws[10_000] < 0.055
-    assert 0.2 < draws[int(0.99 * 20_000)] < 0.36
-    faults = [p.fault(rng) for _ in range(100_000)]
-    assert 0.008 < faults.count("timeout") / 1e5 < 0.012
-    assert 0.003 < faults.count("error") / 1e5 < 0.007
+    draws = SandboxProfile(seed="rates").draws()
+    sirens = sample_sirens(20_000, 3)
+    latencies = sorted(p.latency_s(draws.uniform("open_banking", s, "latency")) for s in sirens)
+    assert 0.040 < latencies[10_000] < 0.050
+    assert 0.22 < latencies[int(0.99 * 20_000)] < 0.34
+    faults = [p.fault(draws.uniform("open_banking", s, "fault")) for s in sirens * 5]
+    faults += [p.fault(draws.uniform("open_banking", s, "fault", "2")) for s in sirens * 5]
+    assert 0.008 < faults.count("timeout") / len(faults) < 0.012
+    assert 0.003 < faults.count("error") / len(faults) < 0.007
+
+
+def test_draws_are_keyed_by_seed_and_call() -> None:
+    today = SandboxProfile().draws(datetime(2026, 12, 4, 23, 59, tzinfo=UTC))
+    assert today.seed == "2026-12-04"
+    again = SandboxProfile().draws(datetime(2026, 12, 4, 0, 1, tzinfo=UTC))
+    tomorrow = SandboxProfile().draws(datetime(2026, 12, 5, tzinfo=UTC))
+    one = today.uniform("sirene", "111111118", "/sirene", "", "fault")
+    assert one == again.uniform("sirene", "111111118", "/sirene", "", "fault")
+    assert one != tomorrow.uniform("sirene", "111111118", "/sirene", "", "fault")
+    assert one != today.uniform("sirene", "111111118", "/sirene", "", "latency")
+    assert 0.0 <= one < 1.0
+
+
+def test_faults_are_the_same_for_a_company_on_every_try() -> None:
+    """Half the companies' registry fails, the same half on every try, over real HTTP."""
+    profile = SandboxProfile.model_validate(
+        {"name": "half", "seed": "t", "sirene": {"error_rate": 0.5}}
+    )
+    with serve_in_thread(create_sandbox_app(profile)) as url, httpx.Client(base_url=url) as c:
+        sirens = sample_sirens(60, 11)
+        first = {s: c.get(f"/sirene/v3.11/siren/{s}").status_code for s in sirens}
+        for _ in range(2):
+            assert {s: c.get(f"/sirene/v3.11/siren/{s}").status_code for s in sirens} == first
+    assert set(first.values()) == {200, 503}
+    assert 15 <= list(first.values()).count(503) <= 45
 
 
 def test_malformed_profile_over_http() -> None:

@@ -79,17 +79,44 @@ class ConsentRepository:
         )
         return [(t, m, s) for t, m, s in (await self.session.execute(query)).all()]
 
-    async def due_for_sync(self, older_than: datetime, limit: int) -> Sequence[str]:
-        """Active consents whose last sync is older than older_than (or that never synced)."""
+    async def due_for_sync(
+        self, older_than: datetime, limit: int, *, after: str = ""
+    ) -> Sequence[str]:
+        """Active consents whose last sync is older than older_than (or that never synced),
+        by id after `after`."""
         query = (
             sa.select(Consent.id)
             .where(
                 Consent.status == "active",
                 sa.or_(Consent.last_synced_at.is_(None), Consent.last_synced_at < older_than),
+                Consent.id > after,
             )
+            .order_by(Consent.id)
             .limit(limit)
         )
         return (await self.session.scalars(query)).all()
+
+    async def never_synced(self, mode: str, limit: int, *, after: str = "") -> Sequence[str]:
+        """Active consents of a mode that have no sync yet, by id after `after`."""
+        query = (
+            sa.select(Consent.id)
+            .where(
+                Consent.status == "active",
+                Consent.mode == mode,
+                Consent.last_synced_at.is_(None),
+                Consent.id > after,
+            )
+            .order_by(Consent.id)
+            .limit(limit)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def active_sirens(self, tenant_id: str, mode: str) -> set[str]:
+        """The SIRENs with an active consent of a tenant in one mode."""
+        query = sa.select(Consent.siren).where(
+            Consent.tenant_id == tenant_id, Consent.mode == mode, Consent.status == "active"
+        )
+        return set((await self.session.scalars(query)).all())
 
     async def expiring(self, before: datetime, limit: int) -> Sequence[Consent]:
         """Active consents expiring before `before` not yet announced, locked."""

@@ -10,12 +10,13 @@ with exponential backoff; the previous snapshot stays usable meanwhile.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 import httpx
 from procrastinate import RetryStrategy
 
-from b2bscore.consents import service
+from b2bscore.consents import sandbox, service
 from b2bscore.consents.repository import ConsentRepository
 from b2bscore.kit.db import opened_session
 from b2bscore.kit.jobs import JobContext, periodic, state_of, task
@@ -90,9 +91,70 @@ async def schedule(context: JobContext, timestamp: int) -> int:
     now = utcnow()
     await service.sweep(state.sessionmaker, state.settings, now)
     older_than = now - timedelta(seconds=state.settings.consent_sync_interval_seconds)
+    if state.jobs is not None and state.jobs.in_memory:
+        # The embedded default's in-memory queue must stay short: waves (see queue_wave).
+        await state.jobs.defer(
+            WAVE_TASK,
+            queueing_lock=f"{WAVE_TASK}:due",
+            kind="due",
+            older_than=older_than.isoformat(),
+        )
+        return 0
     async with opened_session(state.sessionmaker) as session:
         due = await ConsentRepository(session).due_for_sync(older_than, SCHEDULE_BATCH)
     queued = 0
     for consent_id in due:
         queued += await service.queue_sync(state.jobs, consent_id)
     return queued
+
+
+CATCH_UP_TASK = "consents.catch_up"
+WAVE_TASK = "consents.queue_wave"
+
+
+@task(name=CATCH_UP_TASK, pass_context=True, queue="consents", queueing_lock=CATCH_UP_TASK)
+async def catch_up(context: JobContext) -> None:
+    """Queue the first sync of every test consent that has none, in waves (the embedded
+    default's in-memory queue starts empty: the sandbox's standing consents wait for it)."""
+    state = state_of(context)
+    if state.jobs is not None:
+        await state.jobs.defer(
+            WAVE_TASK, queueing_lock=f"{WAVE_TASK}:never_synced", kind="never_synced"
+        )
+
+
+@task(name=WAVE_TASK, pass_context=True, queue="consents")
+async def queue_wave(
+    context: JobContext, kind: str, after: str = "", older_than: str | None = None
+) -> int:
+    """Queue one wave of syncs, then this task again for the next wave; how many queued.
+
+    A chain of short jobs rather than one long one: the worker's graceful stop waits for
+    running jobs, and thousands of syncs take minutes to queue at the pace of the waves
+    (consents/sandbox.py, queue_one_wave).
+    """
+    state = state_of(context)
+    jobs = state.jobs
+    if jobs is None:
+        return 0
+    since = None if older_than is None else datetime.fromisoformat(older_than)
+
+    async def due(after_id: str, limit: int) -> Sequence[str]:
+        async with opened_session(state.sessionmaker) as session:
+            repository = ConsentRepository(session)
+            if kind == "due" and since is not None:
+                return await repository.due_for_sync(since, limit, after=after_id)
+            return await repository.never_synced("test", limit, after=after_id)
+
+    wave = await sandbox.queue_one_wave(jobs, due, after=after)
+    if wave.done:
+        return wave.queued
+    await jobs.defer(
+        WAVE_TASK,
+        queueing_lock=f"{WAVE_TASK}:{kind}",
+        schedule_at=utcnow() + timedelta(seconds=sandbox.WAVE_PAUSE_SECONDS),
+        kind=kind,
+        after=wave.after,
+        older_than=older_than,
+    )
+    return wave.queued

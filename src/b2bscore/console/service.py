@@ -110,15 +110,7 @@ async def score(
         answer = await scoring.score_request(
             body,
             principal=principal,
-            tools=scoring.ScoringTools(
-                settings=state.settings,
-                bundle=state.bundle,
-                clients=state.sandbox_clients if principal.mode == "test" else state.live_clients,
-                cache=state.cache,
-                audit=state.audit,
-                tokenizer=state.tokenizer,
-                sessions=sessions,
-            ),
+            tools=scoring.ScoringTools.of(state, principal.mode, sessions=sessions),
             idempotency_key=idempotency_key,
             started=started,
         )

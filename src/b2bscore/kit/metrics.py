@@ -55,6 +55,15 @@ AUDIT_BATCH_ROWS = Histogram(
     "Audit rows committed together by the group-commit writer.",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
+ADMISSION_WAIT = Histogram(
+    "b2bscore_admission_wait_seconds",
+    "Time a decision request waited for its turn before its budget started (kit/admission).",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ADMISSION_REFUSED = Counter(
+    "b2bscore_admission_refused_total",
+    "Decision requests answered 503 overloaded: no turn within the admission wait.",
+)
 AUDIT_FAILURES = Counter(
     "b2bscore_audit_failures_total", "Score requests refused because the audit row failed."
 )

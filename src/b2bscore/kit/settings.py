@@ -14,6 +14,11 @@ PACKAGED_MODELS_DIR = Path(__file__).resolve().parents[1] / "bundled_models"
 CHECKOUT_MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 
 
+# The embedded default's admission limit: 20 clients on a 2-core machine finish four at a
+# time within their budgets (docs/PERFORMANCE.md, "Degradation by load").
+EMBEDDED_CONCURRENT_DECISIONS = 4
+
+
 def default_models_dir() -> Path:
     """The shipped bundles: inside the installed package, else the checkout's models/."""
     if PACKAGED_MODELS_DIR.is_dir():
@@ -42,6 +47,11 @@ class Settings(BaseSettings):
     # Whole server-side budget of POST /v1/score, and what is kept back from the
     # fan-out for features, scoring and the audit commit.
     deadline_ms: int = Field(default=500, ge=50, le=30_000)
+    # Decisions in progress at once per process (kit/admission.py); the others wait, before
+    # their budget starts, up to admission_wait_ms. None: 4 on the embedded default (one
+    # process deciding beside its sandbox on a small machine), unlimited otherwise.
+    max_concurrent_decisions: int | None = Field(default=None, ge=0, le=10_000)
+    admission_wait_ms: int = Field(default=5_000, ge=0, le=60_000)
     scoring_reserve_ms: int = Field(default=120, ge=5, le=10_000)
 
     # Sandbox providers answer sk_test_ keys; live providers answer sk_live_ keys.
@@ -171,6 +181,13 @@ class Settings(BaseSettings):
     consent_refresh_margin_seconds: int = Field(default=300, ge=0, le=86_400)
     # How stale each process's list of companies with an active consent may be (ConsentIndex).
     consent_index_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # Set by `b2bscore serve` on the embedded default: its sandbox tenant holds standing
+    # test consents of the sandbox directory, first synced when the process starts
+    # (consents/sandbox.py), so that decisions read snapshots instead of calling the bank.
+    sandbox_consents: bool = False
+    # How many drawn companies of the sandbox directory (beside the scenarios) get standing
+    # consents there; 0: none. The load tests' mix draws from the same 5,200.
+    sandbox_directory_size: int = Field(default=5_200, ge=0, le=100_000)
 
     @property
     def resolved_database_url(self) -> str:
@@ -193,6 +210,13 @@ class Settings(BaseSettings):
     def is_production(self) -> bool:
         """True in production mode (B2BSCORE_ENV=production): secrets fail closed."""
         return self.env == "production"
+
+    @property
+    def resolved_max_concurrent_decisions(self) -> int:
+        """The admission limit in force; 0 means none."""
+        if self.max_concurrent_decisions is not None:
+            return self.max_concurrent_decisions
+        return EMBEDDED_CONCURRENT_DECISIONS if self.is_embedded else 0
 
     @property
     def is_embedded(self) -> bool:

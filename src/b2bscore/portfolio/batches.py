@@ -297,18 +297,8 @@ async def run_chunk(state: AppState, batch_id: str, first_row: int, last_row: in
     decided = 0
     if pending:
         principal = _principal(batch)
-        tools = ScoringTools(
-            settings=settings,
-            bundle=state.bundle,
-            clients=state.sandbox_clients if batch.mode == "test" else state.live_clients,
-            cache=state.cache,
-            audit=state.audit,
-            tokenizer=state.tokenizer,
-            sessions=state.sessionmaker,
-            # The lender's own data (uploaded books, consented bank snapshots), as in
-            # POST /v1/score: a batch row is the same decision.
-            keyring=state.keyring,
-        )
+        # A batch row is the same decision as POST /v1/score, on the same data.
+        tools = ScoringTools.of(state, batch.mode)
         gate = _row_gate(settings.batch_row_concurrency)
 
         async def one(number: int, request: dict[str, Any] | None, attempts: int) -> None:

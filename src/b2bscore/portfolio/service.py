@@ -158,17 +158,7 @@ def _principal(row: MonitoredCompany) -> Principal:
 
 
 def _tools(state: AppState, mode: str) -> ScoringTools:
-    return ScoringTools(
-        settings=state.settings,
-        bundle=state.bundle,
-        clients=state.sandbox_clients if mode == "test" else state.live_clients,
-        cache=state.cache,
-        audit=state.audit,
-        tokenizer=state.tokenizer,
-        sessions=state.sessionmaker,
-        # The lender's own data: its uploaded books and consented bank snapshots.
-        keyring=state.keyring,
-    )
+    return ScoringTools.of(state, mode)
 
 
 async def check(state: AppState, monitored_id: str) -> CheckOutcome:
@@ -189,12 +179,13 @@ async def check(state: AppState, monitored_id: str) -> CheckOutcome:
     # (portfolio.changes compares the two).
     seen_at = utcnow()
     deadline = started + settings.monitor_check_deadline_ms / 1000
-    books, books_namespace, snapshot = lender_data(tools, principal)
+    sources_deadline = deadline - settings.scoring_reserve_ms / 1000
+    books, books_namespace, snapshot = lender_data(tools, principal, sources_deadline)
     # Fresh data, never the cache: a check is there to see what changed.
     sources = await gather_sources(
         row.siren,
         tools.clients,
-        deadline=deadline - settings.scoring_reserve_ms / 1000,
+        deadline=sources_deadline,
         cache=None,
         tokenizer=state.tokenizer,
         as_of=datetime.now(UTC).date(),

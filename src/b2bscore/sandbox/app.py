@@ -7,7 +7,6 @@ cache lookup plus whatever latency and faults the SandboxProfile asks for.
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import time
 from dataclasses import dataclass
@@ -164,8 +163,8 @@ def create_sandbox_app(
     # keeps the one in use, so that a second sandbox app in a process (tests) does not
     # swap another's store for the default one behind its back.
     store = _use_events(events if events is not None else _events)
-    # Random faults only; scenario faults are deterministic and come from the world.
-    rng = random.Random()
+    # Profile faults are keyed draws per call (sandbox/profile.py); scenario faults come
+    # from the world. Both are the same for the same request, whatever the load.
     app = FastAPI(
         title="b2bscore provider sandbox", docs_url=None, redoc_url=None, openapi_url=None
     )
@@ -184,15 +183,22 @@ def create_sandbox_app(
             if await request.is_disconnected():
                 return
 
+    def call_draw(request: Request, provider: Provider, subject: str, purpose: str) -> float:
+        """This call's draw for one purpose: keyed by company, path and query, not by time."""
+        query = "&".join(
+            sorted(f"{k}={v}" for k, v in request.query_params.multi_items() if k != "cursor")
+        )
+        return prof.draws().uniform(provider, subject, request.url.path, query, purpose)
+
     async def chaos(
-        request: Request, provider: Provider, error: Response
+        request: Request, provider: Provider, error: Response, subject: str
     ) -> tuple[Response | None, bool]:
         """Latency, then maybe a fault: (response to send instead, body must be malformed)."""
         p = prof.provider(provider)
-        delay = p.latency_s(rng)
+        delay = p.latency_s(call_draw(request, provider, subject, "latency"))
         if delay > 0:
             await asyncio.sleep(delay)
-        fault = p.fault(rng)
+        fault = p.fault(call_draw(request, provider, subject, "fault"))
         if fault == "timeout":
             await hang(request)
             return Response(status_code=504), False
@@ -251,7 +257,7 @@ def create_sandbox_app(
         unavailable = stet_error(
             request, 503, "service_unavailable", "ASPSP temporarily unavailable"
         )
-        resp, malformed = await chaos(request, "open_banking", unavailable)
+        resp, malformed = await chaos(request, "open_banking", unavailable, siren)
         if resp is not None:
             return c, resp, False
         if c.fault == "bank_timeout":
@@ -360,7 +366,10 @@ def create_sandbox_app(
         if page > len(pages):
             return stet_error(request, 400, "bad_request", "Page out of range")
         content = pages[page - 1]
-        if rng.random() < prof.open_banking.truncated_rate:
+        if (
+            call_draw(request, "open_banking", c.siren, "truncated")
+            < prof.open_banking.truncated_rate
+        ):
             # The page looks fine but promises a next page that will fail.
             doc = loads_exact(content)  # numbers stay Decimal, written back as they were
             href = stet.transactions_href(resource_id, page + 1, date_from, kind)
@@ -396,7 +405,7 @@ def create_sandbox_app(
         unavailable = _json(
             {"header": {"statut": 503, "message": "Service momentanément indisponible"}}, 503
         )
-        resp, malformed = await chaos(request, "sirene", unavailable)
+        resp, malformed = await chaos(request, "sirene", unavailable, siren)
         if resp is not None:
             return resp
         if company(siren).fault == "registry_error":
@@ -434,10 +443,10 @@ def create_sandbox_app(
         unavailable = _json(
             {"error_code": "ServiceUnavailable", "message": "Service temporarily unavailable"}, 503
         )
-        resp, malformed = await chaos(request, "bodacc", unavailable)
+        siren = sirens[0]
+        resp, malformed = await chaos(request, "bodacc", unavailable, siren)
         if resp is not None:
             return resp
-        siren = sirens[0]
         if not _valid(siren):
             return body(b'{"total_count":0,"results":[]}', malformed)
         as_of = _today()
@@ -464,7 +473,7 @@ def create_sandbox_app(
     async def fec_index(request: Request, siren: str) -> Response:
         """Accounting: the company's FEC files (up to three fiscal years), newest first."""
         unavailable = _json({"error": "unavailable", "message": "Try again later"}, 503)
-        resp, malformed = await chaos(request, "accounting", unavailable)
+        resp, malformed = await chaos(request, "accounting", unavailable, siren)
         if resp is not None:
             return resp
         files = books_gate(siren)

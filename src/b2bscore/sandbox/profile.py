@@ -1,11 +1,20 @@
-"""How the sandbox misbehaves: latency and random faults per provider (docs/WORLD.md)."""
+"""How the sandbox misbehaves: latency and faults per provider (docs/WORLD.md).
+
+Latency and faults are not random per request: each is drawn from a keyed hash of the
+profile's seed (by default the UTC day), the provider and the call (its path and query,
+which name the company). A lender testing an integration sees the same company's registry
+time out on every try that day, and the same requests get the same answers however many
+clients send them; across companies the published rates and latencies hold.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import random
+from datetime import UTC, datetime
+from statistics import NormalDist
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 ENV_VAR = "B2BSCORE_SANDBOX_PROFILE"
 Provider = Literal["open_banking", "sirene", "bodacc", "accounting"]
 _Z99 = 2.3263478740408408  # standard normal 99th percentile
+_NORMAL = NormalDist()
 
 
 class ProviderProfile(BaseModel):
@@ -27,16 +37,17 @@ class ProviderProfile(BaseModel):
     malformed_rate: float = Field(default=0.0, ge=0, le=1)
     truncated_rate: float = Field(default=0.0, ge=0, le=1)
 
-    def latency_s(self, rng: random.Random) -> float:
-        """One latency draw in seconds; 0 when the median is 0."""
+    def latency_s(self, u: float) -> float:
+        """The latency in seconds at quantile u of the log-normal; 0 when the median is 0."""
         if self.median_ms <= 0:
             return 0.0
         sigma = max(0.0, math.log(max(self.p99_ms, self.median_ms) / self.median_ms) / _Z99)
-        return rng.lognormvariate(math.log(self.median_ms), sigma) / 1000.0
+        z = _NORMAL.inv_cdf(min(max(u, 1e-12), 1 - 1e-12))
+        return math.exp(math.log(self.median_ms) + sigma * z) / 1000.0
 
-    def fault(self, rng: random.Random) -> str | None:
-        """timeout, error, malformed or None, drawn once per request."""
-        r = rng.random()
+    def fault(self, u: float) -> str | None:
+        """timeout, error, malformed or None for the draw u in [0, 1)."""
+        r = u
         for name, rate in (
             ("timeout", self.timeout_rate),
             ("error", self.error_rate),
@@ -46,6 +57,19 @@ class ProviderProfile(BaseModel):
                 return name
             r -= rate
         return None
+
+
+class Draws:
+    """Uniform draws in [0, 1) keyed by a seed and the parts that name a call."""
+
+    def __init__(self, seed: str) -> None:
+        self.seed = seed
+        self._key = hashlib.blake2b(seed.encode(), digest_size=32).digest()
+
+    def uniform(self, *parts: str) -> float:
+        """The draw of one call: the same parts and seed always give the same value."""
+        digest = hashlib.blake2b("\x1f".join(parts).encode(), key=self._key, digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2.0**64
 
 
 class SandboxProfile(BaseModel):
@@ -60,6 +84,16 @@ class SandboxProfile(BaseModel):
     accounting: ProviderProfile = ProviderProfile()
     # How long a "hanging" request sleeps; it ends early when the client goes away.
     hang_s: float = Field(default=30.0, gt=0)
+    # What the draws are keyed by besides the call; None: the UTC day, so that a company's
+    # faults hold all day and change from one day to the next.
+    seed: str | None = None
+
+    def draws(self, now: datetime | None = None) -> Draws:
+        """The keyed draws of this profile, for the seed in force at `now`."""
+        seed = self.seed
+        if seed is None:
+            seed = (now or datetime.now(UTC)).date().isoformat()
+        return Draws(seed)
 
     def provider(self, name: Provider) -> ProviderProfile:
         """Settings of one provider."""

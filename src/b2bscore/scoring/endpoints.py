@@ -76,17 +76,7 @@ async def score_company(
     scoring = service.score_request(
         body,
         principal=principal,
-        tools=service.ScoringTools(
-            settings=state.settings,
-            bundle=bundle,
-            clients=clients,
-            cache=state.cache,
-            audit=state.audit,
-            tokenizer=state.tokenizer,
-            sessions=sessions,
-            keyring=state.keyring,
-            jobs=state.jobs,
-        ),
+        tools=service.ScoringTools.of(state, principal.mode, bundle=bundle, sessions=sessions),
         idempotency_key=idempotency_key,
         started=started,
     )
@@ -123,3 +113,7 @@ current_router.add_api_route(
     description="Answers exactly as `POST /v1/score`, the current version of the API.",
     operation_id="score_company_current",
 )
+
+# The paths that make a decision inside the budget: admission (kit/admission.py) lets a
+# few run at once per process and queues the others before their budget starts.
+DECISION_PATHS = ("/v1/score", "/score")

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from b2bscore.books.service import books_namespace, uploaded_reader
 from b2bscore.consents.service import DecisionConsents, consented_bank
@@ -53,6 +53,9 @@ from b2bscore.sources.tokens import Tokenizer
 from b2bscore.sources.types import SourceBundle, SourceResult
 from b2bscore.tenants.auth import Principal
 
+if TYPE_CHECKING:
+    from b2bscore.kit.state import AppState
+
 log = logging.getLogger(__name__)
 
 # The audit commit's least time, even when the sources used the budget up to their cut
@@ -80,6 +83,29 @@ class ScoringTools:
     sessions: SessionOpener  # the audit store: idempotency lookups and uploaded books
     keyring: DataKeyring | None = None  # decrypts the lender's uploaded books (None: unread)
     jobs: Jobs | None = None  # queues a consent's sync when a decision finds it stale
+
+    @classmethod
+    def of(
+        cls,
+        state: AppState,
+        mode: str,
+        *,
+        bundle: ModelBundle | None = None,
+        sessions: SessionOpener | None = None,
+    ) -> ScoringTools:
+        """The tools of one mode's decisions: the API, the console, checks and batches alike."""
+        return cls(
+            settings=state.settings,
+            bundle=bundle if bundle is not None else state.bundle,
+            clients=state.sandbox_clients if mode == "test" else state.live_clients,
+            cache=state.cache,
+            audit=state.audit,
+            tokenizer=state.tokenizer,
+            sessions=sessions if sessions is not None else state.sessionmaker,
+            # The lender's own data: its uploaded books and consented bank data.
+            keyring=state.keyring,
+            jobs=state.jobs,
+        )
 
 
 async def score_request(
@@ -321,14 +347,14 @@ def _elapsed_ms(started: float) -> float:
 
 
 def lender_data(
-    tools: ScoringTools, principal: Principal
+    tools: ScoringTools, principal: Principal, sources_deadline: float
 ) -> tuple[UploadedBooks | None, str, BankSnapshot | None]:
     """The lender's own data a decision reads beside the providers (a monitoring check too):
-    its uploaded books, their cache namespace, its consented bank snapshots."""
+    its uploaded books, their cache namespace, its consented bank data."""
     return (
         _uploaded_books(tools, principal),
         books_namespace(principal.tenant_id, principal.mode),
-        _bank_snapshot(tools, principal),
+        _consented_bank(tools, principal, sources_deadline),
     )
 
 

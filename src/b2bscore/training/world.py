@@ -653,6 +653,12 @@ def true_pd(siren: str) -> float:
     return _pd_of(_latents(siren))
 
 
+def bank_consent(siren: str) -> bool:
+    """Whether the company lets its bank share its data, without generating its data."""
+    _check(siren)
+    return _latents(siren).bank_consent
+
+
 def default_label(siren: str, seed: int) -> bool:
     """Whether the company defaults within 12 months in outcome draw `seed`: Bernoulli(true PD)."""
     rng = _rng(siren, f"default:{seed}")
