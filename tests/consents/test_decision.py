@@ -201,6 +201,36 @@ class TestDegradingInTime:
         assert again["sources"]["open_banking"]["detail"] == "snapshot"
         assert again["degraded"] is False
 
+    async def test_without_snapshot_an_unusable_token_leaves_the_decision_as_without_consent(
+        self, browser: httpx.AsyncClient, keys: Keys, state: AppState, pg_engine: AsyncEngine
+    ) -> None:
+        """Nothing asked of the bank and nothing on file: no error of the consent's making."""
+        siren = "552081317"  # no other consent of this tenant on it
+        consent_id = await active(browser, keys.writer, siren)
+        await synced(state, pg_engine, consent_id)  # then undone: no sync left to race
+        async with pg_engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "UPDATE consents SET access_expires_at = now(), snapshot_ciphertext = NULL,"
+                    " snapshot_at = NULL WHERE id = :id"
+                ),
+                {"id": consent_id},
+            )
+        found = await consented_bank(
+            consents_of(state),
+            tenant_id=await tenant_of(pg_engine, consent_id),
+            mode="test",
+            siren=siren,
+            deadline=time.monotonic() + 0.4,
+        )
+        assert found is None
+        # ... and the sync that will make it usable is queued.
+        for _ in range(100):
+            if await waiting_syncs(pg_engine, consent_id):
+                break
+            await asyncio.sleep(0.02)
+        assert await waiting_syncs(pg_engine, consent_id)
+
     async def test_without_snapshot_a_slow_bank_is_a_timeout(
         self, browser: httpx.AsyncClient, keys: Keys, state: AppState, pg_engine: AsyncEngine
     ) -> None:

@@ -1138,6 +1138,11 @@ def _from_snapshot(snapshot: Snapshot, now: datetime, stale_because: str | None)
     )
 
 
+class ConsentNotUsableNow(SourceUpstreamError):
+    """The consent cannot be used in this decision (bank not configured, token due for
+    refresh): nothing was asked of the bank."""
+
+
 async def _from_bank(
     tools: DecisionConsents, found: ConsentOnFile, deadline: float, now: datetime
 ) -> ConsentedBank:
@@ -1146,9 +1151,9 @@ async def _from_bank(
     client = clients.banks.get(found.bank_id) if clients is not None else None
     if client is None:
         # Our configuration, not the bank's refusal: a stale snapshot may stand in.
-        raise SourceUpstreamError(f"bank {found.bank_id} not configured")
+        raise ConsentNotUsableNow(f"bank {found.bank_id} not configured")
     if found.access_token is None:
-        raise SourceUpstreamError("access token due for refresh")
+        raise ConsentNotUsableNow("access token due for refresh")
     cut = deadline - STALE_MARGIN_SECONDS
     left = cut - time.monotonic()
     if left <= 0:
@@ -1219,6 +1224,12 @@ async def consented_bank(
         return await _from_bank(tools, found, deadline, now)
     except SourceUnavailable:
         raise  # the bank refuses the consent: the sync just queued expires it
+    except ConsentNotUsableNow as unusable:
+        if snapshot is None:
+            # Nothing asked, nothing on file: the decision goes on as without a consent
+            # (the queued sync makes the next one use it).
+            return None
+        return _from_snapshot(snapshot, now, stale_because=unusable.reason)
     except SourceError as failure:
         if snapshot is None:
             raise
